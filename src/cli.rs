@@ -1,0 +1,117 @@
+//! The command line: clap types, and the one `match` that hands each command to its module.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::commands;
+use crate::error::{self, Exit};
+
+/// Turn one YAML spec into a running, reachable WebRTC media host (SFU or TURN relay).
+///
+/// sfuctl derives every layer from the spec (cloud firewall, host firewall, the server's own config, the
+/// service) through one port manifest, so the layers cannot disagree about which UDP ports carry media.
+#[derive(Debug, Parser)]
+#[command(name = "sfuctl", version, propagate_version = true, max_term_width = 110)]
+#[command(after_help = "\
+Examples:
+  sfuctl validate examples/janus-linode.yaml
+  sfuctl plan examples/mediasoup-digitalocean.yaml
+  sfuctl render examples/janus-linode.yaml --out /tmp/janus --address 203.0.113.5
+
+Exit codes: 0 success; 1 an operation failed; 2 bad input (nothing was changed); 3 a check failed
+(plan --detailed-exitcode: changes pending).")]
+pub struct Cli {
+    /// How to print results: human-readable text, or JSON for scripts. Progress and warnings always go to stderr.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The result format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Text for people.
+    Text,
+    /// JSON on stdout, for scripts.
+    Json,
+}
+
+/// sfuctl's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a spec: syntax, types, ports, CIDRs, names, provider limits. Changes nothing, needs no network.
+    Validate(SpecArgs),
+    /// Show what `up` would create, change or destroy: servers, firewall rules, files, services.
+    ///
+    /// With the provider's credentials set, the plan is made against what exists (found by the owner tag
+    /// `sfuctl:<name>`); without them, against an empty account, and it says so.
+    Plan(PlanArgs),
+    /// Write every file a host would get (configs, service unit, host firewall, cloud-init) into a directory.
+    ///
+    /// Files land in DIR/<host>/<path on the host>, e.g. DIR/sfuctl-janus-demo-1/opt/sfuctl/janus-demo/config/
+    /// janus.jcfg; cloud-init user-data in DIR/<host>/cloud-init/user-data.
+    Render(RenderArgs),
+}
+
+/// Arguments of commands that take only a spec.
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    /// The deployment spec (YAML).
+    pub spec: PathBuf,
+}
+
+/// Arguments of `plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The deployment spec (YAML).
+    pub spec: PathBuf,
+    /// Use templates from this directory where it has them (same layout as sfuctl's templates/, e.g.
+    /// janus/janus.jcfg.j2); the embedded ones otherwise.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+    /// Exit 3 when the plan has changes, 0 when there are none (like terraform plan -detailed-exitcode).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+/// Arguments of `render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The deployment spec (YAML).
+    pub spec: PathBuf,
+    /// The directory to write into (created if missing; files in it are overwritten).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The public address to announce, for cloud hosts whose address is not known before they exist.
+    #[arg(long, value_name = "IP", default_value = crate::render::PLACEHOLDER_ADDRESS)]
+    pub address: String,
+    /// Use templates from this directory where it has them; the embedded ones otherwise.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+}
+
+/// Parses the command line, runs the command, prints any error and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version are successes; every other clap error is a usage error: exit 2.
+            let _ = e.print();
+            return if e.use_stderr() { Exit::BadInput.into() } else { Exit::Success.into() };
+        }
+    };
+    let result = match &cli.command {
+        Command::Validate(args) => commands::validate::execute(args, cli.output),
+        Command::Plan(args) => commands::plan::execute(args, cli.output),
+        Command::Render(args) => commands::render::execute(args, cli.output),
+    };
+    match result {
+        Ok(exit) => exit.into(),
+        Err(err) => error::report(&err).into(),
+    }
+}

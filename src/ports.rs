@@ -1,0 +1,350 @@
+//! The port manifest: every public port of a deployment, with its protocol, purpose and allowed sources.
+//!
+//! It is derived once from the spec and the SFU kind, and it is the only source for the cloud firewall rules, the
+//! host firewall ruleset, the ports in the SFU's own config, and the audit. No layer types a port list of its own,
+//! so the layers cannot drift apart.
+
+use std::fmt;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::providers::FirewallData;
+use crate::spec::{SfuKind, Spec, parse_cidr};
+
+/// A transport protocol a firewall rule covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+        })
+    }
+}
+
+/// An inclusive range of ports; a single port is a range of one. Written `"40000-41000"` or `"443"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortRange {
+    /// The first port.
+    pub start: u16,
+    /// The last port (equal to `start` for a single port).
+    pub end: u16,
+}
+
+impl PortRange {
+    /// A single port.
+    pub fn single(port: u16) -> Self {
+        Self { start: port, end: port }
+    }
+
+    /// How many ports the range holds (0 when inverted).
+    pub fn len(&self) -> u32 {
+        if self.end < self.start { 0 } else { u32::from(self.end) - u32::from(self.start) + 1 }
+    }
+
+    /// Whether the range holds no port (only an inverted range does).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `port` is inside the range.
+    pub fn contains(&self, port: u16) -> bool {
+        self.start <= port && port <= self.end
+    }
+
+    /// Whether the two ranges share at least one port.
+    pub fn overlaps(&self, other: &PortRange) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.start == self.end { write!(f, "{}", self.start) } else { write!(f, "{}-{}", self.start, self.end) }
+    }
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let port = |p: &str| {
+            p.trim().parse::<u16>().map_err(|_| format!("`{s}` is not a port range like `40000-41000` (ports are 1-65535)"))
+        };
+        match s.split_once('-') {
+            Some((a, b)) => Ok(Self { start: port(a)?, end: port(b)? }),
+            None => port(s).map(Self::single),
+        }
+    }
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RangeVisitor;
+        impl serde::de::Visitor<'_> for RangeVisitor {
+            type Value = PortRange;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port range like \"40000-41000\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PortRange, E> {
+                u16::try_from(v).map(PortRange::single).map_err(|_| E::custom(format!("{v} is not a port (1-65535)")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PortRange, E> {
+                Err(E::custom(format!("{v} is not a port (1-65535)")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PortRange, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(RangeVisitor)
+    }
+}
+
+/// What a public port is for; the audit and the templates pick ports by role, not by number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortRole {
+    /// SSH, from `ssh.allow_from` only.
+    Ssh,
+    /// The UDP media range (`sfu.rtc_ports`).
+    Media,
+    /// A port the SFU kind itself listens on (`sfu.listen_port`, `sfu.ice_tcp_port`).
+    Service,
+    /// A port listed in `sfu.tcp_ports` or `sfu.udp_ports`.
+    Extra,
+}
+
+/// One entry of the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PortRule {
+    /// UDP or TCP.
+    pub protocol: Protocol,
+    /// The port or range.
+    pub ports: PortRange,
+    /// What it is for, in words (`media (RTP/RTCP)`, `Janus HTTP API`).
+    pub purpose: String,
+    /// Its role, for code that picks ports by meaning.
+    pub role: PortRole,
+    /// Who may reach it.
+    pub sources: Vec<IpNet>,
+    /// The spec field it comes from, for messages.
+    #[serde(skip)]
+    pub field: &'static str,
+}
+
+/// A cloud firewall rule: manifest entries with the same protocol and sources, adjacent ranges merged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CloudRule {
+    /// UDP or TCP.
+    pub protocol: Protocol,
+    /// The merged port range.
+    pub ports: PortRange,
+    /// Who may reach it.
+    pub sources: Vec<IpNet>,
+    /// The purposes merged into this rule.
+    pub purposes: Vec<String>,
+}
+
+/// The port manifest of a deployment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Manifest {
+    /// Every public port, in a stable order: SSH, media, the kind's own ports, then extras.
+    pub rules: Vec<PortRule>,
+}
+
+/// `0.0.0.0/0` and `::/0`.
+pub fn anywhere() -> Vec<IpNet> {
+    vec!["0.0.0.0/0".parse().expect("valid CIDR"), "::/0".parse().expect("valid CIDR")]
+}
+
+impl Manifest {
+    /// Derives the manifest from a spec. Invalid CIDRs are left out here; validation reports them.
+    pub fn derive(spec: &Spec) -> Self {
+        let sfu = &spec.sfu;
+        let ssh_sources = match &spec.ssh.allow_from {
+            Some(list) => list.iter().filter_map(|raw| parse_cidr(raw).ok()).collect(),
+            None => anywhere(),
+        };
+        let mut rules = vec![PortRule {
+            protocol: Protocol::Tcp,
+            ports: PortRange::single(spec.ssh.port()),
+            purpose: "SSH".into(),
+            role: PortRole::Ssh,
+            sources: ssh_sources,
+            field: "ssh.port",
+        }];
+        let media_purpose = if sfu.kind == SfuKind::Coturn { "TURN relay range" } else { "media (RTP/RTCP)" };
+        rules.push(PortRule {
+            protocol: Protocol::Udp,
+            ports: sfu.rtc_ports,
+            purpose: media_purpose.into(),
+            role: PortRole::Media,
+            sources: anywhere(),
+            field: "sfu.rtc_ports",
+        });
+        let mut service = |protocol, port: u16, purpose: &str, field| {
+            rules.push(PortRule {
+                protocol,
+                ports: PortRange::single(port),
+                purpose: purpose.into(),
+                role: PortRole::Service,
+                sources: anywhere(),
+                field,
+            });
+        };
+        match (sfu.kind, sfu.listen_port()) {
+            (SfuKind::Janus, Some(p)) => service(Protocol::Tcp, p, "Janus HTTP API", "sfu.listen_port"),
+            (SfuKind::Livekit, Some(p)) => service(Protocol::Tcp, p, "LiveKit signaling (HTTP/WebSocket)", "sfu.listen_port"),
+            (SfuKind::Coturn, Some(p)) => {
+                service(Protocol::Udp, p, "STUN/TURN", "sfu.listen_port");
+                service(Protocol::Tcp, p, "TURN over TCP", "sfu.listen_port");
+            }
+            _ => {}
+        }
+        if let Some(p) = sfu.ice_tcp_port() {
+            service(Protocol::Tcp, p, "ICE over TCP", "sfu.ice_tcp_port");
+        }
+        for (protocol, ports, field) in [(Protocol::Tcp, &sfu.tcp_ports, "sfu.tcp_ports"), (Protocol::Udp, &sfu.udp_ports, "sfu.udp_ports")] {
+            for &port in ports {
+                rules.push(PortRule {
+                    protocol,
+                    ports: PortRange::single(port),
+                    purpose: format!("{field} {port}").replacen("sfu.", "", 1),
+                    role: PortRole::Extra,
+                    sources: anywhere(),
+                    field,
+                });
+            }
+        }
+        Self { rules }
+    }
+
+    /// The UDP media range.
+    pub fn media(&self) -> PortRange {
+        self.rules.iter().find(|r| r.role == PortRole::Media).map(|r| r.ports).expect("the manifest always has a media range")
+    }
+
+    /// The SSH rule.
+    pub fn ssh(&self) -> &PortRule {
+        self.rules.iter().find(|r| r.role == PortRole::Ssh).expect("the manifest always has an SSH rule")
+    }
+
+    /// Every public port of a protocol other than SSH and the media range, sorted.
+    pub fn single_ports(&self, protocol: Protocol) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .rules
+            .iter()
+            .filter(|r| r.protocol == protocol && !matches!(r.role, PortRole::Ssh | PortRole::Media))
+            .flat_map(|r| r.ports.start..=r.ports.end)
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
+    /// Whether any public port other than SSH is below 1024 (the service then needs CAP_NET_BIND_SERVICE).
+    pub fn needs_privileged_ports(&self) -> bool {
+        self.rules.iter().any(|r| r.role != PortRole::Ssh && r.ports.start < 1024)
+    }
+
+    /// The rules a cloud firewall gets: entries with the same protocol and sources are merged where their ranges
+    /// touch or overlap, so `7000` and `7001` become `7000-7001`.
+    pub fn cloud_rules(&self) -> Vec<CloudRule> {
+        let mut sorted: Vec<&PortRule> = self.rules.iter().collect();
+        sorted.sort_by(|a, b| (a.protocol, &a.sources, a.ports).cmp(&(b.protocol, &b.sources, b.ports)));
+        let mut merged: Vec<CloudRule> = Vec::new();
+        for rule in sorted {
+            if let Some(last) = merged.last_mut() {
+                let touches = u32::from(rule.ports.start) <= u32::from(last.ports.end) + 1;
+                if last.protocol == rule.protocol && last.sources == rule.sources && touches {
+                    last.ports.end = last.ports.end.max(rule.ports.end);
+                    last.purposes.push(rule.purpose.clone());
+                    continue;
+                }
+            }
+            merged.push(CloudRule { protocol: rule.protocol, ports: rule.ports, sources: rule.sources.clone(), purposes: vec![rule.purpose.clone()] });
+        }
+        // Present them in manifest order (SSH, media, service, extras) rather than sorted by protocol.
+        let position = |c: &CloudRule| self.rules.iter().position(|r| c.purposes.first() == Some(&r.purpose)).unwrap_or(usize::MAX);
+        merged.sort_by_key(position);
+        merged
+    }
+
+    /// How many rules the provider's firewall needs for this manifest, counted the provider's way.
+    pub fn cloud_rule_count(&self, firewall: &FirewallData) -> u32 {
+        let rules = self.cloud_rules();
+        let inbound: usize = if firewall.count_per_cidr { rules.iter().map(|r| r.sources.len()).sum() } else { rules.len() };
+        inbound as u32 + firewall.fixed_rules
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: &str, extra: &str) -> Spec {
+        Spec::parse(&format!(
+            "name: t\nprovider: {{ kind: digitalocean, region: fra1 }}\nssh: {{ allow_from: [203.0.113.7/32] }}\nsfu:\n  kind: {kind}\n  rtc_ports: 40000-41000\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn ranges_parse_and_print() {
+        assert_eq!("40000-41000".parse::<PortRange>().unwrap(), PortRange { start: 40000, end: 41000 });
+        assert_eq!("443".parse::<PortRange>().unwrap().to_string(), "443");
+        assert!("40000-".parse::<PortRange>().is_err());
+        assert!("70000".parse::<PortRange>().is_err());
+        assert_eq!(PortRange { start: 40000, end: 41000 }.len(), 1001);
+    }
+
+    #[test]
+    fn janus_manifest_has_ssh_media_and_http() {
+        let m = spec("janus", "  tcp_ports: [443]\n").manifest();
+        let lines: Vec<String> = m.rules.iter().map(|r| format!("{} {} {}", r.protocol, r.ports, r.purpose)).collect();
+        assert_eq!(lines, ["tcp 22 SSH", "udp 40000-41000 media (RTP/RTCP)", "tcp 8088 Janus HTTP API", "tcp 443 tcp_ports 443"]);
+        assert_eq!(m.ssh().sources, vec!["203.0.113.7/32".parse::<IpNet>().unwrap()]);
+        assert_eq!(m.single_ports(Protocol::Tcp), vec![443, 8088]);
+        assert!(m.needs_privileged_ports());
+    }
+
+    #[test]
+    fn coturn_listens_on_udp_and_tcp() {
+        let m = spec("coturn", "").manifest();
+        assert_eq!(m.single_ports(Protocol::Udp), vec![3478]);
+        assert_eq!(m.single_ports(Protocol::Tcp), vec![3478]);
+        assert!(!m.needs_privileged_ports());
+    }
+
+    #[test]
+    fn livekit_has_signaling_and_ice_tcp() {
+        let m = spec("livekit", "").manifest();
+        assert_eq!(m.single_ports(Protocol::Tcp), vec![7880, 7881]);
+    }
+
+    #[test]
+    fn adjacent_ports_with_the_same_sources_merge() {
+        let m = spec("livekit", "  tcp_ports: [7882, 9000]\n").manifest();
+        let rules: Vec<String> = m.cloud_rules().iter().map(|r| format!("{} {}", r.protocol, r.ports)).collect();
+        assert_eq!(rules, ["tcp 22", "udp 40000-41000", "tcp 7880-7882", "tcp 9000"]);
+        let do_fw = FirewallData { rule_limit: Some(50), count_per_cidr: false, fixed_rules: 3 };
+        assert_eq!(m.cloud_rule_count(&do_fw), 7);
+        let aws_fw = FirewallData { rule_limit: Some(60), count_per_cidr: true, fixed_rules: 0 };
+        assert_eq!(m.cloud_rule_count(&aws_fw), 7, "SSH has one source, the other three rules two each");
+    }
+}

@@ -1,0 +1,1 @@
+//! SSH to one host (being written).

@@ -1,0 +1,477 @@
+//! Rendering: the templates (`templates/*.j2`, embedded, overridable with `--templates DIR`) plus one host's
+//! context (its address, the port manifest, the SFU settings) give every file that host gets.
+//!
+//! Undefined variables are errors (a typo fails here, not on the host), trailing newlines are kept and nothing is
+//! auto-escaped: these are config files, not HTML.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use minijinja::value::Serde;
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::error::UserError;
+use crate::ports::{Manifest, PortRole, Protocol};
+use crate::spec::{ProviderKind, SfuKind, Spec, resolve_path};
+
+/// The address written into configs when the real one is not known yet (`render` without `--address`).
+pub const PLACEHOLDER_ADDRESS: &str = "198.51.100.1";
+
+/// Every template sfuctl ships, by the name a `--templates DIR` override uses.
+const TEMPLATES: &[(&str, &str)] = &[
+    ("service/sfuctl.env.j2", include_str!("../templates/service/sfuctl.env.j2")),
+    ("service/start.sh.j2", include_str!("../templates/service/start.sh.j2")),
+    ("service/systemd.service.j2", include_str!("../templates/service/systemd.service.j2")),
+    ("host/nftables.nft.j2", include_str!("../templates/host/nftables.nft.j2")),
+    ("host/cloud-init.yaml.j2", include_str!("../templates/host/cloud-init.yaml.j2")),
+    ("mediasoup/config.js.j2", include_str!("../templates/mediasoup/config.js.j2")),
+    ("mediasoup/mediasoup.env.j2", include_str!("../templates/mediasoup/mediasoup.env.j2")),
+    ("janus/janus.jcfg.j2", include_str!("../templates/janus/janus.jcfg.j2")),
+    ("janus/janus.transport.http.jcfg.j2", include_str!("../templates/janus/janus.transport.http.jcfg.j2")),
+    ("livekit/livekit.yaml.j2", include_str!("../templates/livekit/livekit.yaml.j2")),
+    ("coturn/turnserver.conf.j2", include_str!("../templates/coturn/turnserver.conf.j2")),
+];
+
+/// Peer ranges coturn must never relay to: private, loopback, link-local, shared, multicast and documentation
+/// networks (the lock-down bbb-install and STUNner's security notes recommend).
+const DENIED_PEER_RANGES: &[&str] = &[
+    "0.0.0.0-0.255.255.255",
+    "10.0.0.0-10.255.255.255",
+    "100.64.0.0-100.127.255.255",
+    "127.0.0.0-127.255.255.255",
+    "169.254.0.0-169.254.255.255",
+    "172.16.0.0-172.31.255.255",
+    "192.0.0.0-192.0.0.255",
+    "192.0.2.0-192.0.2.255",
+    "192.88.99.0-192.88.99.255",
+    "192.168.0.0-192.168.255.255",
+    "198.18.0.0-198.19.255.255",
+    "198.51.100.0-198.51.100.255",
+    "203.0.113.0-203.0.113.255",
+    "224.0.0.0-255.255.255.255",
+    "::1",
+    "64:ff9b::-64:ff9b::ffff:ffff",
+    "::ffff:0.0.0.0-::ffff:255.255.255.255",
+    "100::-100::ffff:ffff:ffff:ffff",
+    "2001::-2001:1ff:ffff:ffff:ffff:ffff:ffff:ffff",
+    "2002::-2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    "fc00::-fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    "fe80::-febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+];
+
+/// Where a deployment's files live on a host. Everything sfuctl puts there is under `root`, except the link
+/// systemd needs, so `down` removes one directory.
+#[derive(Clone, Debug, Serialize)]
+pub struct Layout {
+    /// `/opt/sfuctl/<name>`.
+    pub root: String,
+    /// The uploaded artifact.
+    pub app: String,
+    /// The SFU's rendered config files.
+    pub config: String,
+    /// The service's environment file.
+    pub env_file: String,
+    /// The start script run by systemd or the fallback supervisor.
+    pub start_script: String,
+    /// The systemd unit (linked into systemd by `up`).
+    pub unit: String,
+    /// The host firewall ruleset.
+    pub nftables: String,
+    /// The log of the fallback supervisor.
+    pub log: String,
+    /// The pid file of the fallback supervisor.
+    pub pid: String,
+}
+
+impl Layout {
+    /// The layout of a deployment.
+    pub fn of(spec: &Spec) -> Self {
+        let root = format!("/opt/sfuctl/{}", spec.name);
+        Self {
+            app: format!("{root}/app"),
+            config: format!("{root}/config"),
+            env_file: format!("{root}/sfuctl.env"),
+            start_script: format!("{root}/start.sh"),
+            unit: format!("{root}/{}.service", service_name(spec)),
+            nftables: format!("{root}/nftables.nft"),
+            log: format!("{root}/service.log"),
+            pid: format!("{root}/service.pid"),
+            root,
+        }
+    }
+}
+
+/// The service's name: `sfuctl-<name>` (a systemd unit of that name, or the fallback supervisor's process).
+pub fn service_name(spec: &Spec) -> String {
+    format!("sfuctl-{}", spec.name)
+}
+
+/// The nftables table sfuctl owns on each host: `sfuctl_<name>` (nft names take no `-`).
+pub fn nft_table(spec: &Spec) -> String {
+    format!("sfuctl_{}", spec.name.replace('-', "_"))
+}
+
+/// A host to render for.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostTarget {
+    /// Its name: the spec's for existing hosts, `sfuctl-<name>-<n>` for cloud hosts.
+    pub name: String,
+    /// Its public address, announced by the SFU.
+    pub address: String,
+    /// Its public IPv6 address, when it has one.
+    pub address_v6: Option<String>,
+    /// The address the SFU binds.
+    pub listen_ip: String,
+}
+
+/// The hosts of a spec, with `address` for cloud hosts whose real addresses are not known yet.
+pub fn host_targets(spec: &Spec, address: &str) -> Vec<HostTarget> {
+    let listen_ip = |addr: &str| if addr.contains(':') { "::".to_string() } else { "0.0.0.0".to_string() };
+    if spec.provider.kind == ProviderKind::Ssh {
+        spec.provider
+            .hosts
+            .iter()
+            .map(|h| HostTarget { name: h.name.clone(), address: h.address.clone(), address_v6: None, listen_ip: listen_ip(&h.address) })
+            .collect()
+    } else {
+        (1..=spec.provider.count.unwrap_or(1))
+            .map(|n| HostTarget {
+                name: format!("sfuctl-{}-{n}", spec.name),
+                address: address.to_string(),
+                address_v6: None,
+                listen_ip: listen_ip(address),
+            })
+            .collect()
+    }
+}
+
+/// The shared secret (coturn `static-auth-secret`, LiveKit API secret). Never printed: `Debug` and `Display`
+/// show a placeholder.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The secret from the environment variable `name`; when it is unset, a new random one and `false`.
+    pub fn from_env_or_random(name: &str) -> Result<(Self, bool)> {
+        match std::env::var(name) {
+            Ok(v) if !v.is_empty() => Ok((Self(v), true)),
+            _ => Ok((Self::random()?, false)),
+        }
+    }
+
+    /// A new random secret: 32 bytes as 64 hex characters (LiveKit asks for at least 32).
+    pub fn random() -> Result<Self> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("cannot get random bytes from the OS: {e}"))?;
+        Ok(Self(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+    }
+
+    /// The value, for the one place that writes it into a file.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// A file for one host: where it goes, with which mode, and its contents.
+#[derive(Clone, Debug)]
+pub struct RenderedFile {
+    /// The absolute path on the host.
+    pub path: String,
+    /// The file mode (`0o600` for anything holding a secret or the environment).
+    pub mode: u32,
+    /// The template it came from.
+    pub template: &'static str,
+    /// The contents.
+    pub contents: String,
+}
+
+/// Everything one host gets.
+#[derive(Clone, Debug)]
+pub struct HostFiles {
+    /// The host.
+    pub host: HostTarget,
+    /// The files, in a stable order.
+    pub files: Vec<RenderedFile>,
+    /// The cloud-init user-data, for cloud hosts.
+    pub cloud_init: Option<String>,
+}
+
+/// Which templates a spec uses, where each lands on the host and with which mode, in a stable order.
+pub fn file_plan(spec: &Spec) -> Vec<(&'static str, String, u32)> {
+    let l = Layout::of(spec);
+    let mut files = vec![
+        ("service/sfuctl.env.j2", l.env_file.clone(), 0o600),
+        ("service/start.sh.j2", l.start_script.clone(), 0o755),
+        ("service/systemd.service.j2", l.unit.clone(), 0o644),
+    ];
+    if spec.host_firewall {
+        files.push(("host/nftables.nft.j2", l.nftables.clone(), 0o644));
+    }
+    let config = |name: &str| format!("{}/{name}", l.config);
+    match spec.sfu.kind {
+        SfuKind::Mediasoup => {
+            files.push(("mediasoup/config.js.j2", config("mediasoup-config.js"), 0o644));
+            files.push(("mediasoup/mediasoup.env.j2", config("mediasoup.env"), 0o644));
+        }
+        SfuKind::Janus => {
+            files.push(("janus/janus.jcfg.j2", config("janus.jcfg"), 0o644));
+            files.push(("janus/janus.transport.http.jcfg.j2", config("janus.transport.http.jcfg"), 0o644));
+        }
+        SfuKind::Livekit => files.push(("livekit/livekit.yaml.j2", config("livekit.yaml"), 0o600)),
+        SfuKind::Coturn => files.push(("coturn/turnserver.conf.j2", config("turnserver.conf"), 0o600)),
+        SfuKind::Custom => {}
+    }
+    files
+}
+
+/// The templates and the filters they use.
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl Renderer {
+    /// Loads the embedded templates, each replaced by `DIR/<name>` when `overrides` is given and that file exists.
+    pub fn new(overrides: Option<&Path>) -> Result<Self> {
+        if let Some(dir) = overrides {
+            if !dir.is_dir() {
+                return Err(UserError::input(format!("--templates `{}` is not a directory", dir.display()))
+                    .hint("point it at a directory laid out like sfuctl's templates/, e.g. `janus/janus.jcfg.j2`")
+                    .into());
+            }
+        }
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_syntax(minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build().expect("default delimiters are valid"));
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        env.add_filter("shell_quote", |s: String| shell_quote(&s));
+        for (name, embedded) in TEMPLATES {
+            let source = match overrides.map(|d| d.join(name)).filter(|p| p.is_file()) {
+                Some(path) => std::fs::read_to_string(&path)
+                    .map_err(|e| UserError::input(format!("cannot read template `{}`", path.display())).caused_by(e))?,
+                None => (*embedded).to_string(),
+            };
+            env.add_template_owned(*name, source).map_err(|e| {
+                UserError::input(format!("template `{name}` does not parse")).caused_by(anyhow::anyhow!("{e:#}"))
+            })?;
+        }
+        Ok(Self { env })
+    }
+
+    /// Renders every file of one host.
+    pub fn render_host(&self, spec: &Spec, base_dir: &Path, host: &HostTarget, secret: &Secret) -> Result<HostFiles> {
+        let manifest = spec.manifest();
+        let mut ctx = Context::new(spec, base_dir, host, &manifest, secret);
+        let nftables = self.render_one("host/nftables.nft.j2", &ctx)?;
+        ctx.nftables = nftables.clone();
+        let mut files = Vec::new();
+        for (template, path, mode) in file_plan(spec) {
+            let contents = if template == "host/nftables.nft.j2" { nftables.clone() } else { self.render_one(template, &ctx)? };
+            files.push(RenderedFile { path, mode, template, contents });
+        }
+        let cloud_init = spec.provider.kind.is_cloud().then(|| self.render_one("host/cloud-init.yaml.j2", &ctx)).transpose()?;
+        Ok(HostFiles { host: host.clone(), files, cloud_init })
+    }
+
+    fn render_one(&self, name: &str, ctx: &Context) -> Result<String> {
+        let template = self.env.get_template(name).expect("every template is registered");
+        template
+            .render(Serde(ctx))
+            .map_err(|e| UserError::failed(format!("cannot render template `{name}`")).caused_by(anyhow::anyhow!("{e:#}")))
+            .with_context(|| format!("rendering for host `{}`", ctx.host.name))
+    }
+}
+
+/// Quotes a string for `sh` and for systemd's EnvironmentFile parser alike: bare when it is made of safe
+/// characters, otherwise in single quotes with `'` written as `'\''`.
+pub fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
+    if safe { s.to_string() } else { format!("'{}'", s.replace('\'', r"'\''")) }
+}
+
+/// The variables a template sees. Field names are the template contract (README "Templates").
+#[derive(Serialize)]
+struct Context {
+    name: String,
+    kind: &'static str,
+    provider: &'static str,
+    service: String,
+    host: HostTarget,
+    rtc: RtcRange,
+    ports: Vec<TemplatePort>,
+    ssh_port: u16,
+    sfu: SfuContext,
+    vars: BTreeMap<String, serde_yaml::Value>,
+    secret: String,
+    command: String,
+    run_as: String,
+    env_files: Vec<String>,
+    privileged_ports: Vec<u16>,
+    paths: Layout,
+    nft_table: String,
+    host_firewall: bool,
+    denied_peer_ranges: &'static [&'static str],
+    nftables: String,
+}
+
+#[derive(Serialize)]
+struct RtcRange {
+    min: u16,
+    max: u16,
+}
+
+#[derive(Serialize)]
+struct TemplatePort {
+    protocol: Protocol,
+    ports: String,
+    purpose: String,
+    role: PortRole,
+    anywhere: bool,
+    sources_v4: Vec<String>,
+    sources_v6: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct SfuContext {
+    listen_port: Option<u16>,
+    ice_tcp_port: Option<u16>,
+    domain: Option<String>,
+    env: BTreeMap<String, String>,
+    vars: BTreeMap<String, serde_yaml::Value>,
+    artifact_name: Option<String>,
+}
+
+impl Context {
+    fn new(spec: &Spec, base_dir: &Path, host: &HostTarget, manifest: &Manifest, secret: &Secret) -> Self {
+        let layout = Layout::of(spec);
+        let media = manifest.media();
+        let ports = manifest
+            .rules
+            .iter()
+            .map(|r| {
+                let (v4, v6): (Vec<&ipnet::IpNet>, Vec<&ipnet::IpNet>) = r.sources.iter().partition(|n| matches!(n, ipnet::IpNet::V4(_)));
+                let anywhere = v4.iter().any(|n| n.prefix_len() == 0) && v6.iter().any(|n| n.prefix_len() == 0);
+                TemplatePort {
+                    protocol: r.protocol,
+                    ports: r.ports.to_string(),
+                    purpose: r.purpose.clone(),
+                    role: r.role,
+                    anywhere,
+                    sources_v4: v4.iter().map(|n| n.to_string()).collect(),
+                    sources_v6: v6.iter().map(|n| n.to_string()).collect(),
+                }
+            })
+            .collect();
+        let artifact_name = spec.sfu.artifact.as_deref().and_then(|raw| {
+            let path: PathBuf = resolve_path(raw, base_dir);
+            // A directory is uploaded as the app directory itself; a file keeps its name inside it.
+            (!path.is_dir()).then(|| path.file_name().map(|n| n.to_string_lossy().into_owned())).flatten()
+        });
+        let command = spec.sfu.command.clone().unwrap_or_else(|| default_command(spec, &layout, artifact_name.as_deref()));
+        let run_as = spec.sfu.run_as.clone().unwrap_or_else(|| {
+            if spec.provider.kind.is_cloud() {
+                "sfuctl".into()
+            } else {
+                spec.ssh.user.clone().unwrap_or_else(|| crate::providers::ProviderData::get(spec.provider.kind).defaults.ssh_user.clone())
+            }
+        });
+        let mut env_files = vec![layout.env_file.clone()];
+        if spec.sfu.kind == SfuKind::Mediasoup {
+            env_files.push(format!("{}/mediasoup.env", layout.config));
+        }
+        let privileged_ports = if run_as == "root" {
+            Vec::new()
+        } else {
+            manifest.rules.iter().filter(|r| r.role != PortRole::Ssh && r.ports.start < 1024).map(|r| r.ports.start).collect()
+        };
+        Self {
+            name: spec.name.clone(),
+            kind: spec.sfu.kind.as_str(),
+            provider: spec.provider.kind.as_str(),
+            service: service_name(spec),
+            host: host.clone(),
+            rtc: RtcRange { min: media.start, max: media.end },
+            ports,
+            ssh_port: spec.ssh.port(),
+            sfu: SfuContext {
+                listen_port: spec.sfu.listen_port(),
+                ice_tcp_port: spec.sfu.ice_tcp_port(),
+                domain: spec.sfu.domain.clone(),
+                env: spec.sfu.env.clone(),
+                vars: spec.sfu.vars.clone(),
+                artifact_name,
+            },
+            vars: spec.sfu.vars.clone(),
+            secret: secret.expose().to_string(),
+            command,
+            run_as,
+            env_files,
+            privileged_ports,
+            nft_table: nft_table(spec),
+            host_firewall: spec.host_firewall,
+            denied_peer_ranges: DENIED_PEER_RANGES,
+            nftables: String::new(),
+            paths: layout,
+        }
+    }
+}
+
+/// The start command when the spec gives none: the uploaded binary when the artifact is a single file, else the
+/// one on the host's PATH.
+fn default_command(spec: &Spec, layout: &Layout, artifact_file: Option<&str>) -> String {
+    let bin = |name: &str| artifact_file.map_or_else(|| name.to_string(), |f| format!("./{}", shell_quote(f)));
+    let config = |file: &str| shell_quote(&format!("{}/{file}", layout.config));
+    match spec.sfu.kind {
+        SfuKind::Mediasoup => "npm start".into(),
+        SfuKind::Janus => format!("{} --configs-folder={}", bin("janus"), shell_quote(&layout.config)),
+        SfuKind::Coturn => format!("{} -c {}", bin("turnserver"), config("turnserver.conf")),
+        SfuKind::Livekit => format!("{} --config {}", bin("livekit-server"), config("livekit.yaml")),
+        // Validation requires a command for custom.
+        SfuKind::Custom => artifact_file.map_or_else(|| "false".into(), |f| format!("./{}", shell_quote(f))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quote_handles_quotes_and_spaces() {
+        assert_eq!(shell_quote("plain/path-1.2"), "plain/path-1.2");
+        assert_eq!(shell_quote("two words"), "'two words'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2".into());
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        assert_eq!(Secret::random().unwrap().expose().len(), 64);
+    }
+
+    #[test]
+    fn a_typo_in_a_template_fails_at_render_time() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("service")).unwrap();
+        std::fs::write(dir.path().join("service/start.sh.j2"), "exec {{ comand }}\n").unwrap();
+        let spec = Spec::parse("name: t\nprovider: { kind: ssh, hosts: [{ name: a, address: 203.0.113.9 }] }\nsfu: { kind: coturn, rtc_ports: 40000-41000 }\n").unwrap();
+        let r = Renderer::new(Some(dir.path())).unwrap();
+        let host = &host_targets(&spec, PLACEHOLDER_ADDRESS)[0];
+        let err = r.render_host(&spec, Path::new("."), host, &Secret::new("x".into())).unwrap_err();
+        assert!(format!("{err:#}").contains("comand"), "{err:#}");
+    }
+}

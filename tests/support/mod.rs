@@ -1,0 +1,2 @@
+//! Test support: the real test bed (namespace hosts with sshd, fakes of cloud APIs).
+#![allow(dead_code)]
