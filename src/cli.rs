@@ -87,9 +87,10 @@ pub struct RenderArgs {
     /// The directory to write into (created if missing; files in it are overwritten).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// The public address to announce, for cloud hosts whose address is not known before they exist.
-    #[arg(long, value_name = "IP", default_value = crate::render::PLACEHOLDER_ADDRESS)]
-    pub address: String,
+    /// The public address to announce, for cloud hosts whose address is not known before they exist
+    /// [default: 198.51.100.1, a documentation address].
+    #[arg(long, value_name = "IP")]
+    pub address: Option<String>,
     /// Use templates from this directory where it has them; the embedded ones otherwise.
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,

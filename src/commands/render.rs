@@ -9,19 +9,20 @@ use serde_json::json;
 use crate::cli::{Output, RenderArgs};
 use crate::commands::{base_dir, load_valid_spec};
 use crate::error::{Exit, UserError, warn};
-use crate::render::{Renderer, Secret, host_targets};
+use crate::render::{PLACEHOLDER_ADDRESS, Renderer, Secret, host_targets};
 use crate::spec::{FileCheck, ProviderKind, SfuKind};
 
 /// Runs `render`.
 pub fn execute(args: &RenderArgs, output: Output) -> Result<Exit> {
     let loaded = load_valid_spec(&args.spec, FileCheck::Warn)?;
     let spec = &loaded.spec;
-    if args.address.parse::<IpAddr>().is_err() {
-        return Err(UserError::input(format!("--address `{}` is not an IP address", args.address))
+    let address = args.address.as_deref().unwrap_or(PLACEHOLDER_ADDRESS);
+    if address.parse::<IpAddr>().is_err() {
+        return Err(UserError::input(format!("--address `{address}` is not an IP address"))
             .hint("give the public IPv4 or IPv6 address the server should announce, e.g. `--address 203.0.113.5`")
             .into());
     }
-    if spec.provider.kind == ProviderKind::Ssh && args.address != crate::render::PLACEHOLDER_ADDRESS {
+    if spec.provider.kind == ProviderKind::Ssh && args.address.is_some() {
         return Err(UserError::input("--address applies to cloud hosts only")
             .hint("existing hosts (kind ssh) announce the `address` given for them in the spec")
             .into());
@@ -34,7 +35,7 @@ pub fn execute(args: &RenderArgs, output: Output) -> Result<Exit> {
     }
 
     let mut written = Vec::new();
-    for host in host_targets(spec, &args.address) {
+    for host in host_targets(spec, address) {
         let rendered = renderer.render_host(spec, base_dir(&args.spec), &host, &secret)?;
         let host_dir = args.out.join(&host.name);
         for file in &rendered.files {
