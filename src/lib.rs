@@ -3,13 +3,20 @@
 //! The library holds every noun (spec, port manifest, render, plan, remote); `main.rs` only parses the command
 //! line, runs one command and reports its outcome.
 
+pub mod artifact;
 pub mod cli;
 pub mod commands;
+pub mod deploy;
 pub mod error;
 pub mod locate;
 pub mod plan;
+pub mod health;
 pub mod ports;
+pub mod probe;
 pub mod providers;
 pub mod remote;
 pub mod render;
+pub mod service;
 pub mod spec;
+pub mod state;
+pub mod wait;
