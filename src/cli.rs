@@ -17,6 +17,9 @@ use crate::error::{self, Exit};
 #[command(after_help = "\
 Examples:
   sfuctl validate examples/janus-linode.yaml
+  sfuctl up examples/existing-host.yaml
+  sfuctl status examples/existing-host.yaml --output json
+  sfuctl down examples/existing-host.yaml --yes
   sfuctl plan examples/mediasoup-digitalocean.yaml
   sfuctl render examples/janus-linode.yaml --out /tmp/janus --address 203.0.113.5
 
@@ -56,6 +59,18 @@ pub enum Command {
     /// Files land in DIR/<host>/<path on the host>, e.g. DIR/sfuctl-janus-demo-1/opt/sfuctl/janus-demo/config/
     /// janus.jcfg; cloud-init user-data in DIR/<host>/cloud-init/user-data.
     Render(RenderArgs),
+    /// Deploy or converge: upload what changed, install the host firewall, start or restart the service once,
+    /// and wait until it is healthy. Re-running on an unchanged spec changes nothing and says "No changes".
+    ///
+    /// Works for existing hosts (provider.kind ssh). The SSH host key is pinned at first contact (or by
+    /// ssh.host_key) and a changed key is refused.
+    Up(UpArgs),
+    /// Show what runs where: per host the service's state and since when, the artifact, the ports bound.
+    Status(StatusArgs),
+    /// Remove what sfuctl put on the hosts (service, nftables table, /opt/sfuctl/<name>), nothing else.
+    ///
+    /// Asks for confirmation unless --yes; without a terminal, --yes is required.
+    Down(DownArgs),
 }
 
 /// Arguments of commands that take only a spec.
@@ -96,6 +111,45 @@ pub struct RenderArgs {
     pub templates: Option<PathBuf>,
 }
 
+/// Arguments of `up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The deployment spec (YAML).
+    pub spec: PathBuf,
+    /// Use templates from this directory where it has them; the embedded ones otherwise.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+    /// Seconds to wait for SSH (connect, handshake and login) [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub connect_timeout: Option<u64>,
+    /// Seconds to wait for the service to become healthy [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub health_timeout: Option<u64>,
+}
+
+/// Arguments of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The deployment spec (YAML).
+    pub spec: PathBuf,
+    /// Seconds to wait for SSH [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub connect_timeout: Option<u64>,
+}
+
+/// Arguments of `down`.
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// The deployment spec (YAML).
+    pub spec: PathBuf,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Seconds to wait for SSH [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub connect_timeout: Option<u64>,
+}
+
 /// Parses the command line, runs the command, prints any error and returns the exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -110,9 +164,17 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::execute(args, cli.output),
         Command::Plan(args) => commands::plan::execute(args, cli.output),
         Command::Render(args) => commands::render::execute(args, cli.output),
+        Command::Up(args) => block_on(commands::up::execute(args, cli.output)),
+        Command::Status(args) => block_on(commands::status::execute(args, cli.output)),
+        Command::Down(args) => block_on(commands::down::execute(args, cli.output)),
     };
     match result {
         Ok(exit) => exit.into(),
         Err(err) => error::report(&err).into(),
     }
+}
+
+/// Runs an async command on a multi-threaded runtime (hosts are handled concurrently).
+fn block_on<F: std::future::Future<Output = anyhow::Result<Exit>>>(f: F) -> anyhow::Result<Exit> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(f)
 }

@@ -96,24 +96,26 @@ pub fn exit_of(err: &anyhow::Error) -> Exit {
 /// Formats an error the way [`report`] prints it, without colour. Useful in tests.
 pub fn render(err: &anyhow::Error) -> String {
     let mut out = format!("error: {err}\n");
-    let mut hints = Vec::new();
-    if let Some(h) = err.downcast_ref::<UserError>().and_then(|u| u.hint.clone()) {
-        hints.push(h);
-    }
-    for cause in err.chain().skip(1) {
-        // A context layer repeats nothing new when its text is the same as the previous one: skip it.
-        let text = cause.to_string();
-        if !out.ends_with(&format!("{text}\n")) {
-            for (i, line) in text.lines().enumerate() {
-                let lead = if i == 0 { "  Caused by: " } else { "             " };
-                out.push_str(&format!("{lead}{line}\n"));
+    let mut hints: Vec<String> = Vec::new();
+    for (i, cause) in err.chain().enumerate() {
+        if i > 0 {
+            // A context layer repeats nothing new when its text is the same as the previous one: skip it.
+            let text = cause.to_string();
+            if !out.ends_with(&format!("{text}\n")) {
+                for (n, line) in text.lines().enumerate() {
+                    let lead = if n == 0 { "  Caused by: " } else { "             " };
+                    out.push_str(&format!("{lead}{line}\n"));
+                }
             }
         }
         if let Some(h) = cause.downcast_ref::<UserError>().and_then(|u| u.hint.clone()) {
-            hints.push(h);
+            if !hints.contains(&h) {
+                hints.push(h);
+            }
         }
     }
-    for h in hints {
+    // The innermost hint first: it speaks to the cause, the outer ones to what to do about it here.
+    for h in hints.iter().rev() {
         out.push_str(&format!("hint: {h}\n"));
     }
     out
@@ -151,6 +153,12 @@ mod tests {
         let err = Err::<(), _>(input_error("bad field")).context("while planning").unwrap_err();
         assert_eq!(exit_of(&err), Exit::BadInput);
         assert!(render(&err).starts_with("error: while planning\n  Caused by: bad field\n"));
+    }
+
+    #[test]
+    fn a_hint_under_a_context_layer_is_printed_once() {
+        let err = Err::<(), _>(anyhow::Error::from(UserError::failed("inner").hint("do this"))).context("outer").unwrap_err();
+        assert_eq!(render(&err), "error: outer\n  Caused by: inner\nhint: do this\n");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
 use crate::error::UserError;
+use crate::remote::shell_quote;
 use crate::ports::{Manifest, PortRole, Protocol};
 use crate::spec::{ProviderKind, SfuKind, Spec, resolve_path};
 
@@ -25,6 +26,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("service/sfuctl.env.j2", include_str!("../templates/service/sfuctl.env.j2")),
     ("service/start.sh.j2", include_str!("../templates/service/start.sh.j2")),
     ("service/systemd.service.j2", include_str!("../templates/service/systemd.service.j2")),
+    ("service/supervise.sh.j2", include_str!("../templates/service/supervise.sh.j2")),
     ("host/nftables.nft.j2", include_str!("../templates/host/nftables.nft.j2")),
     ("host/cloud-init.yaml.j2", include_str!("../templates/host/cloud-init.yaml.j2")),
     ("mediasoup/config.js.j2", include_str!("../templates/mediasoup/config.js.j2")),
@@ -84,6 +86,12 @@ pub struct Layout {
     pub log: String,
     /// The pid file of the fallback supervisor.
     pub pid: String,
+    /// The fallback supervisor (for hosts without systemd).
+    pub supervisor: String,
+    /// The pid file of the server the fallback supervisor runs (its mtime: when it started).
+    pub child_pid: String,
+    /// The sha256 of the artifact last deployed.
+    pub artifact_marker: String,
 }
 
 impl Layout {
@@ -99,6 +107,9 @@ impl Layout {
             nftables: format!("{root}/nftables.nft"),
             log: format!("{root}/service.log"),
             pid: format!("{root}/service.pid"),
+            supervisor: format!("{root}/supervise.sh"),
+            child_pid: format!("{root}/service.child.pid"),
+            artifact_marker: format!("{root}/.artifact.sha256"),
             root,
         }
     }
@@ -112,6 +123,17 @@ pub fn service_name(spec: &Spec) -> String {
 /// The nftables table sfuctl owns on each host: `sfuctl_<name>` (nft names take no `-`).
 pub fn nft_table(spec: &Spec) -> String {
     format!("sfuctl_{}", spec.name.replace('-', "_"))
+}
+
+/// The SSH login user: the spec's, or the provider's default.
+pub fn ssh_user(spec: &Spec) -> String {
+    spec.ssh.user.clone().unwrap_or_else(|| crate::providers::ProviderData::get(spec.provider.kind).defaults.ssh_user.clone())
+}
+
+/// The user the service runs as: `sfu.run_as`, else `sfuctl` on cloud hosts (cloud-init makes it), else the SSH
+/// user on existing hosts.
+pub fn run_as(spec: &Spec) -> String {
+    spec.sfu.run_as.clone().unwrap_or_else(|| if spec.provider.kind.is_cloud() { "sfuctl".into() } else { ssh_user(spec) })
 }
 
 /// A host to render for.
@@ -217,6 +239,7 @@ pub fn file_plan(spec: &Spec) -> Vec<(&'static str, String, u32)> {
         ("service/sfuctl.env.j2", l.env_file.clone(), 0o600),
         ("service/start.sh.j2", l.start_script.clone(), 0o755),
         ("service/systemd.service.j2", l.unit.clone(), 0o644),
+        ("service/supervise.sh.j2", l.supervisor.clone(), 0o755),
     ];
     if spec.host_firewall {
         files.push(("host/nftables.nft.j2", l.nftables.clone(), 0o644));
@@ -293,13 +316,6 @@ impl Renderer {
             .map_err(|e| UserError::failed(format!("cannot render template `{name}`")).caused_by(anyhow::anyhow!("{e:#}")))
             .with_context(|| format!("rendering for host `{}`", ctx.host.name))
     }
-}
-
-/// Quotes a string for `sh` and for systemd's EnvironmentFile parser alike: bare when it is made of safe
-/// characters, otherwise in single quotes with `'` written as `'\''`.
-pub fn shell_quote(s: &str) -> String {
-    let safe = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
-    if safe { s.to_string() } else { format!("'{}'", s.replace('\'', r"'\''")) }
 }
 
 /// The variables a template sees. Field names are the template contract (README "Templates").
@@ -381,13 +397,7 @@ impl Context {
             (!path.is_dir()).then(|| path.file_name().map(|n| n.to_string_lossy().into_owned())).flatten()
         });
         let command = spec.sfu.command.clone().unwrap_or_else(|| default_command(spec, &layout, artifact_name.as_deref()));
-        let run_as = spec.sfu.run_as.clone().unwrap_or_else(|| {
-            if spec.provider.kind.is_cloud() {
-                "sfuctl".into()
-            } else {
-                spec.ssh.user.clone().unwrap_or_else(|| crate::providers::ProviderData::get(spec.provider.kind).defaults.ssh_user.clone())
-            }
-        });
+        let run_as = run_as(spec);
         let mut env_files = vec![layout.env_file.clone()];
         if spec.sfu.kind == SfuKind::Mediasoup {
             env_files.push(format!("{}/mediasoup.env", layout.config));
@@ -447,14 +457,6 @@ fn default_command(spec: &Spec, layout: &Layout, artifact_file: Option<&str>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shell_quote_handles_quotes_and_spaces() {
-        assert_eq!(shell_quote("plain/path-1.2"), "plain/path-1.2");
-        assert_eq!(shell_quote("two words"), "'two words'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote(""), "''");
-    }
 
     #[test]
     fn secrets_never_print() {

@@ -1,3 +1,7 @@
 //! The one integration-test binary: drives the real `sfuctl` binary and the real test bed.
 
+mod deploy_ssh;
+mod offline_cli;
+mod remote_ssh;
+mod rendered_configs;
 mod support;

@@ -1,14 +1,21 @@
 //! One module per command: its logic, kept apart from the clap types in `cli.rs`.
 
+pub mod down;
 pub mod plan;
 pub mod render;
+pub mod status;
+pub mod up;
 pub mod validate;
 
 use std::path::Path;
 
 use anyhow::Result;
 
-use crate::error::{UserError, warn};
+use std::time::Duration;
+
+use crate::deploy::Timeouts;
+use crate::error::{Exit, UserError, report, warn};
+use crate::render::HostTarget;
 use crate::spec::{Diagnostic, FileCheck, Findings, LoadedSpec, Spec};
 
 /// Loads a spec and validates it: warnings are printed to stderr, errors become one exit-2 error listing them all.
@@ -48,4 +55,35 @@ pub fn invalid_spec(path: &Path, errors: &[Diagnostic]) -> UserError {
         message.push_str(&format!("\n  {}", e.to_string().replace("\n  hint:", "\n    hint:")));
     }
     UserError::input(message)
+}
+
+/// Cloud providers get `up`, `status` and `down` with their own issues; until then, say so clearly.
+pub fn cloud_not_ready(spec: &Spec, command: &str) -> Result<()> {
+    if spec.provider.kind.is_cloud() {
+        return Err(UserError::input(format!("`{command}` does not support provider.kind `{}` yet; it works for existing hosts (kind ssh)", spec.provider.kind.as_str()))
+            .hint("`sfuctl plan` and `sfuctl render` work for every provider")
+            .into());
+    }
+    Ok(())
+}
+
+/// The timeouts from the command line (seconds), with the defaults for what is not given.
+pub fn timeouts(connect: Option<u64>, health: Option<u64>) -> Timeouts {
+    let default = Timeouts::default();
+    Timeouts {
+        connect: connect.map_or(default.connect, Duration::from_secs),
+        health: health.map_or(default.health, Duration::from_secs),
+    }
+}
+
+/// Prints every host's error (each as `error:` / `Caused by:` / `hint:`) and returns exit 1 when any host failed.
+pub fn report_failures<T>(results: &[(HostTarget, Result<T>)]) -> Result<Exit> {
+    let mut failed = false;
+    for (_, r) in results {
+        if let Err(e) = r {
+            report(e);
+            failed = true;
+        }
+    }
+    Ok(if failed { Exit::Failed } else { Exit::Success })
 }

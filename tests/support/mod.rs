@@ -1,2 +1,5 @@
 //! Test support: the real test bed (namespace hosts with sshd, fakes of cloud APIs).
 #![allow(dead_code)]
+pub mod cli;
+pub mod deployment;
+pub mod netns;

@@ -1,0 +1,92 @@
+//! `sfuctl up SPEC`: deploy or converge. For existing hosts (kind ssh) it uploads what changed, installs the host
+//! firewall, starts or restarts the service once and waits until it is healthy.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::artifact::Artifact;
+use crate::cli::{Output, UpArgs};
+use crate::commands::{base_dir, cloud_not_ready, load_valid_spec, report_failures, timeouts};
+use crate::deploy::{Deployment, for_each_host, up_host};
+use crate::error::{Exit, UserError};
+use crate::render::{PLACEHOLDER_ADDRESS, Renderer, Secret, host_targets};
+use crate::spec::{FileCheck, SfuKind, resolve_path};
+
+/// Runs `up`.
+pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
+    let loaded = load_valid_spec(&args.spec, FileCheck::Required)?;
+    let spec = loaded.spec;
+    cloud_not_ready(&spec, "up")?;
+    let base = base_dir(&args.spec);
+    let renderer = Arc::new(Renderer::new(args.templates.as_deref())?);
+    let secret_env = spec.sfu.secret_env().to_string();
+    let secret = match std::env::var(&secret_env) {
+        Ok(v) if !v.is_empty() => Secret::new(v),
+        _ if matches!(spec.sfu.kind, SfuKind::Coturn | SfuKind::Livekit) => {
+            return Err(UserError::input(format!("${secret_env} is not set: {} needs a shared secret", spec.sfu.kind.as_str()))
+                .hint(format!("export {secret_env}=$(openssl rand -hex 32), and keep it: clients derive their credentials from it"))
+                .into());
+        }
+        // Other kinds do not use it; a value is still needed for the templates.
+        _ => Secret::new(String::new()),
+    };
+    let artifact = match &spec.sfu.artifact {
+        Some(raw) => Some(Arc::new(Artifact::prepare(&resolve_path(raw, base))?)),
+        None => None,
+    };
+    let hosts = host_targets(&spec, PLACEHOLDER_ADDRESS);
+    let dep = Deployment::new(spec, base, timeouts(args.connect_timeout, args.health_timeout))?;
+    let secret = Arc::new(secret);
+    let results = for_each_host(&dep, &hosts, |dep, host| {
+        let (artifact, secret, renderer) = (artifact.clone(), Arc::clone(&secret), Arc::clone(&renderer));
+        async move { up_host(&dep, &host, artifact.as_deref(), &secret, &renderer).await }
+    })
+    .await;
+
+    let ok: Vec<_> = results.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
+    let changed = ok.iter().any(|o| o.changed_anything());
+    match output {
+        Output::Json => {
+            let hosts: Vec<_> = results
+                .iter()
+                .map(|(h, r)| match r {
+                    Ok(o) => json!({ "ok": true, "host": o }),
+                    Err(e) => json!({ "ok": false, "host": { "name": h.name, "address": h.address }, "error": format!("{e:#}") }),
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&json!({ "changed": changed, "hosts": hosts }))?);
+        }
+        Output::Text => {
+            for o in &ok {
+                let mut parts = Vec::new();
+                if o.artifact_bytes > 0 {
+                    parts.push(format!("artifact sent ({})", human_bytes(o.artifact_bytes)));
+                }
+                if !o.changed.is_empty() {
+                    parts.push(format!("{} path(s) changed", o.changed.len()));
+                }
+                parts.push(format!("host firewall {}", o.host_firewall));
+                parts.push(format!("service {} ({})", o.service, o.manager.as_str()));
+                println!("{} ({}): {}", o.name, o.address, parts.join("; "));
+                println!("  healthy: {}", o.health.join("; "));
+            }
+            if ok.len() == results.len() && !changed {
+                println!("No changes. {} host(s) already match the spec.", ok.len());
+            } else {
+                println!("Up: {} host(s) deployed, {} failed.", ok.len(), results.len() - ok.len());
+            }
+        }
+    }
+    report_failures(&results)
+}
+
+/// Bytes for people: `512 B`, `1.2 MB`.
+fn human_bytes(n: u64) -> String {
+    match n {
+        0..1_000 => format!("{n} B"),
+        1_000..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
+        _ => format!("{:.1} MB", n as f64 / 1e6),
+    }
+}

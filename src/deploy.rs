@@ -1,0 +1,599 @@
+//! The deploy path every provider shares: given hosts with addresses, reach each over SSH (host key pinned),
+//! upload the artifact and the rendered files (only what changed, atomically, sha256-checked), install the host
+//! firewall, start or restart the service once, and wait until it is healthy. Also what `status` and `down` do
+//! on a host. Hosts are handled concurrently.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::artifact::{Artifact, Placement};
+use crate::error::UserError;
+use crate::health;
+use crate::ports::{Manifest, Protocol};
+use crate::remote::{RemoteHandle, SshTarget, connect_async, key_needs_passphrase, shell_quote as q};
+use crate::render::{HostFiles, HostTarget, Layout, Renderer, Secret, nft_table, run_as, service_name, ssh_user};
+use crate::service::{HostFacts, Manager, PROBE_SCRIPT, ServiceScripts};
+use crate::spec::{Spec, resolve_path};
+use crate::state::{HostRecord, StateFile};
+use crate::wait::{self, Check};
+
+/// Settings for reaching and waiting on hosts.
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    /// TCP connect + SSH handshake + authentication.
+    pub connect: Duration,
+    /// How long the service may take to become healthy.
+    pub health: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { connect: Duration::from_secs(10), health: Duration::from_secs(60) }
+    }
+}
+
+/// One deployment, ready to act on its hosts. Cheap to share between host tasks.
+pub struct Deployment {
+    /// The spec.
+    pub spec: Spec,
+    /// The spec's directory (relative paths in the spec are resolved against it).
+    pub base_dir: PathBuf,
+    /// Where the files live on each host.
+    pub layout: Layout,
+    /// The port manifest.
+    pub manifest: Manifest,
+    /// The local state (pinned host keys, what was deployed), saved after every change.
+    pub state: Mutex<StateFile>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    key: Option<PathBuf>,
+    passphrase: Option<String>,
+}
+
+/// A host reached over SSH, with what sfuctl learnt about it.
+pub struct Session {
+    /// The host.
+    pub host: HostTarget,
+    /// The SSH connection.
+    pub remote: RemoteHandle,
+    /// Login user, root or sudo, service manager, nft.
+    pub facts: HostFacts,
+}
+
+impl Deployment {
+    /// Prepares a deployment: resolves the SSH key (asking for its passphrase when it has one and a terminal is
+    /// there) and loads the state.
+    pub fn new(spec: Spec, base_dir: &Path, timeouts: Timeouts) -> Result<Arc<Self>> {
+        let key = match &spec.ssh.private_key {
+            Some(raw) => Some(resolve_path(raw, base_dir)),
+            // The default key when it exists; ssh-agent otherwise.
+            None => Some(resolve_path("~/.ssh/id_ed25519", base_dir)).filter(|p| p.is_file()),
+        };
+        let passphrase = match &key {
+            Some(path) if key_needs_passphrase(path)? => Some(passphrase_for(path)?),
+            _ => None,
+        };
+        let state = StateFile::load(&spec.name)?;
+        Ok(Arc::new(Self {
+            layout: Layout::of(&spec),
+            manifest: spec.manifest(),
+            base_dir: base_dir.to_path_buf(),
+            spec,
+            state: Mutex::new(state),
+            timeouts,
+            key,
+            passphrase,
+        }))
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&mut StateFile) -> T) -> T {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut state)
+    }
+
+    /// Connects to a host: the host key must match the spec's pin or the state's; on first contact it is pinned
+    /// in the state (and printed) before anything else happens.
+    pub async fn connect(&self, host: &HostTarget) -> Result<Session> {
+        let pinned_by_spec = self
+            .spec
+            .provider
+            .hosts
+            .iter()
+            .find(|h| h.name == host.name)
+            .and_then(|h| h.host_key.clone())
+            .or_else(|| self.spec.ssh.host_key.clone());
+        let pinned_in_state = self.with_state(|s| s.state.host_keys.get(&host.address).cloned());
+        let mut target = SshTarget::new(host.address.clone(), self.spec.ssh.port(), ssh_user(&self.spec));
+        target.private_key = self.key.clone();
+        target.passphrase = self.passphrase.clone();
+        target.expected_host_key = pinned_by_spec.clone().or(pinned_in_state.clone());
+        target.connect_timeout = self.timeouts.connect;
+        let (remote, fingerprint) = connect_async(target).await.map_err(|e| {
+            let mut err = UserError::failed(format!("cannot connect to host `{}`", host.name));
+            if pinned_by_spec.is_none() && pinned_in_state.is_some() && format!("{e:#}").contains("CHANGED") {
+                let path = self.with_state(|s| s.path().display().to_string());
+                err = err.hint(format!("sfuctl pinned this host's key at first contact: after checking the new key on the host (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`), remove `{}` from `host_keys` in {path}, or pin the new key with `ssh.host_key`", host.address));
+            }
+            err.caused_by(e)
+        })?;
+        if pinned_by_spec.is_none() && pinned_in_state.is_none() {
+            eprintln!("{}: first contact, pinned host key {fingerprint}", host.name);
+            self.with_state(|s| {
+                s.state.host_keys.insert(host.address.clone(), fingerprint.clone());
+                s.save()
+            })?;
+        }
+        let facts = HostFacts::parse(&remote.exec_checked(PROBE_SCRIPT).await?.stdout);
+        if !facts.root {
+            return Err(UserError::failed(format!("`{}` on host `{}` is not root and has no passwordless sudo", facts.user, host.name))
+                .hint("sfuctl installs a service and a firewall: log in as root (ssh.user) or give the user passwordless sudo")
+                .into());
+        }
+        Ok(Session { host: host.clone(), remote, facts })
+    }
+}
+
+/// Runs `script` as root on the host, failing with its stderr when it fails.
+async fn run_as_root(session: &Session, script: &str) -> Result<String> {
+    Ok(session.remote.exec_checked(session.facts.as_root(script)).await?.stdout)
+}
+
+fn passphrase_for(key: &Path) -> Result<String> {
+    if let Ok(p) = std::env::var("SFUCTL_SSH_PASSPHRASE") {
+        return Ok(p);
+    }
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        return rpassword::prompt_password(format!("Passphrase for {}: ", key.display()))
+            .map_err(|e| UserError::input("cannot read the passphrase").caused_by(e).into());
+    }
+    Err(UserError::input(format!("the SSH key `{}` is protected by a passphrase and there is no terminal to ask for it", key.display()))
+        .hint("load it into ssh-agent (`ssh-add`) and leave ssh.private_key unset, or set SFUCTL_SSH_PASSPHRASE")
+        .into())
+}
+
+/// What `up` did on one host.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostOutcome {
+    /// The host's name.
+    pub name: String,
+    /// Its address.
+    pub address: String,
+    /// systemd or supervisor.
+    pub manager: Manager,
+    /// Artifact bytes sent (0 when unchanged).
+    pub artifact_bytes: u64,
+    /// Bytes of rendered files sent.
+    pub file_bytes: u64,
+    /// The paths that changed on the host.
+    pub changed: Vec<String>,
+    /// `loaded`, `unchanged`, `removed` or `off`.
+    pub host_firewall: &'static str,
+    /// `started`, `restarted` or `unchanged`.
+    pub service: &'static str,
+    /// What the health check saw.
+    pub health: Vec<String>,
+}
+
+impl HostOutcome {
+    /// Whether `up` changed anything on this host.
+    pub fn changed_anything(&self) -> bool {
+        !self.changed.is_empty() || matches!(self.host_firewall, "loaded" | "removed") || self.service != "unchanged"
+    }
+}
+
+/// `up` on one host.
+pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Artifact>, secret: &Secret, renderer: &Renderer) -> Result<HostOutcome> {
+    let files = renderer.render_host(&dep.spec, &dep.base_dir, host, secret)?;
+    let session = dep.connect(host).await?;
+    let l = &dep.layout;
+    let login = session.facts.user.clone();
+    let service_user = run_as(&dep.spec);
+    let mut prep = format!("set -e\nmkdir -p {} {} {}\n", q(&l.root), q(&l.app), q(&l.config));
+    if session.facts.sudo {
+        // Uploads run as the login user: let it own the deployment's directory.
+        prep.push_str(&format!("chown {} {} {} {}\n", q(&login), q(&l.root), q(&l.app), q(&l.config)));
+    }
+    if service_user != login && service_user != "root" {
+        prep.push_str(&format!(
+            "id -u {u} >/dev/null 2>&1 || useradd --system --no-create-home --home-dir {root} --shell /usr/sbin/nologin {u}\n",
+            u = q(&service_user),
+            root = q(&l.root)
+        ));
+    }
+    // One round trip learns everything the unchanged case needs: what the host has, and how the service runs.
+    let scripts = ServiceScripts { manager: session.facts.manager, name: &service_name(&dep.spec), layout: l, run_as: &service_user };
+    let stored_artifact = artifact_path(l, artifact);
+    let managed: Vec<&str> = files.files.iter().map(|f| f.path.as_str()).chain(stored_artifact.as_deref()).collect();
+    let inspect = format!("{prep}{}{}", inspect_script(&managed, l, &nft_table(&dep.spec)), scripts.status());
+    let seen = HostInspection::parse(&run_as_root(&session, &inspect).await.with_context(|| format!("cannot prepare {} on host `{}`", l.root, host.name))?);
+
+    let mut changed = Vec::new();
+    let mut artifact_bytes = 0;
+    if let Some(artifact) = artifact {
+        let (sent, artifact_changed) = upload_artifact(&session, l, artifact, &seen).await?;
+        artifact_bytes = sent;
+        if artifact_changed {
+            changed.push(l.app.clone());
+        }
+    }
+    let (file_bytes, changed_files) = upload_files(&session, &files, &seen).await?;
+    changed.extend(changed_files);
+    if !changed.is_empty() && service_user != login && service_user != "root" {
+        // The service reads its config through its group; the login user keeps ownership for the next upload.
+        run_as_root(&session, &format!("chgrp -R {u} {root} && chmod -R g+rX {root}", u = q(&service_user), root = q(&l.root))).await?;
+    }
+
+    let host_firewall = converge_host_firewall(dep, &session, changed.contains(&l.nftables), seen.table_present).await?;
+
+    let restart = changed.iter().any(|p| p != &l.nftables);
+    let running = seen.service.state == "active";
+    let service = if restart {
+        run_as_root(&session, &scripts.install_and_start(true)).await?;
+        if running { "restarted" } else { "started" }
+    } else if !running {
+        run_as_root(&session, &scripts.install_and_start(false)).await?;
+        "started"
+    } else {
+        "unchanged"
+    };
+    let health = wait_healthy(dep, &session, &scripts).await?;
+    dep.with_state(|s| {
+        s.state.hosts.insert(
+            host.name.clone(),
+            HostRecord {
+                address: host.address.clone(),
+                service_manager: Some(session.facts.manager.as_str().into()),
+                artifact_sha256: artifact.map(|a| a.sha256.clone()),
+            },
+        );
+        s.save()
+    })?;
+    Ok(HostOutcome {
+        name: host.name.clone(),
+        address: host.address.clone(),
+        manager: session.facts.manager,
+        artifact_bytes,
+        file_bytes,
+        changed,
+        host_firewall,
+        service,
+        health,
+    })
+}
+
+/// Uploads the artifact (skipped when the host has the same sha256) and unpacks it when it is an archive.
+/// Returns the bytes sent and whether the app directory changed.
+async fn upload_artifact(session: &Session, l: &Layout, artifact: &Artifact, seen: &HostInspection) -> Result<(u64, bool)> {
+    let marker = q(&l.artifact_marker);
+    let sha = &artifact.sha256;
+    let path = artifact_path(l, Some(artifact)).expect("an artifact has a path");
+    if seen.sha256.get(&path) == Some(sha) && seen.marker.as_deref() == Some(sha.as_str()) {
+        return Ok((0, false));
+    }
+    let sent = if seen.sha256.get(&path) == Some(sha) {
+        0
+    } else {
+        let mode = if matches!(artifact.placement, Placement::File { .. }) { 0o755 } else { 0o644 };
+        session.remote.upload(artifact.upload.clone(), path.clone(), mode).await?.bytes_sent
+    };
+    match &artifact.placement {
+        Placement::File { .. } => {
+            session.remote.exec_checked(format!("echo {sha} > {marker}")).await?;
+            Ok((sent, true))
+        }
+        Placement::Archive { gzip } => {
+            let stored = path;
+            let unpack = format!(
+                "set -e\nif [ \"$(cat {marker} 2>/dev/null)\" != {sha} ]; then\n  rm -rf {new}\n  mkdir -p {new}\n  tar -x{z}f {stored} -C {new}\n  rm -rf {app}\n  mv {new} {app}\n  echo {sha} > {marker}\n  echo unpacked\nfi\n",
+                new = q(&format!("{}.new", l.app)),
+                app = q(&l.app),
+                z = if *gzip { "z" } else { "" },
+                stored = q(&stored),
+            );
+            let unpacked = session.remote.exec_checked(unpack).await?.stdout.contains("unpacked");
+            Ok((sent, unpacked))
+        }
+    }
+}
+
+/// Uploads every rendered file the host does not already have. Returns the bytes sent and the changed paths.
+async fn upload_files(session: &Session, files: &HostFiles, seen: &HostInspection) -> Result<(u64, Vec<String>)> {
+    let mut sent = 0;
+    let mut changed = Vec::new();
+    for file in &files.files {
+        if seen.sha256.get(&file.path) == Some(&crate::artifact::hex(&Sha256::digest(file.contents.as_bytes()))) {
+            continue;
+        }
+        let out = session.remote.upload_bytes(file.contents.clone().into_bytes(), file.path.clone(), file.mode as i32).await?;
+        sent += out.bytes_sent;
+        if !out.skipped {
+            changed.push(file.path.clone());
+        }
+    }
+    Ok((sent, changed))
+}
+
+/// Loads the host firewall when its ruleset changed or its table is missing; removes sfuctl's table when the
+/// spec turned the host firewall off.
+async fn converge_host_firewall(dep: &Deployment, session: &Session, ruleset_changed: bool, present: bool) -> Result<&'static str> {
+    let table = nft_table(&dep.spec);
+    if !session.facts.nft {
+        if dep.spec.host_firewall {
+            return Err(UserError::failed(format!("host `{}` has no `nft`, so sfuctl cannot install its host firewall", session.host.name))
+                .hint("install nftables on the host (`apt-get install nftables`), or set `host_firewall: false` in the spec")
+                .into());
+        }
+        return Ok("off");
+    }
+    if dep.spec.host_firewall {
+        if ruleset_changed || !present {
+            run_as_root(session, &format!("nft -f {}", q(&dep.layout.nftables)))
+                .await
+                .with_context(|| format!("cannot load the host firewall on `{}`", session.host.name))?;
+            return Ok("loaded");
+        }
+        Ok("unchanged")
+    } else if present {
+        run_as_root(session, &format!("nft delete table inet {table}")).await?;
+        Ok("removed")
+    } else {
+        Ok("off")
+    }
+}
+
+/// Where the artifact is stored on the host: the file itself, or the archive that is unpacked into `app/`.
+fn artifact_path(l: &Layout, artifact: Option<&Artifact>) -> Option<String> {
+    artifact.map(|a| match &a.placement {
+        Placement::File { name } => format!("{}/{name}", l.app),
+        Placement::Archive { gzip } => format!("{}/artifact.tar{}", l.root, if *gzip { ".gz" } else { "" }),
+    })
+}
+
+/// Prints `sha <hex> <path>` for each managed file that exists, the artifact marker and whether sfuctl's
+/// nftables table is loaded; read by [`HostInspection::parse`].
+fn inspect_script(paths: &[&str], l: &Layout, table: &str) -> String {
+    let quoted: Vec<String> = paths.iter().map(|p| q(p)).collect();
+    format!(
+        "for f in {}; do if [ -f \"$f\" ]; then echo \"sha $(sha256sum \"$f\" | cut -d' ' -f1) $f\"; fi; done\necho \"marker $(cat {} 2>/dev/null)\"\nif command -v nft >/dev/null 2>&1 && nft list table inet {table} >/dev/null 2>&1; then echo table=present; fi\n",
+        quoted.join(" "),
+        q(&l.artifact_marker)
+    )
+}
+
+/// What one inspection round trip found on a host.
+struct HostInspection {
+    sha256: std::collections::HashMap<String, String>,
+    marker: Option<String>,
+    table_present: bool,
+    service: ServiceState,
+}
+
+impl HostInspection {
+    fn parse(out: &str) -> Self {
+        let mut sha256 = std::collections::HashMap::new();
+        let mut marker = None;
+        for line in out.lines() {
+            if let Some(rest) = line.strip_prefix("sha ") {
+                if let Some((hash, path)) = rest.split_once(' ') {
+                    sha256.insert(path.to_string(), hash.to_string());
+                }
+            } else if let Some(m) = line.strip_prefix("marker ") {
+                marker = Some(m.trim().to_string()).filter(|m| !m.is_empty());
+            }
+        }
+        Self { sha256, marker, table_present: out.lines().any(|l| l == "table=present"), service: ServiceState::parse(out) }
+    }
+}
+
+/// The service's state on a host.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ServiceState {
+    /// `active`, `activating`, `inactive`, `failed`, …
+    pub state: String,
+    /// When it (last) started, Unix seconds.
+    pub since: Option<u64>,
+    /// Its main process.
+    pub pid: Option<u32>,
+}
+
+impl ServiceState {
+    /// Reads the `state=`, `since=` and `pid=` lines of [`ServiceScripts::status`].
+    fn parse(out: &str) -> Self {
+        let get = |key: &str| out.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        Self {
+            state: get("state").unwrap_or_else(|| "unknown".into()),
+            since: get("since").and_then(|v| v.parse().ok()),
+            pid: get("pid").and_then(|v| v.parse().ok()).filter(|&p| p != 0),
+        }
+    }
+}
+
+async fn service_state(session: &Session, scripts: &ServiceScripts<'_>) -> Result<ServiceState> {
+    Ok(ServiceState::parse(&run_as_root(session, &scripts.status()).await?))
+}
+
+async fn bound_ports(session: &Session) -> Result<BTreeSet<(Protocol, u16)>> {
+    Ok(health::bound_ports(&session.remote.exec_checked(health::SOCKETS_SCRIPT).await?.stdout))
+}
+
+/// Waits until the service runs, has bound its ports and answers its kind's probe. On timeout, the error carries
+/// the last lines of the service's log.
+async fn wait_healthy(dep: &Deployment, session: &Session, scripts: &ServiceScripts<'_>) -> Result<Vec<String>> {
+    let address: IpAddr = session.host.address.parse().map_err(|_| UserError::failed(format!("`{}` is not an IP address", session.host.address)))?;
+    let spec = dep.spec.clone();
+    let result = wait::until(&format!("{} on `{}` to be healthy", scripts.name, session.host.name), dep.timeouts.health, Duration::from_millis(300), || {
+        let spec = spec.clone();
+        async move {
+            let out = run_as_root(session, &format!("{}{}\n", scripts.status(), health::SOCKETS_SCRIPT)).await?;
+            let state = ServiceState::parse(&out);
+            if state.state != "active" {
+                return Ok(Check::NotYet(format!("service {}", state.state)));
+            }
+            let missing = health::missing_ports(&dep.manifest, &health::bound_ports(&out));
+            if !missing.is_empty() {
+                return Ok(Check::NotYet(format!("not bound yet: {}", missing.join(", "))));
+            }
+            let probe = tokio::task::spawn_blocking(move || health::kind_probe(&spec, address, Duration::from_secs(1))).await?;
+            match probe {
+                Ok(seen) => {
+                    let mut health = vec![format!("service active ({})", scripts.manager.as_str())];
+                    let expected = health::expected_ports(&dep.manifest);
+                    if !expected.is_empty() {
+                        health.push(format!("bound: {}", expected.iter().map(|(p, n)| format!("{p} {n}")).collect::<Vec<_>>().join(", ")));
+                    }
+                    health.extend(seen);
+                    Ok(Check::Done(health))
+                }
+                Err(e) => Ok(Check::NotYet(format!("{e:#}"))),
+            }
+        }
+    })
+    .await;
+    match result {
+        Ok(health) => Ok(health),
+        Err(err) => {
+            let log = session.remote.exec(session.facts.as_root(&scripts.logs(20))).await.map(|o| o.stdout).unwrap_or_default();
+            Err(UserError::failed(format!("the service on host `{}` did not become healthy", session.host.name))
+                .caused_by(err.context(format!("last lines of its log:\n{}", log.trim_end())))
+                .hint(format!("see the whole log with `sfuctl status` or on the host ({})", scripts.logs(100)))
+                .into())
+        }
+    }
+}
+
+/// What `status` shows for one host.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostStatus {
+    /// The host's name.
+    pub name: String,
+    /// Its address.
+    pub address: String,
+    /// systemd or supervisor.
+    pub manager: Manager,
+    /// The service's state.
+    pub service: ServiceState,
+    /// The deployed artifact's sha256, when there is one.
+    pub artifact_sha256: Option<String>,
+    /// The manifest's single ports that are bound on the host.
+    pub ports_bound: Vec<String>,
+    /// The manifest's single ports that are not.
+    pub ports_missing: Vec<String>,
+    /// Whether sfuctl's host firewall table is loaded.
+    pub host_firewall: bool,
+}
+
+/// `status` on one host.
+pub async fn status_host(dep: &Deployment, host: &HostTarget) -> Result<HostStatus> {
+    let session = dep.connect(host).await?;
+    let scripts = ServiceScripts { manager: session.facts.manager, name: &service_name(&dep.spec), layout: &dep.layout, run_as: "" };
+    let service = service_state(&session, &scripts).await?;
+    let bound = bound_ports(&session).await?;
+    let (ports_bound, ports_missing): (Vec<_>, Vec<_>) =
+        health::expected_ports(&dep.manifest).into_iter().partition(|p| bound.contains(p));
+    let show = |v: Vec<(Protocol, u16)>| v.into_iter().map(|(p, n)| format!("{p} {n}")).collect();
+    let marker = session.remote.exec(format!("cat {} 2>/dev/null", q(&dep.layout.artifact_marker))).await?.stdout.trim().to_string();
+    let table = nft_table(&dep.spec);
+    let host_firewall = session.facts.nft
+        && run_as_root(&session, &format!("nft list table inet {table} >/dev/null 2>&1 && echo present || true")).await?.contains("present");
+    Ok(HostStatus {
+        name: host.name.clone(),
+        address: host.address.clone(),
+        manager: session.facts.manager,
+        service,
+        artifact_sha256: (!marker.is_empty()).then_some(marker),
+        ports_bound: show(ports_bound),
+        ports_missing: show(ports_missing),
+        host_firewall,
+    })
+}
+
+/// What `down` did on one host.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostRemoval {
+    /// The host's name.
+    pub name: String,
+    /// What was removed (empty: the host was already clean).
+    pub removed: Vec<String>,
+}
+
+/// `down` on one host: stops and removes the service, sfuctl's nftables table and `/opt/sfuctl/<name>`; touches
+/// nothing else. A clean host is fine.
+pub async fn down_host(dep: &Deployment, host: &HostTarget) -> Result<HostRemoval> {
+    let session = dep.connect(host).await?;
+    let l = &dep.layout;
+    let name = service_name(&dep.spec);
+    let mut removed = Vec::new();
+    // Either manager may have been used by an earlier `up` (a host can gain systemd): stop both.
+    for manager in [Manager::Systemd, Manager::Supervisor] {
+        let scripts = ServiceScripts { manager, name: &name, layout: l, run_as: "" };
+        if manager == Manager::Systemd && session.facts.manager != Manager::Systemd {
+            continue;
+        }
+        if service_state(&session, &scripts).await?.state != "inactive" || (manager == Manager::Systemd && unit_linked(&session, &name).await?) {
+            removed.push(format!("service {name} ({})", manager.as_str()));
+        }
+        run_as_root(&session, &scripts.stop_and_remove()).await?;
+    }
+    let table = nft_table(&dep.spec);
+    if session.facts.nft && run_as_root(&session, &format!("nft list table inet {table} >/dev/null 2>&1 && echo present || true")).await?.contains("present") {
+        run_as_root(&session, &format!("nft delete table inet {table}")).await?;
+        removed.push(format!("nftables table inet {table}"));
+    }
+    let sysctl = format!("/etc/sysctl.d/60-sfuctl-{}.conf", dep.spec.name);
+    let gone = run_as_root(
+        &session,
+        &format!(
+            "for p in {root} {sysctl}; do if [ -e \"$p\" ]; then rm -rf \"$p\"; echo \"$p\"; fi; done",
+            root = q(&l.root),
+            sysctl = q(&sysctl)
+        ),
+    )
+    .await?;
+    removed.extend(gone.lines().map(str::to_string));
+    dep.with_state(|s| {
+        s.state.hosts.remove(&host.name);
+        s.save()
+    })?;
+    Ok(HostRemoval { name: host.name.clone(), removed })
+}
+
+async fn unit_linked(session: &Session, name: &str) -> Result<bool> {
+    Ok(session.remote.exec(format!("test -e /etc/systemd/system/{name}.service && echo yes")).await?.stdout.contains("yes"))
+}
+
+/// Runs `f` on every host concurrently, keeping the given order in the results.
+pub async fn for_each_host<T, F, Fut>(dep: &Arc<Deployment>, hosts: &[HostTarget], f: F) -> Vec<(HostTarget, Result<T>)>
+where
+    T: Send + 'static,
+    F: Fn(Arc<Deployment>, HostTarget) -> Fut,
+    Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, host) in hosts.iter().cloned().enumerate() {
+        let fut = f(Arc::clone(dep), host);
+        tasks.spawn(async move { (i, fut.await) });
+    }
+    let mut results: Vec<Option<Result<T>>> = hosts.iter().map(|_| None).collect();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((i, r)) = joined {
+            results[i] = Some(r);
+        }
+    }
+    hosts
+        .iter()
+        .cloned()
+        .zip(results)
+        .map(|(h, r)| {
+            let r = r.unwrap_or_else(|| Err(anyhow::anyhow!("the task for host `{}` stopped unexpectedly", h.name)));
+            (h, r)
+        })
+        .collect()
+}

@@ -1,0 +1,107 @@
+//! Is the server healthy? Three layers: the process is alive, the ports it should own are bound, and the server
+//! answers a kind-specific probe from outside (Janus `GET /janus/info`, coturn a STUN Binding request).
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use crate::ports::{Manifest, PortRole, Protocol};
+use crate::probe;
+use crate::spec::{SfuKind, Spec};
+
+/// A shell command that prints the host's socket tables (bound UDP, listening TCP), read by [`bound_ports`].
+/// `/proc/net` is there on every Linux host, unlike `ss` or `netstat`.
+pub const SOCKETS_SCRIPT: &str = "for f in tcp tcp6 udp udp6; do echo \"# $f\"; cat /proc/net/$f 2>/dev/null; done";
+
+/// The ports bound on a host, from [`SOCKETS_SCRIPT`]'s output: `(protocol, port)` for listening TCP sockets
+/// and bound UDP sockets.
+pub fn bound_ports(output: &str) -> BTreeSet<(Protocol, u16)> {
+    let mut ports = BTreeSet::new();
+    let mut protocol = None;
+    for line in output.lines() {
+        if let Some(table) = line.strip_prefix("# ") {
+            protocol = Some(if table.starts_with("tcp") { Protocol::Tcp } else { Protocol::Udp });
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "sl local_address rem_address st ...": skip the header line.
+        let (Some(proto), Some(local), Some(state)) = (protocol, fields.get(1), fields.get(3)) else { continue };
+        let Some(port) = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) else { continue };
+        // TCP state 0A is LISTEN; a UDP socket that is bound shows 07 (unconnected).
+        if (proto == Protocol::Tcp && *state == "0A") || (proto == Protocol::Udp && *state == "07") {
+            ports.insert((proto, port));
+        }
+    }
+    ports
+}
+
+/// The single ports the server itself must have bound: the kind's own ports and the extra ones. The media range
+/// is bound per session, so it is not expected at start.
+pub fn expected_ports(manifest: &Manifest) -> Vec<(Protocol, u16)> {
+    manifest
+        .rules
+        .iter()
+        .filter(|r| matches!(r.role, PortRole::Service | PortRole::Extra))
+        .flat_map(|r| (r.ports.start..=r.ports.end).map(move |p| (r.protocol, p)))
+        .collect()
+}
+
+/// Which expected ports are missing from what is bound.
+pub fn missing_ports(manifest: &Manifest, bound: &BTreeSet<(Protocol, u16)>) -> Vec<String> {
+    expected_ports(manifest).into_iter().filter(|p| !bound.contains(p)).map(|(proto, port)| format!("{proto} {port}")).collect()
+}
+
+/// The kind-specific probe, from this machine to the host's public address: Janus answers `GET /janus/info`,
+/// coturn a STUN Binding request. Other kinds have none (alive and bound is their health).
+pub fn kind_probe(spec: &Spec, address: IpAddr, timeout: Duration) -> Result<Option<String>> {
+    let Some(port) = spec.sfu.listen_port() else { return Ok(None) };
+    let target = SocketAddr::new(address, port);
+    match spec.sfu.kind {
+        SfuKind::Janus => {
+            let (status, body) = probe::http_get(target, "/janus/info", timeout)?;
+            if status != 200 || !body.contains("server_info") {
+                bail!("GET http://{target}/janus/info answered {status}, not Janus's server_info");
+            }
+            Ok(Some(format!("GET /janus/info on tcp {target} answered")))
+        }
+        SfuKind::Coturn => {
+            let mapped = probe::stun_binding(target, timeout)?;
+            Ok(Some(format!("STUN Binding on udp {target} answered (mapped {mapped})")))
+        }
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROC: &str = "\
+# tcp
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:1F98 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 020AC80A:0016 010AC80A:D2F0 01 00000000:00000000 02:0008D1A0 00000000     0        0 2 4 0 20 4 30 10 -1
+# tcp6
+  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+# udp
+   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  100: 00000000:0D96 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 3 2 0 0
+# udp6
+";
+
+    #[test]
+    fn reads_listening_tcp_and_bound_udp() {
+        let ports = bound_ports(PROC);
+        assert_eq!(ports, BTreeSet::from([(Protocol::Tcp, 8088), (Protocol::Udp, 3478)]));
+    }
+
+    #[test]
+    fn coturn_expects_its_listening_port_on_both_protocols() {
+        let spec = Spec::parse("name: t\nprovider: { kind: ssh, hosts: [{ name: a, address: 203.0.113.9 }] }\nsfu: { kind: coturn, rtc_ports: 40000-41000 }\n").unwrap();
+        let m = spec.manifest();
+        assert_eq!(expected_ports(&m), vec![(Protocol::Udp, 3478), (Protocol::Tcp, 3478)]);
+        assert_eq!(missing_ports(&m, &bound_ports(PROC)), vec!["tcp 3478"]);
+    }
+}

@@ -1,0 +1,135 @@
+//! The local state: a cache of what sfuctl made (IDs) and the SSH host keys it pinned, one JSON file per
+//! deployment.
+//!
+//! The provider (found by owner tag) and the hosts themselves are the truth; losing this file loses no resource.
+//! It does lose first-contact host key pins, which is why it is kept outside the working directory, written
+//! atomically (temporary file + rename) with mode 0600, and never holds a secret.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::error::UserError;
+
+/// Where state files live: `$SFUCTL_STATE_DIR`, else `$XDG_STATE_HOME/sfuctl`, else `~/.local/state/sfuctl`.
+pub fn state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SFUCTL_STATE_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir).join("sfuctl");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/state/sfuctl")
+}
+
+/// One deployment's state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct State {
+    /// The deployment's name.
+    pub name: String,
+    /// Pinned SSH host keys, by host address (`SHA256:…`).
+    #[serde(default)]
+    pub host_keys: BTreeMap<String, String>,
+    /// What sfuctl deployed on each host, by host name.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, HostRecord>,
+    /// Cloud resources sfuctl created, by kind and name: their provider IDs.
+    #[serde(default)]
+    pub resources: BTreeMap<String, String>,
+}
+
+/// What sfuctl last deployed on a host.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostRecord {
+    /// The host's address.
+    pub address: String,
+    /// How the service is run: `systemd` or `supervisor`.
+    pub service_manager: Option<String>,
+    /// The sha256 of the artifact last deployed.
+    pub artifact_sha256: Option<String>,
+}
+
+/// A state file on disk.
+pub struct StateFile {
+    path: PathBuf,
+    /// The state as loaded (or new).
+    pub state: State,
+}
+
+impl StateFile {
+    /// Loads the state of deployment `name`, or an empty one when there is none yet.
+    pub fn load(name: &str) -> Result<Self> {
+        Self::load_from(&state_dir().join(format!("{name}.json")), name)
+    }
+
+    /// Loads a state file from an explicit path.
+    pub fn load_from(path: &Path, name: &str) -> Result<Self> {
+        let state = match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| {
+                UserError::failed(format!("the state file `{}` is damaged", path.display()))
+                    .caused_by(e)
+                    .hint("move it away: sfuctl finds its cloud resources by tag; only first-contact host key pins are lost")
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State { name: name.to_string(), ..State::default() },
+            Err(e) => return Err(UserError::failed(format!("cannot read the state file `{}`", path.display())).caused_by(e).into()),
+        };
+        Ok(Self { path: path.to_path_buf(), state })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes the state atomically (a temporary file in the same directory, then rename) with mode 0600.
+    pub fn save(&self) -> Result<()> {
+        let fail = |what: &str, e: std::io::Error| UserError::failed(format!("cannot {what} the state file `{}`", self.path.display())).caused_by(e);
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| fail("create the directory of", e))?;
+        let tmp = dir.join(format!(".{}.tmp-{}", self.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
+        let text = serde_json::to_string_pretty(&self.state).expect("state serializes");
+        {
+            use std::io::Write;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&tmp).map_err(|e| fail("write", e))?;
+            file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(|e| fail("write", e))?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(|e| fail("replace", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_atomically_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/demo.json");
+        let mut file = StateFile::load_from(&path, "demo").unwrap();
+        assert_eq!(file.state.name, "demo");
+        file.state.host_keys.insert("203.0.113.10".into(), "SHA256:abc".into());
+        file.save().unwrap();
+        let again = StateFile::load_from(&path, "demo").unwrap();
+        assert_eq!(again.state, file.state);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_with_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.json");
+        std::fs::write(&path, "{not json").unwrap();
+        let err = StateFile::load_from(&path, "demo").err().unwrap();
+        assert!(crate::error::render(&err).contains("hint: move it away"));
+    }
+}

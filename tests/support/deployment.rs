@@ -1,0 +1,65 @@
+//! A deployment under test: a spec for one namespace host, its own state directory, and a guard that removes
+//! what a deployment may have left in the (shared) filesystem even when the test fails.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+use crate::support::cli::sfuctl;
+use crate::support::netns::TestHost;
+
+/// A deployment of kind ssh onto one [`TestHost`].
+pub struct Deployment {
+    /// The deployment's name (unique per test host: namespaces share the filesystem).
+    pub name: String,
+    dir: tempfile::TempDir,
+    home: tempfile::TempDir,
+}
+
+impl Deployment {
+    /// A deployment named `<label>-<namespace>`, with `sfu` (the YAML body of the `sfu:` section, indented by
+    /// two spaces) and `extra` top-level YAML.
+    pub fn new(host: &TestHost, label: &str, sfu: &str, extra: &str) -> Self {
+        let name = format!("{label}-{}", host.ns().trim_start_matches("sfut-"));
+        let dep = Self { name, dir: tempfile::tempdir().unwrap(), home: tempfile::tempdir().unwrap() };
+        dep.write_spec(host, &host.client_key(), sfu, extra);
+        dep
+    }
+
+    /// Rewrites the spec (to change it between runs), logging in with `key`.
+    pub fn write_spec(&self, host: &TestHost, key: &Path, sfu: &str, extra: &str) {
+        let spec = format!(
+            "name: {name}\nprovider:\n  kind: ssh\n  hosts:\n    - {{ name: media-1, address: {addr} }}\nssh:\n  user: root\n  private_key: {key}\n  allow_from: [{gw}/32]\nsfu:\n{sfu}{extra}",
+            name = self.name,
+            addr = host.address(),
+            key = key.display(),
+            gw = host.gateway_address(),
+        );
+        std::fs::write(self.spec(), spec).unwrap();
+    }
+
+    /// The spec file.
+    pub fn spec(&self) -> PathBuf {
+        self.dir.path().join("spec.yaml")
+    }
+
+    /// The deployment's directory on the host (the filesystem is shared with the namespace).
+    pub fn root(&self) -> PathBuf {
+        PathBuf::from(format!("/opt/sfuctl/{}", self.name))
+    }
+
+    /// `sfuctl ARGS… SPEC` with this deployment's state directory and secret.
+    pub fn sfuctl(&self, args: &[&str]) -> Command {
+        let mut cmd = sfuctl(self.home.path());
+        cmd.env("SFUCTL_STATE_DIR", self.dir.path().join("state")).env("SFUCTL_SECRET", "e2e-secret-0123456789abcdef0123456789abcdef");
+        cmd.args(args).arg(self.spec());
+        cmd
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.root());
+        let _ = std::fs::remove_file(format!("/etc/sysctl.d/60-sfuctl-{}.conf", self.name));
+    }
+}
