@@ -762,18 +762,8 @@ impl Validator<'_> {
 mod tests {
     use super::*;
 
-    const GOOD: &str = "\
-name: demo
-provider:
-  kind: digitalocean
-  region: fra1
-ssh:
-  allow_from: [203.0.113.7/32]
-sfu:
-  kind: janus
-  rtc_ports: 40000-41000
-  tcp_ports: [443]
-";
+    /// A valid spec, shared with the integration tests (whose cases mutate it line by line).
+    const GOOD: &str = include_str!("../tests/fixtures/janus-digitalocean.yaml");
 
     fn errors_of(source: &str) -> Vec<String> {
         let spec = Spec::parse(source).expect("parses");

@@ -64,18 +64,7 @@ fn detailed_exitcode_reports_pending_changes() {
 }
 
 /// A spec that is valid, and mutations of it that each must fail with exit 2, naming the field and line.
-const BASE: &str = "\
-name: demo
-provider:
-  kind: digitalocean
-  region: fra1
-ssh:
-  allow_from: [203.0.113.7/32]
-sfu:
-  kind: janus
-  rtc_ports: 40000-41000
-  tcp_ports: [443]
-";
+const BASE: &str = include_str!("fixtures/janus-digitalocean.yaml");
 
 struct Case {
     what: &'static str,
