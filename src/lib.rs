@@ -20,3 +20,5 @@ pub mod service;
 pub mod spec;
 pub mod state;
 pub mod wait;
+pub mod http;
+pub mod provider;

@@ -5,3 +5,4 @@ mod offline_cli;
 mod remote_ssh;
 mod rendered_configs;
 mod support;
+mod do_provider;

@@ -3,3 +3,4 @@
 pub mod cli;
 pub mod deployment;
 pub mod netns;
+pub mod do_fake;

@@ -1,0 +1,440 @@
+//! The provider trait: one cloud's servers, firewalls and SSH keys, found by the deployment's owner tag.
+//!
+//! Providers translate; the engine decides. A provider turns normalised requests into its API's calls and its
+//! answers into normalised records ([`Server`], [`Firewall`], [`SshKey`]). It never waits for a state (the engine
+//! polls with `wait::until`), never decides what to create (the engine plans from what the list calls return),
+//! and treats "already gone" as success on delete. Retries on 429, 5xx and timeouts live in `http::Client`.
+//!
+//! The methods return boxed futures so the engine can hold any provider as `Arc<dyn Provider>` and drive hosts
+//! from spawned tasks (`async fn` in a trait is neither object-safe nor `Send` by default).
+
+pub mod digitalocean;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+
+use anyhow::Result;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::error::UserError;
+use crate::http::RequestStats;
+use crate::ports::{CloudRule, Manifest, PortRange, Protocol};
+use crate::providers::ProviderData;
+use crate::spec::Spec;
+
+/// The future every provider method returns: boxed and `Send`, so `dyn Provider` works across tasks.
+pub type ProviderFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// Who owns a resource: one deployment. Every resource carries the tag [`Owner::tag`] and a name starting with
+/// [`Owner::prefix`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Owner {
+    name: String,
+}
+
+impl Owner {
+    /// The owner of deployment `name` (a valid spec name: `[a-z0-9-]`, so the tag fits every provider's rules).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into() }
+    }
+
+    /// The deployment's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The ownership tag, `sfuctl:<name>`.
+    pub fn tag(&self) -> String {
+        format!("sfuctl:{}", self.name)
+    }
+
+    /// The prefix of every resource name, `sfuctl-<name>`.
+    pub fn prefix(&self) -> String {
+        format!("sfuctl-{}", self.name)
+    }
+
+    /// The firewall's name: exactly the prefix. Matched exactly, never as a prefix: deployment `demo` must not
+    /// claim `sfuctl-demo-2`, the firewall of deployment `demo-2`.
+    pub fn firewall_name(&self) -> String {
+        self.prefix()
+    }
+
+    /// The SSH key's name on the provider.
+    pub fn ssh_key_name(&self) -> String {
+        self.prefix()
+    }
+
+    /// The name of server number `index` (from 1): `sfuctl-<name>-<index>`.
+    pub fn server_name(&self, index: u32) -> String {
+        format!("{}-{index}", self.prefix())
+    }
+}
+
+/// A provider's ID of a server (a droplet id, a Linode id, an EC2 instance id), kept as text.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ServerId(pub String);
+
+/// A provider's ID of a firewall.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FirewallId(pub String);
+
+/// A provider's ID of a registered SSH key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SshKeyId(pub String);
+
+macro_rules! id_display {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    )*};
+}
+id_display!(ServerId, FirewallId, SshKeyId);
+
+/// A server's state, normalised across providers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerStatus {
+    /// Being created or booting (DigitalOcean `new`, Linode `provisioning`/`booting`, EC2 `pending`).
+    Pending,
+    /// Running (DigitalOcean `active`).
+    Running,
+    /// Powered off, but still there.
+    Off,
+    /// Being deleted, or deleted and still listed (DigitalOcean `archive`, EC2 `terminated`).
+    Gone,
+    /// A state sfuctl has no meaning for, as the provider spells it.
+    Other(String),
+}
+
+impl fmt::Display for ServerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pending => f.write_str("pending"),
+            Self::Running => f.write_str("running"),
+            Self::Off => f.write_str("off"),
+            Self::Gone => f.write_str("gone"),
+            Self::Other(raw) => f.write_str(raw),
+        }
+    }
+}
+
+/// A server, normalised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Server {
+    /// The provider's ID.
+    pub id: ServerId,
+    /// Its name.
+    pub name: String,
+    /// Its state.
+    pub status: ServerStatus,
+    /// The public IPv4 address, once it has one.
+    pub public_ipv4: Option<IpAddr>,
+    /// The public IPv6 address, when IPv6 is on and assigned.
+    pub public_ipv6: Option<IpAddr>,
+    /// Its tags (or labels).
+    pub tags: Vec<String>,
+    /// The region it runs in, when the provider says.
+    pub region: Option<String>,
+}
+
+impl Server {
+    /// Whether it is running and reachable from outside: what the engine waits for after create.
+    pub fn is_up(&self) -> bool {
+        self.status == ServerStatus::Running && self.public_ipv4.is_some()
+    }
+}
+
+/// An inbound rule, normalised so it compares with [`CloudRule`]s: `"0"`, `"all"`, `""` and `"1-65535"` all read
+/// as 1-65535, sources are sorted and deduplicated.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct FirewallRule {
+    /// UDP or TCP.
+    pub protocol: Protocol,
+    /// The port range.
+    pub ports: PortRange,
+    /// Who may reach it (CIDRs).
+    pub sources: Vec<IpNet>,
+}
+
+impl FirewallRule {
+    /// A rule with sources in a canonical order.
+    pub fn new(protocol: Protocol, ports: PortRange, sources: impl IntoIterator<Item = IpNet>) -> Self {
+        let sources: BTreeSet<IpNet> = sources.into_iter().collect();
+        Self { protocol, ports, sources: sources.into_iter().collect() }
+    }
+
+    /// Every port of the protocol.
+    pub const ALL_PORTS: PortRange = PortRange { start: 1, end: 65535 };
+}
+
+impl From<&CloudRule> for FirewallRule {
+    fn from(rule: &CloudRule) -> Self {
+        Self::new(rule.protocol, rule.ports, rule.sources.iter().copied())
+    }
+}
+
+impl fmt::Display for FirewallRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sources: Vec<String> = self.sources.iter().map(ToString::to_string).collect();
+        write!(f, "{} {} from {}", self.protocol, self.ports, sources.join(", "))
+    }
+}
+
+/// What differs between a firewall's inbound rules and the wanted ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RuleDiff {
+    /// Wanted, not there.
+    pub missing: Vec<FirewallRule>,
+    /// There, not wanted (including rules sfuctl cannot represent, in [`Firewall::other_inbound`]).
+    pub extra: Vec<FirewallRule>,
+    /// Rules sfuctl cannot represent (ICMP, tag or droplet sources), as the provider describes them.
+    pub unknown: Vec<String>,
+}
+
+impl RuleDiff {
+    /// Whether the firewall already has exactly the wanted rules.
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.extra.is_empty() && self.unknown.is_empty()
+    }
+}
+
+/// A cloud firewall, normalised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Firewall {
+    /// The provider's ID.
+    pub id: FirewallId,
+    /// Its name.
+    pub name: String,
+    /// Inbound rules sfuctl can represent, sorted.
+    pub rules: Vec<FirewallRule>,
+    /// Inbound rules it cannot (ICMP, sources that are tags or servers), described in the provider's terms.
+    pub other_inbound: Vec<String>,
+    /// Whether every change is applied (DigitalOcean: `status` is `succeeded` and `pending_changes` is empty).
+    pub ready: bool,
+    /// The provider's status word, for messages (`waiting`, `succeeded`, `failed`).
+    pub status: String,
+    /// Servers attached one by one.
+    pub server_ids: Vec<ServerId>,
+    /// Tags attached: every server carrying one is covered.
+    pub tags: Vec<String>,
+    /// Whether outbound traffic is allowed everywhere (tcp, udp and icmp, IPv4 and IPv6).
+    pub outbound_ok: bool,
+}
+
+impl Firewall {
+    /// How the inbound rules differ from `wanted` (e.g. `manifest.cloud_rules()`).
+    pub fn diff(&self, wanted: &[CloudRule]) -> RuleDiff {
+        let wanted: Vec<FirewallRule> = wanted.iter().map(FirewallRule::from).collect();
+        self.diff_rules(&wanted)
+    }
+
+    /// How the inbound rules differ from `wanted`, already normalised (e.g. a [`FirewallRequest`]'s rules).
+    pub fn diff_rules(&self, wanted: &[FirewallRule]) -> RuleDiff {
+        let want: BTreeSet<FirewallRule> = wanted.iter().map(|r| FirewallRule::new(r.protocol, r.ports, r.sources.iter().copied())).collect();
+        let have: BTreeSet<FirewallRule> = self.rules.iter().cloned().collect();
+        RuleDiff {
+            missing: want.difference(&have).cloned().collect(),
+            extra: have.difference(&want).cloned().collect(),
+            unknown: self.other_inbound.clone(),
+        }
+    }
+
+    /// Whether the firewall covers `server`, by ID or by one of its tags.
+    pub fn covers(&self, server: &Server) -> bool {
+        self.server_ids.contains(&server.id) || self.tags.iter().any(|t| server.tags.contains(t))
+    }
+}
+
+/// An SSH public key registered with the provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SshKey {
+    /// The provider's ID.
+    pub id: SshKeyId,
+    /// The provider's fingerprint of it (DigitalOcean: MD5, colon-hex).
+    pub fingerprint: String,
+    /// Its name on the provider.
+    pub name: String,
+}
+
+/// What a new server should be. Build one with [`ServerRequest::for_spec`] or by hand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerRequest {
+    /// Its name, `sfuctl-<name>-<n>`.
+    pub name: String,
+    /// The region slug.
+    pub region: String,
+    /// The size (machine type) slug.
+    pub size: String,
+    /// The image slug or ID.
+    pub image: String,
+    /// SSH keys to install (IDs from [`Provider::ensure_ssh_key`]).
+    pub ssh_key_ids: Vec<SshKeyId>,
+    /// Tags: the owner tag first. Firewalls attached by tag cover the server from its first boot.
+    pub tags: Vec<String>,
+    /// cloud-init user data, as plain text (providers that want base64 encode it themselves).
+    pub user_data: Option<String>,
+    /// Whether to assign a public IPv6 address.
+    pub ipv6: bool,
+}
+
+impl ServerRequest {
+    /// Server number `index` (from 1) of a spec: region from the spec, size and image from the spec or the
+    /// provider's defaults (`providers/<kind>.yaml`), tagged with the owner tag.
+    pub fn for_spec(spec: &Spec, index: u32, ssh_key_ids: Vec<SshKeyId>, user_data: Option<String>) -> Result<Self> {
+        let data = ProviderData::get(spec.provider.kind);
+        let owner = Owner::new(&spec.name);
+        let missing = |field: &str| {
+            UserError::input(format!("`provider.{field}` is not set and {} has no default", data.title))
+                .hint(format!("add `{field}:` under `provider:` in the spec"))
+        };
+        let region = spec.provider.region.clone().ok_or_else(|| missing("region").hint(format!("e.g. `region: {}`", data.example_region)))?;
+        let size = spec.provider.size.clone().or_else(|| data.defaults.size.clone()).ok_or_else(|| missing("size"))?;
+        let image = spec.provider.image.clone().or_else(|| data.defaults.image.clone()).ok_or_else(|| missing("image"))?;
+        Ok(Self {
+            name: owner.server_name(index),
+            region,
+            size,
+            image,
+            ssh_key_ids,
+            tags: vec![owner.tag()],
+            user_data,
+            ipv6: spec.provider.ipv6,
+        })
+    }
+}
+
+/// What the deployment's firewall should be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirewallRequest {
+    /// Its name, `sfuctl-<name>`.
+    pub name: String,
+    /// The deployment: the firewall is attached to the owner tag, so it covers every server of the deployment.
+    pub owner: Owner,
+    /// The inbound rules (outbound is always allow-all; providers that need explicit rules add them).
+    pub rules: Vec<FirewallRule>,
+    /// Servers to attach one by one as well (for providers or hosts without tags; usually empty).
+    pub server_ids: Vec<ServerId>,
+}
+
+impl FirewallRequest {
+    /// The firewall of a deployment: its manifest's cloud rules.
+    pub fn for_manifest(owner: &Owner, manifest: &Manifest) -> Self {
+        Self { name: owner.firewall_name(), owner: owner.clone(), rules: manifest.cloud_rules().iter().map(FirewallRule::from).collect(), server_ids: Vec::new() }
+    }
+}
+
+/// One cloud (or the `ssh` pseudo-provider): translation between sfuctl's records and the provider's API.
+///
+/// Every method makes API calls and returns at once; none waits for a state to be reached. Deletes of something
+/// already gone succeed.
+pub trait Provider: Send + Sync {
+    /// The provider's name in messages (`DigitalOcean`).
+    fn name(&self) -> &'static str;
+
+    /// The API requests sent so far (total, mutating, retries).
+    fn requests(&self) -> RequestStats;
+
+    /// Every server carrying the owner's tag, across all pages.
+    fn list_servers<'a>(&'a self, owner: &'a Owner) -> ProviderFuture<'a, Vec<Server>>;
+
+    /// One server; `None` when it does not exist (any more).
+    fn get_server<'a>(&'a self, id: &'a ServerId) -> ProviderFuture<'a, Option<Server>>;
+
+    /// Creates a server and returns at once (typically `Pending`, without addresses). A create whose answer was
+    /// lost is not repeated blindly: the provider looks for the server by name first.
+    fn create_server<'a>(&'a self, req: &'a ServerRequest) -> ProviderFuture<'a, Server>;
+
+    /// Deletes a server; one that is already gone is success.
+    fn delete_server<'a>(&'a self, id: &'a ServerId) -> ProviderFuture<'a, ()>;
+
+    /// The owner's firewalls (on DigitalOcean: those named exactly `sfuctl-<name>`).
+    fn list_firewalls<'a>(&'a self, owner: &'a Owner) -> ProviderFuture<'a, Vec<Firewall>>;
+
+    /// One firewall; `None` when it does not exist.
+    fn get_firewall<'a>(&'a self, id: &'a FirewallId) -> ProviderFuture<'a, Option<Firewall>>;
+
+    /// Creates the firewall (`existing` is `None`) or brings `existing` in line with `req` in place, keeping
+    /// whatever else is attached to it. Sends nothing when `existing` already matches.
+    fn put_firewall<'a>(&'a self, req: &'a FirewallRequest, existing: Option<&'a Firewall>) -> ProviderFuture<'a, Firewall>;
+
+    /// Deletes a firewall; one that is already gone is success.
+    fn delete_firewall<'a>(&'a self, id: &'a FirewallId) -> ProviderFuture<'a, ()>;
+
+    /// Registers `public_key` (an OpenSSH public key line) under `name`, or finds it when it is already
+    /// registered (by fingerprint, under any name). Returns the key and whether it was created now.
+    fn ensure_ssh_key<'a>(&'a self, name: &'a str, public_key: &'a str) -> ProviderFuture<'a, (SshKey, bool)>;
+
+    /// Deletes a registered key; one that is already gone is success.
+    fn delete_ssh_key<'a>(&'a self, id: &'a SshKeyId) -> ProviderFuture<'a, ()>;
+
+    /// Removes what the provider keeps for the owner itself, once every resource is gone (DigitalOcean: the
+    /// `sfuctl:<name>` tag). Call it last in `down`; a no-op by default.
+    fn forget_owner<'a>(&'a self, owner: &'a Owner) -> ProviderFuture<'a, ()> {
+        let _ = owner;
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: &str) -> Spec {
+        Spec::parse(&format!(
+            "name: demo\nprovider: {{ kind: digitalocean, region: fra1{extra} }}\nssh: {{ allow_from: [203.0.113.7/32] }}\nsfu:\n  kind: janus\n  rtc_ports: 40000-41000\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn owner_names_and_tags() {
+        let o = Owner::new("demo");
+        assert_eq!((o.tag(), o.prefix(), o.server_name(2)), ("sfuctl:demo".into(), "sfuctl-demo".into(), "sfuctl-demo-2".into()));
+    }
+
+    #[test]
+    fn server_request_takes_defaults_from_provider_data() {
+        let req = ServerRequest::for_spec(&spec(""), 1, vec![SshKeyId("7".into())], Some("#cloud-config\n".into())).unwrap();
+        assert_eq!((req.region.as_str(), req.size.as_str(), req.image.as_str()), ("fra1", "s-2vcpu-4gb", "ubuntu-24-04-x64"));
+        assert_eq!(req.tags, ["sfuctl:demo"]);
+        let req = ServerRequest::for_spec(&spec(", size: c-2, ipv6: true"), 1, vec![], None).unwrap();
+        assert_eq!(req.size, "c-2");
+        assert!(req.ipv6);
+    }
+
+    #[test]
+    fn firewall_diff_compares_normalised_rules() {
+        let s = spec("");
+        let wanted = s.manifest().cloud_rules();
+        let mut fw = Firewall {
+            id: FirewallId("f".into()),
+            name: "sfuctl-demo".into(),
+            rules: wanted.iter().map(FirewallRule::from).collect(),
+            other_inbound: vec![],
+            ready: true,
+            status: "succeeded".into(),
+            server_ids: vec![],
+            tags: vec!["sfuctl:demo".into()],
+            outbound_ok: true,
+        };
+        assert!(fw.diff(&wanted).is_empty());
+        // Source order does not matter.
+        fw.rules[1].sources.reverse();
+        fw.rules = fw.rules.iter().map(|r| FirewallRule::new(r.protocol, r.ports, r.sources.clone())).collect();
+        assert!(fw.diff(&wanted).is_empty());
+        fw.rules.push(FirewallRule::new(Protocol::Tcp, FirewallRule::ALL_PORTS, crate::ports::anywhere()));
+        let diff = fw.diff(&wanted);
+        assert_eq!(diff.extra.len(), 1);
+        assert_eq!(diff.extra[0].to_string(), "tcp 1-65535 from 0.0.0.0/0, ::/0");
+    }
+}
