@@ -16,6 +16,7 @@ pub mod probe;
 pub mod providers;
 pub mod remote;
 pub mod render;
+pub mod secret;
 pub mod service;
 pub mod spec;
 pub mod state;

@@ -5,7 +5,6 @@
 //! auto-escaped: these are config files, not HTML.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -15,6 +14,7 @@ use serde::Serialize;
 
 use crate::error::UserError;
 use crate::remote::shell_quote;
+use crate::secret::Secret;
 use crate::ports::{Manifest, PortRole, Protocol};
 use crate::spec::{ProviderKind, SfuKind, Spec, resolve_path};
 
@@ -167,44 +167,6 @@ pub fn host_targets(spec: &Spec, address: &str) -> Vec<HostTarget> {
                 listen_ip: listen_ip(address),
             })
             .collect()
-    }
-}
-
-/// The shared secret (coturn `static-auth-secret`, LiveKit API secret). Never printed: `Debug` and `Display`
-/// show a placeholder.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    /// The secret from the environment variable `name`; when it is unset, a new random one and `false`.
-    pub fn from_env_or_random(name: &str) -> Result<(Self, bool)> {
-        match std::env::var(name) {
-            Ok(v) if !v.is_empty() => Ok((Self(v), true)),
-            _ => Ok((Self::random()?, false)),
-        }
-    }
-
-    /// A new random secret: 32 bytes as 64 hex characters (LiveKit asks for at least 32).
-    pub fn random() -> Result<Self> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("cannot get random bytes from the OS: {e}"))?;
-        Ok(Self(bytes.iter().map(|b| format!("{b:02x}")).collect()))
-    }
-
-    /// The value, for the one place that writes it into a file.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
     }
 }
 
@@ -459,13 +421,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secrets_never_print() {
-        let s = Secret::new("hunter2".into());
-        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
-        assert_eq!(Secret::random().unwrap().expose().len(), 64);
-    }
-
-    #[test]
     fn a_typo_in_a_template_fails_at_render_time() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("service")).unwrap();
@@ -473,7 +428,7 @@ mod tests {
         let spec = Spec::parse("name: t\nprovider: { kind: ssh, hosts: [{ name: a, address: 203.0.113.9 }] }\nsfu: { kind: coturn, rtc_ports: 40000-41000 }\n").unwrap();
         let r = Renderer::new(Some(dir.path())).unwrap();
         let host = &host_targets(&spec, PLACEHOLDER_ADDRESS)[0];
-        let err = r.render_host(&spec, Path::new("."), host, &Secret::new("x".into())).unwrap_err();
+        let err = r.render_host(&spec, Path::new("."), host, &Secret::new("x")).unwrap_err();
         assert!(format!("{err:#}").contains("comand"), "{err:#}");
     }
 }

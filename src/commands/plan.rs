@@ -7,7 +7,8 @@ use crate::commands::{base_dir, load_valid_spec};
 use crate::error::Exit;
 use crate::plan::Plan;
 use crate::providers::ProviderData;
-use crate::render::{PLACEHOLDER_ADDRESS, Renderer, Secret, host_targets};
+use crate::secret::Secret;
+use crate::render::{PLACEHOLDER_ADDRESS, Renderer, host_targets};
 use crate::spec::FileCheck;
 
 /// Runs `plan`.

@@ -9,7 +9,8 @@ use serde_json::json;
 use crate::cli::{Output, RenderArgs};
 use crate::commands::{base_dir, load_valid_spec};
 use crate::error::{Exit, UserError, warn};
-use crate::render::{PLACEHOLDER_ADDRESS, Renderer, Secret, host_targets};
+use crate::secret::Secret;
+use crate::render::{PLACEHOLDER_ADDRESS, Renderer, host_targets};
 use crate::spec::{FileCheck, ProviderKind, SfuKind};
 
 /// Runs `render`.

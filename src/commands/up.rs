@@ -11,7 +11,8 @@ use crate::cli::{Output, UpArgs};
 use crate::commands::{base_dir, cloud_not_ready, load_valid_spec, report_failures, timeouts};
 use crate::deploy::{Deployment, for_each_host, up_host};
 use crate::error::{Exit, UserError};
-use crate::render::{PLACEHOLDER_ADDRESS, Renderer, Secret, host_targets};
+use crate::secret::Secret;
+use crate::render::{PLACEHOLDER_ADDRESS, Renderer, host_targets};
 use crate::spec::{FileCheck, SfuKind, resolve_path};
 
 /// Runs `up`.
