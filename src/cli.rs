@@ -62,12 +62,14 @@ pub enum Command {
     /// Deploy or converge: upload what changed, install the host firewall, start or restart the service once,
     /// and wait until it is healthy. Re-running on an unchanged spec changes nothing and says "No changes".
     ///
-    /// Works for existing hosts (provider.kind ssh). The SSH host key is pinned at first contact (or by
-    /// ssh.host_key) and a changed key is refused.
+    /// On DigitalOcean it first makes the SSH key, the firewall and the servers (found again by the owner tag
+    /// sfuctl:<name>), and waits for them. The SSH host key is pinned at first contact (or by ssh.host_key) and a
+    /// changed key is refused.
     Up(UpArgs),
     /// Show what runs where: per host the service's state and since when, the artifact, the ports bound.
     Status(StatusArgs),
-    /// Remove what sfuctl put on the hosts (service, nftables table, /opt/sfuctl/<name>), nothing else.
+    /// Remove what sfuctl made, nothing else: on a cloud the servers, firewall and SSH key carrying the owner tag;
+    /// on existing hosts the service, its nftables table and /opt/sfuctl/<name>.
     ///
     /// Asks for confirmation unless --yes; without a terminal, --yes is required.
     Down(DownArgs),
@@ -125,6 +127,9 @@ pub struct UpArgs {
     /// Seconds to wait for the service to become healthy [default: 60].
     #[arg(long, value_name = "SECONDS")]
     pub health_timeout: Option<u64>,
+    /// Do not ask before deleting servers the spec no longer wants (a lower `count`).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// Arguments of `status`.
@@ -162,7 +167,7 @@ pub fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Validate(args) => commands::validate::execute(args, cli.output),
-        Command::Plan(args) => commands::plan::execute(args, cli.output),
+        Command::Plan(args) => block_on(commands::plan::execute(args, cli.output)),
         Command::Render(args) => commands::render::execute(args, cli.output),
         Command::Up(args) => block_on(commands::up::execute(args, cli.output)),
         Command::Status(args) => block_on(commands::status::execute(args, cli.output)),

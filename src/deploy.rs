@@ -94,7 +94,8 @@ impl Deployment {
         }))
     }
 
-    fn with_state<T>(&self, f: impl FnOnce(&mut StateFile) -> T) -> T {
+    /// Runs `f` on the state (callers save it themselves, right after a change).
+    pub fn with_state<T>(&self, f: impl FnOnce(&mut StateFile) -> T) -> T {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut state)
     }

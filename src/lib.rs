@@ -5,6 +5,7 @@
 
 pub mod artifact;
 pub mod cli;
+pub mod cloud;
 pub mod commands;
 pub mod deploy;
 pub mod error;

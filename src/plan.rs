@@ -125,37 +125,48 @@ impl Plan {
             });
             let mut details = vec![format!("{} cloud firewall, owner tag {owner}", data.title)];
             details.extend(rule_lines(&rules));
-            if spec.provider.kind == ProviderKind::Digitalocean {
-                details.push("outbound  tcp, udp, icmp   all ports to anywhere (without these a DigitalOcean firewall blocks all egress)".into());
-            }
+            details.extend(outbound_line(spec));
             resources.push(Change { action: Action::Create, kind: "firewall", name: resource.clone(), host: None, details });
-            let size = spec.provider.size.clone().or(data.defaults.size.clone()).unwrap_or_default();
-            let image = spec.provider.image.clone().or(data.defaults.image.clone()).unwrap_or_else(|| "newest Ubuntu 24.04 AMI".into());
-            let region = spec.provider.region.clone().unwrap_or_else(|| "region from AWS_REGION or ~/.aws/config".into());
             for host in &hosts {
-                resources.push(Change {
-                    action: Action::Create,
-                    kind: "server",
-                    name: host.name.clone(),
-                    host: None,
-                    details: vec![format!("{size}, {image}, {region}, tag {owner}, public address known after create")],
-                });
+                resources.push(server_change(spec, &host.name));
             }
         }
         for host in &hosts {
             resources.extend(host_changes(spec, &manifest, host));
         }
-        let files = hosts
+        Self::new(spec, notes, resources, false)
+    }
+
+    /// The plan against what exists: `changes` in the cloud (from the engine's diff), plus what every new server
+    /// gets. Existing servers are converged over SSH by `up`, which plan does not contact.
+    pub fn refreshed(spec: &Spec, notes: Vec<String>, changes: Vec<Change>) -> Self {
+        let manifest = spec.manifest();
+        let mut resources = changes;
+        let new_servers: Vec<String> =
+            resources.iter().filter(|c| c.kind == "server" && c.action == Action::Create).map(|c| c.name.clone()).collect();
+        for (change, name) in resources.iter_mut().filter(|c| c.kind == "server" && c.action == Action::Create).zip(&new_servers) {
+            change.details = server_change(spec, name).details;
+        }
+        for name in new_servers {
+            let host = HostTarget { name, address: "(known after create)".into(), address_v6: None, listen_ip: "0.0.0.0".into() };
+            resources.extend(host_changes(spec, &manifest, &host));
+        }
+        Self::new(spec, notes, resources, true)
+    }
+
+    fn new(spec: &Spec, notes: Vec<String>, resources: Vec<Change>, refreshed: bool) -> Self {
+        let rules = spec.manifest().cloud_rules();
+        let files = host_targets(spec, "(known after create)")
             .iter()
             .flat_map(|h| file_plan(spec).into_iter().map(move |(_, path, _)| PlannedFile { host: h.name.clone(), path }))
             .collect();
-        let summary = Summary { add: resources.len(), ..Summary::default() };
+        let count = |a: Action| resources.iter().filter(|c| c.action == a).count();
+        let summary = Summary { add: count(Action::Create), change: count(Action::Update), destroy: count(Action::Delete) };
         Plan {
             name: spec.name.clone(),
             provider: spec.provider.kind.as_str(),
-            refreshed: false,
+            refreshed,
             notes,
-            resources,
             firewall_rules: rules
                 .iter()
                 .map(|r| PlannedRule {
@@ -165,6 +176,7 @@ impl Plan {
                     purposes: r.purposes.clone(),
                 })
                 .collect(),
+            resources,
             files,
             summary,
         }
@@ -204,7 +216,29 @@ impl Plan {
     }
 }
 
-fn rule_lines(rules: &[CloudRule]) -> Vec<String> {
+/// The outbound rules sfuctl adds where the provider needs them (DigitalOcean blocks all egress without them).
+pub fn outbound_line(spec: &Spec) -> Option<String> {
+    (spec.provider.kind == ProviderKind::Digitalocean)
+        .then(|| "outbound  tcp, udp, icmp   all ports to anywhere (without these a DigitalOcean firewall blocks all egress)".to_string())
+}
+
+/// A server to create, with its size, image and region.
+fn server_change(spec: &Spec, name: &str) -> Change {
+    let data = ProviderData::get(spec.provider.kind);
+    let size = spec.provider.size.clone().or(data.defaults.size.clone()).unwrap_or_default();
+    let image = spec.provider.image.clone().or(data.defaults.image.clone()).unwrap_or_else(|| "newest Ubuntu 24.04 AMI".into());
+    let region = spec.provider.region.clone().unwrap_or_else(|| "region from AWS_REGION or ~/.aws/config".into());
+    Change {
+        action: Action::Create,
+        kind: "server",
+        name: name.to_string(),
+        host: None,
+        details: vec![format!("{size}, {image}, {region}, tag sfuctl:{}, public address known after create", spec.name)],
+    }
+}
+
+/// One line per cloud rule: `inbound   udp 40000-41000  from 0.0.0.0/0, ::/0   media (RTP/RTCP)`.
+pub fn rule_lines(rules: &[CloudRule]) -> Vec<String> {
     rules
         .iter()
         .map(|r| {

@@ -370,6 +370,10 @@ pub trait Provider: Send + Sync {
     /// Deletes a firewall; one that is already gone is success.
     fn delete_firewall<'a>(&'a self, id: &'a FirewallId) -> ProviderFuture<'a, ()>;
 
+    /// Finds `public_key` (an OpenSSH public key line) among the registered keys, by fingerprint; registers
+    /// nothing (for `plan`).
+    fn find_ssh_key<'a>(&'a self, public_key: &'a str) -> ProviderFuture<'a, Option<SshKey>>;
+
     /// Registers `public_key` (an OpenSSH public key line) under `name`, or finds it when it is already
     /// registered (by fingerprint, under any name). Returns the key and whether it was created now.
     fn ensure_ssh_key<'a>(&'a self, name: &'a str, public_key: &'a str) -> ProviderFuture<'a, (SshKey, bool)>;

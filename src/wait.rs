@@ -26,6 +26,9 @@ where
     Fut: Future<Output = Result<Check<T>>>,
 {
     let started = Instant::now();
+    // Without a terminal (CI, pipes) the spinner is hidden: say once what is being waited for, and how it ended.
+    let plain = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut announced = false;
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
     bar.set_message(format!("waiting for {what}"));
@@ -34,6 +37,9 @@ where
         match check().await? {
             Check::Done(value) => {
                 bar.finish_and_clear();
+                if announced {
+                    eprintln!("done waiting for {what} after {:.1}s", started.elapsed().as_secs_f64());
+                }
                 return Ok(value);
             }
             Check::NotYet(seen) => {
@@ -43,6 +49,10 @@ where
                     return Err(UserError::failed(format!("timed out after {}s waiting for {what}", timeout.as_secs()))
                         .caused_by(anyhow::anyhow!("last seen: {seen}"))
                         .into());
+                }
+                if plain && !announced {
+                    eprintln!("waiting for {what} (up to {}s): {seen}", timeout.as_secs());
+                    announced = true;
                 }
                 bar.set_message(format!("waiting for {what} ({}s): {seen}", elapsed.as_secs()));
                 bar.tick();

@@ -44,20 +44,6 @@ fn plan_json_has_the_contract_fields() {
 }
 
 #[test]
-fn plan_with_a_token_says_it_could_not_refresh_yet() {
-    let home = home();
-    sfuctl(home.path())
-        .env("DIGITALOCEAN_TOKEN", "dop_v1_secret_value")
-        .arg("plan")
-        .arg(example("coturn-digitalocean.yaml"))
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("Credentials found ($DIGITALOCEAN_TOKEN)"))
-        .stdout(predicate::str::contains("dop_v1_secret_value").not())
-        .stderr(predicate::str::contains("dop_v1_secret_value").not());
-}
-
-#[test]
 fn detailed_exitcode_reports_pending_changes() {
     let home = home();
     sfuctl(home.path()).args(["plan", "--detailed-exitcode"]).arg(example("janus-linode.yaml")).assert().code(3);

@@ -1,6 +1,7 @@
 //! The one integration-test binary: drives the real `sfuctl` binary and the real test bed.
 
 mod deploy_ssh;
+mod do_e2e;
 mod offline_cli;
 mod remote_ssh;
 mod rendered_configs;

@@ -1,36 +1,39 @@
 //! `sfuctl down SPEC`: remove what sfuctl put on the hosts (the service, its nftables table, /opt/sfuctl/<name>)
 //! and nothing else. Asks first unless `--yes`.
 
-use std::io::{BufRead, IsTerminal, Write};
-
 use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::{DownArgs, Output};
-use crate::commands::{base_dir, cloud_not_ready, load_valid_spec, report_failures, timeouts};
+use crate::cloud;
+use crate::commands::{base_dir, confirm, load_valid_spec, report_failures, timeouts};
 use crate::deploy::{Deployment, down_host, for_each_host};
-use crate::error::{Exit, UserError};
+use crate::error::{Exit, report};
+use crate::provider::Owner;
 use crate::render::{Layout, PLACEHOLDER_ADDRESS, host_targets, nft_table, service_name};
-use crate::spec::FileCheck;
+use crate::spec::{FileCheck, Spec};
+use crate::state::StateFile;
 
 /// Runs `down`.
 pub async fn execute(args: &DownArgs, output: Output) -> Result<Exit> {
     let loaded = load_valid_spec(&args.spec, FileCheck::Warn)?;
+    if loaded.spec.provider.kind.is_cloud() {
+        return cloud_down(args, output, &loaded.spec).await;
+    }
     let spec = loaded.spec;
-    cloud_not_ready(&spec, "down")?;
     let hosts = host_targets(&spec, PLACEHOLDER_ADDRESS);
-    if !args.yes {
-        let names: Vec<String> = hosts.iter().map(|h| format!("{} ({})", h.name, h.address)).collect();
-        eprintln!(
+    let names: Vec<String> = hosts.iter().map(|h| format!("{} ({})", h.name, h.address)).collect();
+    confirm(
+        args.yes,
+        &format!(
             "sfuctl will remove deployment `{}` from {}:\n  - service {}\n  - nftables table inet {}\n  - {}\nNothing else on the hosts is touched.",
             spec.name,
             names.join(", "),
             service_name(&spec),
             nft_table(&spec),
             Layout::of(&spec).root
-        );
-        confirm()?;
-    }
+        ),
+    )?;
     let dep = Deployment::new(spec, base_dir(&args.spec), timeouts(args.connect_timeout, None))?;
     let results = for_each_host(&dep, &hosts, |dep, host| async move { down_host(&dep, &host).await }).await;
     match output {
@@ -59,19 +62,48 @@ pub async fn execute(args: &DownArgs, output: Output) -> Result<Exit> {
     report_failures(&results)
 }
 
-/// Asks for `yes` on the terminal, like `terraform destroy`. Without a terminal, refuses: `--yes` says it.
-fn confirm() -> Result<()> {
-    if !std::io::stdin().is_terminal() {
-        return Err(UserError::input("refusing to remove anything without confirmation: there is no terminal to ask")
-            .hint("pass --yes to confirm in scripts")
-            .into());
+/// `down` on a cloud: deletes the servers, the firewall and the SSH key sfuctl made (found by the owner tag and
+/// names, not the local state), after confirmation. No SSH: deleting a server removes what was on it.
+async fn cloud_down(args: &DownArgs, output: Output, spec: &Spec) -> Result<Exit> {
+    let provider = cloud::require_provider(spec)?;
+    let owner = Owner::new(&spec.name);
+    // The key is found by fingerprint; without the public key file it cannot be found, and is left alone.
+    let public_key = cloud::public_key(spec, base_dir(&args.spec)).ok();
+    let current = cloud::refresh(provider.as_ref(), &owner, public_key.as_deref()).await?;
+    let mut lines: Vec<String> = current.servers.iter().map(|s| format!("  - server {} ({})", s.name, s.id)).collect();
+    if let Some(fw) = &current.firewall {
+        lines.push(format!("  - firewall {} ({})", fw.name, fw.id));
     }
-    eprint!("Only 'yes' will be accepted to confirm.\n  Enter a value: ");
-    std::io::stderr().flush().ok();
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    if answer.trim() != "yes" {
-        return Err(UserError::input("cancelled: nothing was removed").into());
+    if let Some(key) = current.key.as_ref().filter(|k| k.name == owner.ssh_key_name()) {
+        lines.push(format!("  - ssh key {} ({})", key.name, key.fingerprint));
     }
-    Ok(())
+    let teardown = if lines.is_empty() {
+        eprintln!("Nothing to delete: no resource carries the tag {} or the name {}.", owner.tag(), owner.prefix());
+        cloud::Teardown::default()
+    } else {
+        confirm(args.yes, &format!("sfuctl will delete from {}:\n{}", provider.name(), lines.join("\n")))?;
+        cloud::destroy(provider, &owner, &current).await
+    };
+    if teardown.failed.is_empty() {
+        let mut state = StateFile::load(&spec.name)?;
+        state.state.resources.clear();
+        state.state.hosts.clear();
+        state.save()?;
+    }
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&json!({ "deleted": teardown.deleted, "failed": teardown.failed }))?),
+        Output::Text => {
+            for d in &teardown.deleted {
+                println!("deleted {d}");
+            }
+        }
+    }
+    if teardown.failed.is_empty() {
+        return Ok(Exit::Success);
+    }
+    for f in &teardown.failed {
+        report(&anyhow::anyhow!("could not delete {f}"));
+    }
+    eprintln!("Run `sfuctl down` again to retry; everything left still carries the tag {}.", owner.tag());
+    Ok(Exit::Failed)
 }

@@ -57,12 +57,25 @@ pub fn invalid_spec(path: &Path, errors: &[Diagnostic]) -> UserError {
     UserError::input(message)
 }
 
-/// Cloud providers get `up`, `status` and `down` with their own issues; until then, say so clearly.
-pub fn cloud_not_ready(spec: &Spec, command: &str) -> Result<()> {
-    if spec.provider.kind.is_cloud() {
-        return Err(UserError::input(format!("`{command}` does not support provider.kind `{}` yet; it works for existing hosts (kind ssh)", spec.provider.kind.as_str()))
-            .hint("`sfuctl plan` and `sfuctl render` work for every provider")
+/// Asks for `yes` on the terminal before destroying something, like `terraform destroy`; `yes` (the `--yes`
+/// flag) skips the question. Without a terminal and without `--yes`, refuses: exit 2, nothing changed.
+pub fn confirm(yes: bool, what: &str) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    eprintln!("{what}");
+    if !std::io::stdin().is_terminal() {
+        return Err(UserError::input("refusing to remove anything without confirmation: there is no terminal to ask")
+            .hint("pass --yes to confirm in scripts")
             .into());
+    }
+    eprint!("Only 'yes' will be accepted to confirm.\n  Enter a value: ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        return Err(UserError::input("cancelled: nothing was removed").into());
     }
     Ok(())
 }

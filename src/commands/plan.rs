@@ -3,6 +3,8 @@
 use anyhow::Result;
 
 use crate::cli::{Output, PlanArgs};
+use crate::cloud;
+use crate::provider::Owner;
 use crate::commands::{base_dir, load_valid_spec};
 use crate::error::Exit;
 use crate::plan::Plan;
@@ -12,7 +14,7 @@ use crate::render::{PLACEHOLDER_ADDRESS, Renderer, host_targets};
 use crate::spec::FileCheck;
 
 /// Runs `plan`.
-pub fn execute(args: &PlanArgs, output: Output) -> Result<Exit> {
+pub async fn execute(args: &PlanArgs, output: Output) -> Result<Exit> {
     let loaded = load_valid_spec(&args.spec, FileCheck::Warn)?;
     let spec = &loaded.spec;
     let base = base_dir(&args.spec);
@@ -31,19 +33,41 @@ pub fn execute(args: &PlanArgs, output: Output) -> Result<Exit> {
         data.title,
         spec.provider.region.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
     )];
-    if spec.provider.kind.is_cloud() {
+    let plan = if spec.provider.kind.is_cloud() {
         let sources: Vec<String> = data.credentials.env.iter().map(|v| format!("${v}")).collect();
-        notes.push(match data.credentials_found() {
-            None => format!("No credentials found ({} unset): planned against an empty account.", sources.join(", ")),
-            Some(found) => format!(
-                "Credentials found ({found}), but this build cannot read existing {} resources yet: planned against an empty account.",
-                data.title
-            ),
-        });
+        match cloud::provider_for(spec)? {
+            None => {
+                notes.push(format!("No credentials found ({} unset): planned against an empty account.", sources.join(", ")));
+                Plan::against_nothing(spec, base, notes)
+            }
+            Some(provider) => {
+                let owner = Owner::new(&spec.name);
+                let public_key = cloud::public_key(spec, base).ok();
+                if public_key.is_none() {
+                    notes.push("The SSH public key file is missing: whether the key is registered is not known.".into());
+                }
+                let current = cloud::refresh(provider.as_ref(), &owner, public_key.as_deref()).await?;
+                notes.push(format!(
+                    "Refreshed from {}: {} server(s) with tag {}, firewall {}.",
+                    data.title,
+                    current.servers.len(),
+                    owner.tag(),
+                    if current.firewall.is_some() { "found" } else { "not found" }
+                ));
+                let mut diff = cloud::Diff::new(spec, &owner, &current);
+                if public_key.is_none() {
+                    diff.create_key = false;
+                }
+                if !diff.keep.is_empty() {
+                    notes.push(format!("{} existing server(s) are converged over SSH by `up` (uploads only what changed).", diff.keep.len()));
+                }
+                Plan::refreshed(spec, notes, diff.changes(spec, &owner))
+            }
+        }
     } else {
         notes.push("Hosts are not contacted by plan: it shows everything `up` installs; `up` skips what is already in place.".into());
-    }
-    let plan = Plan::against_nothing(spec, base, notes);
+        Plan::against_nothing(spec, base, notes)
+    };
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
         Output::Text => print!("{}", plan.to_text()),

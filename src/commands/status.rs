@@ -5,18 +5,21 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::{Output, StatusArgs};
-use crate::commands::{base_dir, cloud_not_ready, load_valid_spec, report_failures, timeouts};
+use crate::cloud;
+use crate::commands::{base_dir, load_valid_spec, report_failures, timeouts};
 use crate::deploy::{Deployment, for_each_host, status_host};
 use crate::error::Exit;
-use crate::render::{PLACEHOLDER_ADDRESS, host_targets};
 use crate::spec::FileCheck;
 
 /// Runs `status`.
 pub async fn execute(args: &StatusArgs, output: Output) -> Result<Exit> {
     let loaded = load_valid_spec(&args.spec, FileCheck::Warn)?;
     let spec = loaded.spec;
-    cloud_not_ready(&spec, "status")?;
-    let hosts = host_targets(&spec, PLACEHOLDER_ADDRESS);
+    let provider = if spec.provider.kind.is_cloud() { Some(cloud::require_provider(&spec)?) } else { None };
+    let (hosts, servers) = cloud::existing_hosts(&spec, provider.as_deref()).await?;
+    if provider.is_some() && servers.is_empty() {
+        eprintln!("No servers carry the tag sfuctl:{}: nothing is deployed (run `sfuctl up`).", spec.name);
+    }
     let dep = Deployment::new(spec, base_dir(&args.spec), timeouts(args.connect_timeout, None))?;
     let results = for_each_host(&dep, &hosts, |dep, host| async move { status_host(&dep, &host).await }).await;
     match output {
@@ -28,7 +31,11 @@ pub async fn execute(args: &StatusArgs, output: Output) -> Result<Exit> {
                     Err(e) => json!({ "name": h.name, "address": h.address, "error": format!("{e:#}") }),
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&json!({ "hosts": hosts }))?);
+            let cloud: Vec<_> = servers
+                .iter()
+                .map(|s| json!({ "name": s.name, "id": s.id, "status": s.status.to_string(), "public_ipv4": s.public_ipv4 }))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&json!({ "servers": cloud, "hosts": hosts }))?);
         }
         Output::Text => {
             println!("{:<16} {:<16} {:<26} {:<22} {:<14} PORTS BOUND", "HOST", "ADDRESS", "SERVICE", "SINCE", "ARTIFACT");

@@ -1,5 +1,6 @@
-//! `sfuctl up SPEC`: deploy or converge. For existing hosts (kind ssh) it uploads what changed, installs the host
-//! firewall, starts or restarts the service once and waits until it is healthy.
+//! `sfuctl up SPEC`: deploy or converge. On a cloud it first makes what the spec wants (key, firewall, servers)
+//! and waits for it; then, for every host, it uploads what changed, installs the host firewall, starts or
+//! restarts the service once and waits until it is healthy.
 
 use std::sync::Arc;
 
@@ -8,19 +9,20 @@ use serde_json::json;
 
 use crate::artifact::Artifact;
 use crate::cli::{Output, UpArgs};
-use crate::commands::{base_dir, cloud_not_ready, load_valid_spec, report_failures, timeouts};
+use crate::cloud;
+use crate::commands::{base_dir, confirm, load_valid_spec, report_failures, timeouts};
 use crate::deploy::{Deployment, for_each_host, up_host};
 use crate::error::{Exit, UserError};
-use crate::secret::Secret;
 use crate::render::{PLACEHOLDER_ADDRESS, Renderer, host_targets};
+use crate::secret::Secret;
 use crate::spec::{FileCheck, SfuKind, resolve_path};
 
 /// Runs `up`.
 pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     let loaded = load_valid_spec(&args.spec, FileCheck::Required)?;
     let spec = loaded.spec;
-    cloud_not_ready(&spec, "up")?;
     let base = base_dir(&args.spec);
+    let provider = if spec.provider.kind.is_cloud() { Some(cloud::require_provider(&spec)?) } else { None };
     let renderer = Arc::new(Renderer::new(args.templates.as_deref())?);
     let secret_env = spec.sfu.secret_env().to_string();
     let secret = match std::env::var(&secret_env) {
@@ -37,8 +39,19 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
         Some(raw) => Some(Arc::new(Artifact::prepare(&resolve_path(raw, base))?)),
         None => None,
     };
-    let hosts = host_targets(&spec, PLACEHOLDER_ADDRESS);
     let dep = Deployment::new(spec, base, timeouts(args.connect_timeout, args.health_timeout))?;
+    let (hosts, cloud_report) = match provider {
+        Some(provider) => {
+            let yes = args.yes;
+            let (hosts, report) = cloud::apply(&dep, provider, &renderer, &secret, |extra| {
+                let names: Vec<String> = extra.iter().map(|s| format!("{} ({})", s.name, s.id)).collect();
+                confirm(yes, &format!("sfuctl will delete {} server(s) the spec no longer wants: {}", extra.len(), names.join(", ")))
+            })
+            .await?;
+            (hosts, Some(report))
+        }
+        None => (host_targets(&dep.spec, PLACEHOLDER_ADDRESS), None),
+    };
     let secret = Arc::new(secret);
     let results = for_each_host(&dep, &hosts, |dep, host| {
         let (artifact, secret, renderer) = (artifact.clone(), Arc::clone(&secret), Arc::clone(&renderer));
@@ -47,7 +60,10 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     .await;
 
     let ok: Vec<_> = results.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
-    let changed = ok.iter().any(|o| o.changed_anything());
+    let cloud_changed = cloud_report
+        .as_ref()
+        .is_some_and(|r| r.key_created || r.firewall != "unchanged" || !r.servers_created.is_empty() || !r.servers_deleted.is_empty());
+    let changed = cloud_changed || ok.iter().any(|o| o.changed_anything());
     match output {
         Output::Json => {
             let hosts: Vec<_> = results
@@ -57,9 +73,20 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
                     Err(e) => json!({ "ok": false, "host": { "name": h.name, "address": h.address }, "error": format!("{e:#}") }),
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&json!({ "changed": changed, "hosts": hosts }))?);
+            println!("{}", serde_json::to_string_pretty(&json!({ "changed": changed, "cloud": cloud_report, "hosts": hosts }))?);
         }
         Output::Text => {
+            if let Some(r) = &cloud_report {
+                if cloud_changed {
+                    println!(
+                        "cloud: ssh key {}; firewall {}; {} server(s) created, {} deleted",
+                        if r.key_created { "created" } else { "unchanged" },
+                        r.firewall,
+                        r.servers_created.len(),
+                        r.servers_deleted.len()
+                    );
+                }
+            }
             for o in &ok {
                 let mut parts = Vec::new();
                 if o.artifact_bytes > 0 {
@@ -83,7 +110,7 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     report_failures(&results)
 }
 
-/// Bytes for people: `512 B`, `1.2 MB`.
+/// Bytes for people: `512 B`, `1.2 kB`, `3.4 MB`.
 fn human_bytes(n: u64) -> String {
     match n {
         0..1_000 => format!("{n} B"),

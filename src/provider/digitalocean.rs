@@ -284,6 +284,12 @@ impl DigitalOcean {
         }
     }
 
+    /// Finds a registered key by the fingerprint of `public_key`, without registering it.
+    pub async fn find_ssh_key(&self, public_key: &str) -> Result<Option<SshKey>> {
+        let (_, fingerprint) = md5_fingerprint(public_key)?;
+        self.get_key(&fingerprint).await.map_err(failed(format!("cannot look up the SSH key {fingerprint} on DigitalOcean")))
+    }
+
     async fn get_key(&self, fingerprint: &str) -> Result<Option<SshKey>> {
         let reply = self.client.request(Method::GET, &format!("/v2/account/keys/{fingerprint}")).accept(404).send().await?;
         if reply.status.as_u16() == 404 {
@@ -361,6 +367,10 @@ impl Provider for DigitalOcean {
 
     fn delete_firewall<'a>(&'a self, id: &'a FirewallId) -> ProviderFuture<'a, ()> {
         Box::pin(DigitalOcean::delete_firewall(self, id))
+    }
+
+    fn find_ssh_key<'a>(&'a self, public_key: &'a str) -> ProviderFuture<'a, Option<SshKey>> {
+        Box::pin(DigitalOcean::find_ssh_key(self, public_key))
     }
 
     fn ensure_ssh_key<'a>(&'a self, name: &'a str, public_key: &'a str) -> ProviderFuture<'a, (SshKey, bool)> {

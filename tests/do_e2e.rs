@@ -1,0 +1,224 @@
+//! DigitalOcean end to end: `plan`, `up`, `status` and `down` against the stateful fake (every request checked
+//! against the official OpenAPI document), whose droplets get the addresses of real namespace hosts, so the SSH
+//! deploy of coturn, its health check and the host firewall are real.
+
+use std::path::PathBuf;
+
+use predicates::prelude::*;
+use serde_json::Value;
+
+use crate::support::cli::{require_tool, sfuctl};
+use crate::support::do_fake::DoFake;
+use crate::support::netns::TestHost;
+
+/// A DigitalOcean deployment under test: its spec, state and cleanup of the (shared) filesystem.
+struct DoDeployment {
+    name: String,
+    dir: tempfile::TempDir,
+    home: tempfile::TempDir,
+    key: PathBuf,
+}
+
+impl DoDeployment {
+    /// A deployment whose droplets accept `key_host`'s client key; `hosts` are the namespace hosts the fake hands
+    /// out (each is told to accept that key).
+    fn new(label: &str, key_host: &TestHost, hosts: &[&TestHost]) -> Self {
+        let public = std::fs::read_to_string(key_host.client_key().with_extension("pub")).unwrap();
+        for h in hosts {
+            let authorized = h.dir().join("authorized_keys");
+            let mut keys = std::fs::read_to_string(&authorized).unwrap_or_default();
+            if !keys.contains(public.trim()) {
+                keys.push_str(&public);
+                std::fs::write(&authorized, keys).unwrap();
+            }
+        }
+        let name = format!("{label}-{}", key_host.ns().trim_start_matches("sfut-"));
+        Self { name, dir: tempfile::tempdir().unwrap(), home: tempfile::tempdir().unwrap(), key: key_host.client_key() }
+    }
+
+    fn write_spec(&self, rtc: &str, count: u32) {
+        let spec = format!(
+            "name: {}\nprovider:\n  kind: digitalocean\n  region: fra1\n  size: s-1vcpu-1gb\n  count: {count}\nssh:\n  private_key: {}\n  allow_from: [10.200.0.0/16]\nsfu:\n  kind: coturn\n  artifact: /usr/bin/turnserver\n  rtc_ports: {rtc}\n  run_as: root\n",
+            self.name,
+            self.key.display()
+        );
+        std::fs::write(self.spec(), spec).unwrap();
+    }
+
+    fn spec(&self) -> PathBuf {
+        self.dir.path().join("spec.yaml")
+    }
+
+    fn sfuctl(&self, fake: &DoFake, args: &[&str]) -> assert_cmd::Command {
+        let mut cmd = sfuctl(self.home.path());
+        cmd.env("DIGITALOCEAN_TOKEN", fake.token())
+            .env("DIGITALOCEAN_API_URL", fake.url())
+            .env("SFUCTL_STATE_DIR", self.dir.path().join("state"))
+            .env("SFUCTL_SECRET", "do-e2e-secret-0123456789abcdef0123456789abcdef");
+        cmd.args(args).arg(self.spec());
+        cmd
+    }
+}
+
+impl Drop for DoDeployment {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(format!("/opt/sfuctl/{}", self.name));
+    }
+}
+
+fn json(out: &assert_cmd::assert::Assert) -> Value {
+    serde_json::from_slice(&out.get_output().stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.get_output().stdout)))
+}
+
+/// Requests the fake has seen, as `METHOD path`.
+fn mutating_since(fake: &DoFake, seen: usize) -> Vec<String> {
+    fake.request_lines().into_iter().skip(seen).filter(|l| !l.starts_with("GET")).collect()
+}
+
+/// What the fake holds of a deployment: droplets with its tag, firewalls with its name, keys with its name.
+fn leftovers(fake: &DoFake, name: &str) -> Vec<String> {
+    let state = fake.get("/_fake/state");
+    let tag = format!("sfuctl:{name}");
+    let mut left = Vec::new();
+    for d in state["droplets"].as_array().into_iter().flatten() {
+        if d["tags"].as_array().is_some_and(|t| t.iter().any(|x| x == &Value::from(tag.clone()))) {
+            left.push(format!("droplet {}", d["name"]));
+        }
+    }
+    for f in state["firewalls"].as_array().into_iter().flatten() {
+        if f["name"] == Value::from(format!("sfuctl-{name}")) {
+            left.push(format!("firewall {}", f["name"]));
+        }
+    }
+    for k in state["ssh_keys"].as_array().into_iter().flatten() {
+        if k["name"] == Value::from(format!("sfuctl-{name}")) {
+            left.push(format!("key {}", k["name"]));
+        }
+    }
+    for t in state["tags"].as_array().into_iter().flatten() {
+        if t["name"] == Value::from(tag.clone()) || t == &Value::from(tag.clone()) {
+            left.push(format!("tag {t}"));
+        }
+    }
+    left
+}
+
+#[test]
+fn digitalocean_plan_up_converge_scale_and_down() {
+    require_tool("turnserver", "coturn");
+    let hosts = [TestHost::start("do-1"), TestHost::start("do-2"), TestHost::start("do-3")];
+    let pool = hosts.iter().map(|h| h.address()).collect::<Vec<_>>().join(",");
+    let fake = DoFake::start_with(&["--address-pool", &pool, "--boot-delay", "1"]);
+    let dep = DoDeployment::new("do", &hosts[0], &[&hosts[0], &hosts[1], &hosts[2]]);
+    dep.write_spec("40000-40999", 1);
+
+    // plan refreshes from the API: nothing exists yet.
+    let plan = json(&dep.sfuctl(&fake, &["plan", "--output", "json"]).assert().success());
+    assert_eq!(plan["refreshed"], true, "{plan}");
+    assert_eq!(plan["summary"]["add"], 5, "key, firewall, server, host firewall, service: {plan}");
+
+    // up: key, firewall by tag, droplet with cloud-init, wait, SSH deploy, health.
+    let up = json(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
+    assert_eq!(up["cloud"]["firewall"], "created", "{up}");
+    assert_eq!(up["cloud"]["key_created"], true);
+    assert_eq!(up["cloud"]["servers_created"], serde_json::json!([format!("sfuctl-{}-1", dep.name)]));
+    let host = &up["hosts"][0]["host"];
+    assert_eq!(host["address"], hosts[0].address().as_str(), "the first pool address is announced");
+    assert!(host["health"].to_string().contains("STUN Binding"), "{up}");
+    let conf = std::fs::read_to_string(format!("/opt/sfuctl/{}/config/turnserver.conf", dep.name)).unwrap();
+    assert!(conf.contains(&format!("external-ip={}\n", hosts[0].address())), "the API's public IPv4 is the announced address");
+    let state = fake.get("/_fake/state");
+    let droplet = &state["droplets"][0];
+    assert!(droplet["_fake"]["user_data"].as_str().unwrap().starts_with("#cloud-config"), "{droplet}");
+    let fw = state["firewalls"].as_array().unwrap().iter().find(|f| f["name"] == Value::from(format!("sfuctl-{}", dep.name))).unwrap().clone();
+    let rules = fw["inbound_rules"].to_string();
+    assert!(rules.contains("\"ports\":\"40000-40999\"") && rules.contains("\"ports\":\"3478\""), "{rules}");
+    assert_eq!(fw["outbound_rules"].as_array().unwrap().len(), 3, "explicit allow-all egress: {fw}");
+    assert_eq!(fw["tags"], serde_json::json!([format!("sfuctl:{}", dep.name)]));
+
+    // Converged: "No changes", and not one mutating request.
+    let seen = fake.request_lines().len();
+    dep.sfuctl(&fake, &["up"]).assert().success().stdout(predicate::str::contains("No changes."));
+    assert_eq!(mutating_since(&fake, seen), Vec::<String>::new());
+    dep.sfuctl(&fake, &["plan"]).assert().success().stdout(predicate::str::contains("No changes."));
+
+    // A new media range: the firewall is updated in place, the droplet kept, the service restarted.
+    let droplet_id = droplet["id"].clone();
+    dep.write_spec("42000-42999", 1);
+    let plan = dep.sfuctl(&fake, &["plan"]).assert().success();
+    let text = String::from_utf8_lossy(&plan.get_output().stdout).into_owned();
+    assert!(text.contains("~ firewall") && text.contains("+ inbound udp 42000-42999") && text.contains("- inbound udp 40000-40999"), "{text}");
+    let up = json(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
+    assert_eq!(up["cloud"]["firewall"], "updated", "{up}");
+    assert_eq!(up["cloud"]["servers_created"], serde_json::json!([]));
+    assert_eq!(up["hosts"][0]["host"]["service"], "restarted");
+    let state = fake.get("/_fake/state");
+    assert_eq!(state["droplets"][0]["id"], droplet_id, "the droplet is kept");
+    assert!(state["firewalls"].to_string().contains("42000-42999"));
+
+    // count 1 -> 3 adds two; 3 -> 1 removes two, only after confirmation.
+    dep.write_spec("42000-42999", 3);
+    let up = json(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
+    assert_eq!(up["cloud"]["servers_created"].as_array().unwrap().len(), 2, "{up}");
+    assert_eq!(up["hosts"].as_array().unwrap().len(), 3);
+    assert!(up["hosts"].as_array().unwrap().iter().all(|h| h["ok"] == true), "{up}");
+    dep.write_spec("42000-42999", 1);
+    dep.sfuctl(&fake, &["up"]).assert().code(2).stderr(predicate::str::contains("--yes"));
+    assert_eq!(fake.get("/_fake/state")["droplets"].as_array().unwrap().len(), 3, "nothing deleted without confirmation");
+    let up = json(&dep.sfuctl(&fake, &["up", "--yes", "--output", "json"]).assert().success());
+    assert_eq!(up["cloud"]["servers_deleted"].as_array().unwrap().len(), 2, "{up}");
+
+    let status = json(&dep.sfuctl(&fake, &["status", "--output", "json"]).assert().success());
+    assert_eq!(status["servers"].as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(status["hosts"][0]["service"]["state"], "active");
+
+    // down removes everything it made and nothing else.
+    let theirs = serde_json::json!({ "name": "someone-elses", "public_key": std::fs::read_to_string(hosts[1].client_key().with_extension("pub")).unwrap().trim() });
+    fake.oob("POST", "/v2/account/keys", Some(&theirs));
+    dep.sfuctl(&fake, &["down"]).assert().code(2);
+    dep.sfuctl(&fake, &["down", "--yes"]).assert().success().stdout(predicate::str::contains("deleted firewall"));
+    assert_eq!(leftovers(&fake, &dep.name), Vec::<String>::new());
+    assert!(fake.get("/_fake/state")["ssh_keys"].to_string().contains("someone-elses"), "a key sfuctl did not make is never touched");
+    dep.sfuctl(&fake, &["down", "--yes"]).assert().success().stderr(predicate::str::contains("Nothing to delete"));
+}
+
+#[test]
+fn a_failure_midway_is_continued_by_up_and_cleaned_by_down() {
+    let host = TestHost::start("do-midway");
+    let fake = DoFake::start_with(&["--address-pool", &host.address()]);
+    let dep = DoDeployment::new("mid", &host, &[&host]);
+    dep.write_spec("40000-40999", 1);
+    // Every droplet create fails: the key and firewall exist by then.
+    fake.fault(serde_json::json!({ "method": "POST", "path_regex": "^/v2/droplets$", "status": 422, "count": 1, "message": "Region is out of capacity" }));
+    let out = dep.sfuctl(&fake, &["up"]).assert().code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(err.contains("Region is out of capacity") && err.contains("run `up` again"), "{err}");
+    assert!(!err.contains(fake.token()), "the token never appears");
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(dep.dir.path().join(format!("state/{}.json", dep.name))).unwrap()).unwrap();
+    assert!(state["resources"]["firewall"].is_string(), "the firewall's ID was saved the moment it existed: {state}");
+    // A re-run continues where it stopped.
+    let up = json(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
+    assert_eq!(up["cloud"]["firewall"], "unchanged", "{up}");
+    assert_eq!(up["cloud"]["servers_created"].as_array().unwrap().len(), 1);
+    dep.sfuctl(&fake, &["down", "--yes"]).assert().success();
+    assert_eq!(leftovers(&fake, &dep.name), Vec::<String>::new());
+}
+
+#[test]
+fn a_bad_token_fails_with_a_hint_and_creates_nothing() {
+    let host = TestHost::start("do-token");
+    let fake = DoFake::start_with(&["--address-pool", &host.address()]);
+    let dep = DoDeployment::new("tok", &host, &[&host]);
+    dep.write_spec("40000-40999", 1);
+    let mut cmd = dep.sfuctl(&fake, &["up"]);
+    cmd.env("DIGITALOCEAN_TOKEN", "dop_v1_wrong_token_value");
+    let out = cmd.assert().code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(err.contains("401") && err.contains("DIGITALOCEAN_TOKEN"), "{err}");
+    assert!(!err.contains("dop_v1_wrong_token_value"));
+    assert_eq!(leftovers(&fake, &dep.name), Vec::<String>::new());
+    // plan with the right token refreshes, and prints no token.
+    let out = dep.sfuctl(&fake, &["plan"]).assert().success();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.get_output().stdout), String::from_utf8_lossy(&out.get_output().stderr));
+    assert!(text.contains("Refreshed from DigitalOcean") && !text.contains(fake.token()), "{text}");
+}
