@@ -264,7 +264,8 @@ pub async fn apply(
         let name = owner.server_name(i);
         let host = HostTarget { name: name.clone(), address: PLACEHOLDER_ADDRESS.into(), address_v6: None, listen_ip: "0.0.0.0".into() };
         let user_data = renderer.render_host(spec, &dep.base_dir, &host, secret)?.cloud_init;
-        let req = ServerRequest::for_spec(spec, i, vec![key.id.clone()], user_data)?;
+        let mut req = ServerRequest::for_spec(spec, i, vec![key.id.clone()], user_data)?;
+        req.firewall_id = Some(firewall.id.clone());
         let (provider, dep) = (Arc::clone(&provider), Arc::clone(dep));
         tasks.spawn(async move {
             let server = provider.create_server(&req).await?;

@@ -285,6 +285,9 @@ pub struct ServerRequest {
     pub user_data: Option<String>,
     /// Whether to assign a public IPv6 address.
     pub ipv6: bool,
+    /// The deployment's firewall, for providers that attach it at create (an AWS security group); providers that
+    /// attach by tag (DigitalOcean) ignore it.
+    pub firewall_id: Option<FirewallId>,
 }
 
 impl ServerRequest {
@@ -309,6 +312,7 @@ impl ServerRequest {
             tags: vec![owner.tag()],
             user_data,
             ipv6: spec.provider.ipv6,
+            firewall_id: None,
         })
     }
 }

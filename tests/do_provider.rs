@@ -43,6 +43,7 @@ fn server_request(owner: &Owner, index: u32) -> ServerRequest {
         tags: vec![owner.tag()],
         user_data: None,
         ipv6: false,
+        firewall_id: None,
     }
 }
 
