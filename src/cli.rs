@@ -19,6 +19,7 @@ Examples:
   sfuctl validate examples/janus-linode.yaml
   sfuctl up examples/existing-host.yaml
   sfuctl status examples/existing-host.yaml --output json
+  sfuctl audit examples/existing-host.yaml
   sfuctl down examples/existing-host.yaml --yes
   sfuctl plan examples/mediasoup-digitalocean.yaml
   sfuctl render examples/janus-linode.yaml --out /tmp/janus --address 203.0.113.5
@@ -68,6 +69,15 @@ pub enum Command {
     Up(UpArgs),
     /// Show what runs where: per host the service's state and since when, the artifact, the ports bound.
     Status(StatusArgs),
+    /// Prove every layer from outside and name the one that breaks media, per host.
+    ///
+    /// Checks (ids are stable): cloud-firewall (live rules vs the manifest, attached, egress), ssh-exposure,
+    /// host-firewall (the host's nftables ruleset evaluated for every public port), service (running, ports
+    /// bound), config-consistency (the config on the host announces the public address and the manifest's
+    /// range), udp-reachability (a short-lived responder on the host answers authenticated probes sent from here to
+    /// every free port of the media range: silence is never success), tcp-reachability. Exit 0 when nothing fails
+    /// (warnings allowed), 3 when a check fails, 1 when the audit itself could not run.
+    Audit(AuditArgs),
     /// Remove what sfuctl made, nothing else: on a cloud the servers, firewall and SSH key carrying the owner tag;
     /// on existing hosts the service, its nftables table and /opt/sfuctl/<name>.
     ///
@@ -130,6 +140,12 @@ pub struct UpArgs {
     /// Do not ask before deleting servers the spec no longer wants (a lower `count`).
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Skip the audit that ends `up` (it fails `up` with exit 3 when a check fails).
+    #[arg(long)]
+    pub no_audit: bool,
+    /// Probe only N ports of the media range in the final audit (default: every free port).
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
 }
 
 /// Arguments of `status`.
@@ -137,6 +153,22 @@ pub struct UpArgs {
 pub struct StatusArgs {
     /// The deployment spec (YAML).
     pub spec: PathBuf,
+    /// Seconds to wait for SSH [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub connect_timeout: Option<u64>,
+}
+
+/// Arguments of `audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The deployment spec (YAML).
+    pub spec: PathBuf,
+    /// Probe only N ports of the media range, spread evenly (default: every free port).
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+    /// Milliseconds to wait for UDP answers [default: 1500].
+    #[arg(long, value_name = "MS")]
+    pub probe_timeout_ms: Option<u64>,
     /// Seconds to wait for SSH [default: 10].
     #[arg(long, value_name = "SECONDS")]
     pub connect_timeout: Option<u64>,
@@ -171,6 +203,7 @@ pub fn main() -> ExitCode {
         Command::Render(args) => commands::render::execute(args, cli.output),
         Command::Up(args) => block_on(commands::up::execute(args, cli.output)),
         Command::Status(args) => block_on(commands::status::execute(args, cli.output)),
+        Command::Audit(args) => block_on(commands::audit::execute(args, cli.output)),
         Command::Down(args) => block_on(commands::down::execute(args, cli.output)),
     };
     match result {

@@ -58,7 +58,8 @@ pub struct Deployment {
     passphrase: Option<String>,
 }
 
-/// A host reached over SSH, with what sfuctl learnt about it.
+/// A host reached over SSH, with what sfuctl learnt about it. Cheap to clone (the connection is shared).
+#[derive(Clone, Debug)]
 pub struct Session {
     /// The host.
     pub host: HostTarget,
@@ -143,7 +144,7 @@ impl Deployment {
 }
 
 /// Runs `script` as root on the host, failing with its stderr when it fails.
-async fn run_as_root(session: &Session, script: &str) -> Result<String> {
+pub async fn run_as_root(session: &Session, script: &str) -> Result<String> {
     Ok(session.remote.exec_checked(session.facts.as_root(script)).await?.stdout)
 }
 
@@ -182,6 +183,9 @@ pub struct HostOutcome {
     pub service: &'static str,
     /// What the health check saw.
     pub health: Vec<String>,
+    /// The SSH session, kept for the audit that ends `up`.
+    #[serde(skip)]
+    pub session: Option<Session>,
 }
 
 impl HostOutcome {
@@ -268,6 +272,7 @@ pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Arti
         host_firewall,
         service,
         health,
+        session: Some(session),
     })
 }
 
@@ -408,7 +413,7 @@ pub struct ServiceState {
 
 impl ServiceState {
     /// Reads the `state=`, `since=` and `pid=` lines of [`ServiceScripts::status`].
-    fn parse(out: &str) -> Self {
+    pub fn parse(out: &str) -> Self {
         let get = |key: &str| out.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         Self {
             state: get("state").unwrap_or_else(|| "unknown".into()),
@@ -434,7 +439,7 @@ async fn wait_healthy(dep: &Deployment, session: &Session, scripts: &ServiceScri
     let result = wait::until(&format!("{} on `{}` to be healthy", scripts.name, session.host.name), dep.timeouts.health, Duration::from_millis(300), || {
         let spec = spec.clone();
         async move {
-            let out = run_as_root(session, &format!("{}{}\n", scripts.status(), health::SOCKETS_SCRIPT)).await?;
+            let out = run_as_root(session, &format!("{}{}\n{}", scripts.status(), health::SOCKETS_SCRIPT, health::kind_probe_script(&spec))).await?;
             let state = ServiceState::parse(&out);
             if state.state != "active" {
                 return Ok(Check::NotYet(format!("service {}", state.state)));
@@ -443,19 +448,23 @@ async fn wait_healthy(dep: &Deployment, session: &Session, scripts: &ServiceScri
             if !missing.is_empty() {
                 return Ok(Check::NotYet(format!("not bound yet: {}", missing.join(", "))));
             }
-            let probe = tokio::task::spawn_blocking(move || health::kind_probe(&spec, address, Duration::from_secs(1))).await?;
-            match probe {
-                Ok(seen) => {
-                    let mut health = vec![format!("service active ({})", scripts.manager.as_str())];
-                    let expected = health::expected_ports(&dep.manifest);
-                    if !expected.is_empty() {
-                        health.push(format!("bound: {}", expected.iter().map(|(p, n)| format!("{p} {n}")).collect::<Vec<_>>().join(", ")));
-                    }
-                    health.extend(seen);
-                    Ok(Check::Done(health))
-                }
-                Err(e) => Ok(Check::NotYet(format!("{e:#}"))),
+            let seen = match out.lines().find_map(|l| l.strip_prefix("probe: ")) {
+                Some(line) if line.starts_with("ok ") => Some(line[3..].to_string()),
+                Some(line) if line.starts_with("fail ") => return Ok(Check::NotYet(line[5..].to_string())),
+                // No python3 on the host: probe from here instead (this also needs the network to let it through).
+                Some(_) => match tokio::task::spawn_blocking(move || health::kind_probe(&spec, address, Duration::from_secs(1))).await? {
+                    Ok(seen) => seen,
+                    Err(e) => return Ok(Check::NotYet(format!("{e:#}"))),
+                },
+                None => None,
+            };
+            let mut health = vec![format!("service active ({})", scripts.manager.as_str())];
+            let expected = health::expected_ports(&dep.manifest);
+            if !expected.is_empty() {
+                health.push(format!("bound: {}", expected.iter().map(|(p, n)| format!("{p} {n}")).collect::<Vec<_>>().join(", ")));
             }
+            health.extend(seen);
+            Ok(Check::Done(health))
         }
     })
     .await;

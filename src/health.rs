@@ -53,7 +53,24 @@ pub fn missing_ports(manifest: &Manifest, bound: &BTreeSet<(Protocol, u16)>) -> 
     expected_ports(manifest).into_iter().filter(|p| !bound.contains(p)).map(|(proto, port)| format!("{proto} {port}")).collect()
 }
 
-/// The kind-specific probe, from this machine to the host's public address: Janus answers `GET /janus/info`,
+/// The kind-specific probe run on the host itself against loopback (python3), so that health says whether the
+/// server works and leaves whether it is reachable to the audit. Prints `probe: ok <what>` or `probe: fail <why>`;
+/// prints nothing for kinds without a probe, and `probe: unavailable` without python3.
+pub fn kind_probe_script(spec: &Spec) -> String {
+    let Some(port) = spec.sfu.listen_port() else { return String::new() };
+    let program = match spec.sfu.kind {
+        SfuKind::Janus => format!(
+            "import json, urllib.request\ntry:\n    b = urllib.request.urlopen('http://127.0.0.1:{port}/janus/info', timeout=1).read()\n    print('probe: ok GET /janus/info on tcp 127.0.0.1:{port} answered' if json.loads(b).get('janus') == 'server_info' else 'probe: fail not server_info')\nexcept Exception as e:\n    print('probe: fail GET /janus/info on tcp 127.0.0.1:{port}: %s' % e)\n"
+        ),
+        SfuKind::Coturn => format!(
+            "import os, socket, struct\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)\ntx = os.urandom(12)\ntry:\n    s.sendto(struct.pack('!HHI', 1, 0, 0x2112A442) + tx, ('127.0.0.1', {port}))\n    d = s.recv(1500)\n    print('probe: ok STUN Binding on udp 127.0.0.1:{port} answered' if d[:2] == b'\\x01\\x01' and d[8:20] == tx and b'\\x00\\x20' in d[20:] else 'probe: fail not a STUN Binding success')\nexcept Exception as e:\n    print('probe: fail STUN Binding on udp 127.0.0.1:{port}: %s' % e)\n"
+        ),
+        _ => return String::new(),
+    };
+    format!("if command -v python3 >/dev/null 2>&1; then python3 -c {}; else echo 'probe: unavailable'; fi\n", crate::remote::shell_quote(&program))
+}
+
+/// The kind-specific probe, from this machine to the host's public address (used where the host has no python3): Janus answers `GET /janus/info`,
 /// coturn a STUN Binding request. Other kinds have none (alive and bound is their health).
 pub fn kind_probe(spec: &Spec, address: IpAddr, timeout: Duration) -> Result<Option<String>> {
     let Some(port) = spec.sfu.listen_port() else { return Ok(None) };

@@ -4,12 +4,14 @@
 //! line, runs one command and reports its outcome.
 
 pub mod artifact;
+pub mod audit;
 pub mod cli;
 pub mod cloud;
 pub mod commands;
 pub mod deploy;
 pub mod error;
 pub mod locate;
+pub mod nft_eval;
 pub mod plan;
 pub mod health;
 pub mod ports;

@@ -1,13 +1,19 @@
 //! Probes sent from the machine running sfuctl to a host, across the real network: a STUN Binding request
 //! (coturn answers with the address it saw us at) and a plain HTTP GET (Janus's `/janus/info`).
 //!
-//! Only an answer counts: silence is a failure, never "open|filtered".
+//! Also the audit's UDP range probe: a short-lived responder on the host ([`RESPONDER`]) binds the free ports of
+//! the media range and answers datagrams with an HMAC of their content under a key only this run knows, and
+//! [`udp_range`] sends a nonce-tagged datagram to every port from here. Only an answer counts: silence is a
+//! failure, never "open|filtered".
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use std::net::IpAddr;
+
 use anyhow::{Result, anyhow, bail};
+use sha2::Sha256;
 
 /// The STUN magic cookie (RFC 5389).
 const MAGIC_COOKIE: u32 = 0x2112_A442;
@@ -105,6 +111,146 @@ pub fn http_get(target: SocketAddr, path: &str, timeout: Duration) -> Result<(u1
     Ok((status, body.to_string()))
 }
 
+/// The UDP responder the audit runs on the host (Python 3, present on every common cloud image). It reads the key
+/// as a hex line on stdin (so it never shows in `ps`), binds every free port of the range given as argv[1] on the
+/// address argv[2], prints `ready <bound ranges>`, answers each probe with probe + HMAC-SHA256(key, probe)[:16],
+/// and exits when stdin closes or after argv[3] seconds.
+pub const RESPONDER: &str = r#"import hashlib, hmac, os, selectors, socket, sys, time
+key = bytes.fromhex(sys.stdin.readline().strip())
+lo, hi = map(int, sys.argv[1].split("-")); addr = sys.argv[2]; limit = float(sys.argv[3])
+family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+sel = selectors.DefaultSelector(); bound = []
+for port in range(lo, hi + 1):
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        s.bind((addr, port))
+    except OSError:
+        s.close(); continue
+    s.setblocking(False); sel.register(s, selectors.EVENT_READ, port); bound.append(port)
+os.set_blocking(0, False); sel.register(sys.stdin, selectors.EVENT_READ, None)
+ranges = []
+for p in bound:
+    if ranges and ranges[-1][1] == p - 1: ranges[-1][1] = p
+    else: ranges.append([p, p])
+print("ready " + ",".join("%d-%d" % (a, b) for a, b in ranges), flush=True)
+deadline = time.monotonic() + limit
+while time.monotonic() < deadline:
+    for k, _ in sel.select(max(0.0, deadline - time.monotonic())):
+        if k.data is None:
+            try:
+                if not os.read(0, 4096): sys.exit(0)
+            except BlockingIOError: pass
+            continue
+        try:
+            d, a = k.fileobj.recvfrom(2048)
+        except OSError:
+            continue
+        if d.startswith(b"SFUCTLP1") and len(d) == 26:
+            k.fileobj.sendto(d + hmac.new(key, d, hashlib.sha256).digest()[:16], a)
+"#;
+
+/// The first bytes of every probe datagram.
+const PROBE_MAGIC: &[u8; 8] = b"SFUCTLP1";
+
+/// What a UDP range probe found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeResult {
+    /// Ports probed.
+    pub probed: Vec<u16>,
+    /// Ports whose authenticated answer came back.
+    pub reachable: Vec<u16>,
+}
+
+impl RangeResult {
+    /// Probed ports with no authenticated answer.
+    pub fn unreachable(&self) -> Vec<u16> {
+        self.probed.iter().copied().filter(|p| self.reachable.binary_search(p).is_err()).collect()
+    }
+}
+
+/// Parses the responder's `ready 40000-40499,40501-41000` line into ports.
+pub fn parse_ready(line: &str) -> Vec<u16> {
+    line.trim_start_matches("ready").split(',').filter_map(|r| r.trim().parse::<crate::ports::PortRange>().ok()).flat_map(|r| r.start..=r.end).collect()
+}
+
+/// Up to `n` ports spread evenly over `ports` (always the first and the last); all of them when `n` is `None`.
+pub fn sample(ports: &[u16], n: Option<usize>) -> Vec<u16> {
+    match n {
+        Some(n) if n < ports.len() && n > 0 => {
+            let step = (ports.len() - 1) as f64 / (n.max(2) - 1) as f64;
+            let mut picked: Vec<u16> = (0..n.max(2)).map(|i| ports[((i as f64) * step).round() as usize]).collect();
+            picked.dedup();
+            picked
+        }
+        _ => ports.to_vec(),
+    }
+}
+
+/// Sends one nonce-tagged datagram to each port of `target` from one socket, resending to the silent ones every
+/// 200 ms, and keeps only answers that carry the right HMAC under `key` and come from that port. Stops when every
+/// port has answered or `timeout` has passed.
+pub fn udp_range(target: IpAddr, ports: &[u16], key: &[u8], timeout: Duration) -> Result<RangeResult> {
+    use hmac::{Hmac, Mac};
+    use std::collections::HashMap;
+    let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
+    let socket = UdpSocket::bind(bind)?;
+    let mut sent: HashMap<u16, [u8; 26]> = HashMap::new();
+    for &port in ports {
+        let mut msg = [0u8; 26];
+        msg[..8].copy_from_slice(PROBE_MAGIC);
+        getrandom::fill(&mut msg[8..24]).map_err(|e| anyhow!("no random bytes: {e}"))?;
+        msg[24..].copy_from_slice(&port.to_be_bytes());
+        sent.insert(port, msg);
+    }
+    let mut reachable = Vec::new();
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    let mut next_round = started;
+    while !sent.is_empty() && started.elapsed() < timeout {
+        if Instant::now() >= next_round {
+            for (&port, msg) in &sent {
+                // A full send buffer or an ICMP error from an earlier datagram is no answer: keep going.
+                let _ = socket.send_to(msg, SocketAddr::new(target, port));
+            }
+            next_round = Instant::now() + Duration::from_millis(200);
+        }
+        let wait = next_round.min(started + timeout).saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        socket.set_read_timeout(Some(wait))?;
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) if n == 42 && from.ip() == target => {
+                let port = from.port();
+                let Some(msg) = sent.get(&port) else { continue };
+                let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|e| anyhow!("{e}"))?;
+                mac.update(msg);
+                let expected = mac.finalize().into_bytes();
+                if buf[..26] == msg[..] && buf[26..42] == expected[..16] {
+                    sent.remove(&port);
+                    reachable.push(port);
+                }
+            }
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::ConnectionRefused) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    reachable.sort_unstable();
+    let mut probed = ports.to_vec();
+    probed.sort_unstable();
+    Ok(RangeResult { probed, reachable })
+}
+
+/// Consecutive ports as ranges: `[40000, 40001, 40005]` → `["40000-40001", "40005"]`.
+pub fn ranges(ports: &[u16]) -> Vec<String> {
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for &p in ports {
+        match out.last_mut() {
+            Some((_, end)) if u32::from(*end) + 1 == u32::from(p) => *end = p,
+            _ => out.push((p, p)),
+        }
+    }
+    out.into_iter().map(|(a, b)| crate::ports::PortRange { start: a, end: b }.to_string()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +269,44 @@ mod tests {
         msg.extend_from_slice(&ip.to_be_bytes());
         assert_eq!(parse_binding_success(&msg, &tx).unwrap(), Some("203.0.113.5:40000".parse().unwrap()));
         assert_eq!(parse_binding_success(&msg, &[8u8; 12]).unwrap(), None, "another transaction is ignored");
+    }
+
+    #[test]
+    fn the_python_responder_answers_only_with_the_right_key() {
+        // The real responder on loopback: bound ports answer with a valid HMAC; a wrong key proves nothing.
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", RESPONDER, "47100-47109", "127.0.0.1", "20"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the responder");
+        let key = [7u8; 32];
+        use std::io::BufRead;
+        writeln!(child.stdin.as_mut().unwrap(), "{}", crate::artifact::hex(&key)).unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let bound = parse_ready(&line);
+        assert_eq!(bound.len(), 10, "{line}");
+        let localhost: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut ports = bound.clone();
+        ports.push(47110); // not bound: must not count
+        let got = udp_range(localhost, &ports, &key, Duration::from_millis(800)).unwrap();
+        assert_eq!(got.reachable, bound);
+        assert_eq!(got.unreachable(), vec![47110]);
+        let forged = udp_range(localhost, &bound, &[8u8; 32], Duration::from_millis(300)).unwrap();
+        assert!(forged.reachable.is_empty(), "answers under another key are not accepted");
+        drop(child.stdin.take());
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn ranges_and_samples() {
+        assert_eq!(ranges(&[40000, 40001, 40002, 40005]), vec!["40000-40002", "40005"]);
+        let all: Vec<u16> = (40000..=41000).collect();
+        let s = sample(&all, Some(5));
+        assert_eq!(s, vec![40000, 40250, 40500, 40750, 41000]);
+        assert_eq!(sample(&all, None).len(), 1001);
+        assert_eq!(parse_ready("ready 40000-40002,40005-40005\n"), vec![40000, 40001, 40002, 40005]);
     }
 
     #[test]

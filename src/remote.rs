@@ -139,6 +139,7 @@ pub struct Remote {
     session: Session,
     label: String,
     fingerprint: String,
+    io_timeout_ms: u32,
 }
 
 impl fmt::Debug for Remote {
@@ -230,7 +231,7 @@ impl Remote {
         authenticate(&session, target, key.as_ref(), &label)?;
 
         session.set_timeout(millis(target.io_timeout));
-        Ok((Remote { session, label, fingerprint: fingerprint.clone() }, fingerprint))
+        Ok((Remote { session, label, fingerprint: fingerprint.clone(), io_timeout_ms: millis(target.io_timeout) }, fingerprint))
     }
 
     /// The host as messages name it: `user@addr:port`.
@@ -250,6 +251,48 @@ impl Remote {
         let mut channel = self.session.channel_session().map_err(|e| ssh_fail(&self.label, &doing, e))?;
         channel.exec(cmd).map_err(|e| ssh_fail(&self.label, &doing, e))?;
         collect(channel, &self.label, &doing)
+    }
+
+    /// Runs `cmd` with `stdin` written to it, waits (up to `ready_within`) until its stdout prints a line
+    /// starting with `ready`, and calls `during` with that line while the command keeps running. Then it closes
+    /// the command's stdin (the signal to finish) and returns `during`'s result with the command's output. For
+    /// short-lived helpers on the host, such as the audit's UDP responder.
+    pub fn exec_while<T>(&self, cmd: &str, stdin: &[u8], ready: &str, ready_within: Duration, during: impl FnOnce(&str) -> T) -> Result<(T, ExecOutput)> {
+        let doing = format!("running `{}`", short(cmd));
+        let mut channel = self.session.channel_session().map_err(|e| ssh_fail(&self.label, &doing, e))?;
+        channel.exec(cmd).map_err(|e| ssh_fail(&self.label, &doing, e))?;
+        channel.write_all(stdin).map_err(|e| io_fail(&self.label, &doing, e))?;
+        channel.flush().map_err(|e| io_fail(&self.label, &doing, e))?;
+        let deadline = Instant::now() + ready_within;
+        let mut seen = Vec::new();
+        let line = loop {
+            if let Some(line) = String::from_utf8_lossy(&seen).lines().find(|l| l.starts_with(ready)) {
+                break line.to_string();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || channel.eof() {
+                let out = collect(channel, &self.label, &doing)?;
+                let told = format!("{}{}", String::from_utf8_lossy(&seen), out.stdout);
+                return Err(UserError::failed(format!("{doing} on {} did not get ready", self.label))
+                    .caused_by(anyhow::anyhow!("{}", tail_lines(&format!("{told}{}", out.stderr), STDERR_TAIL_LINES)))
+                    .into());
+            }
+            self.session.set_timeout(left.as_millis().clamp(1, u128::from(u32::MAX)) as u32);
+            let mut buf = [0u8; 4096];
+            match channel.read(&mut buf) {
+                Ok(0) => {}
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    self.session.set_timeout(self.io_timeout_ms);
+                    return Err(io_fail(&self.label, &doing, e));
+                }
+            }
+        };
+        self.session.set_timeout(self.io_timeout_ms);
+        let result = during(&line);
+        let out = collect(channel, &self.label, &doing)?;
+        Ok((result, out))
     }
 
     /// Like [`Remote::exec`], but a non-zero exit (or a signal) is an error showing the tail of stderr.

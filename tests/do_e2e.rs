@@ -60,12 +60,6 @@ impl DoDeployment {
     }
 }
 
-impl Drop for DoDeployment {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(format!("/opt/sfuctl/{}", self.name));
-    }
-}
-
 fn json(out: &assert_cmd::assert::Assert) -> Value {
     serde_json::from_slice(&out.get_output().stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.get_output().stdout)))
 }
@@ -125,7 +119,7 @@ fn digitalocean_plan_up_converge_scale_and_down() {
     let host = &up["hosts"][0]["host"];
     assert_eq!(host["address"], hosts[0].address().as_str(), "the first pool address is announced");
     assert!(host["health"].to_string().contains("STUN Binding"), "{up}");
-    let conf = std::fs::read_to_string(format!("/opt/sfuctl/{}/config/turnserver.conf", dep.name)).unwrap();
+    let conf = std::fs::read_to_string(hosts[0].opt_dir().join(&dep.name).join("config/turnserver.conf")).unwrap();
     assert!(conf.contains(&format!("external-ip={}\n", hosts[0].address())), "the API's public IPv4 is the announced address");
     let state = fake.get("/_fake/state");
     let droplet = &state["droplets"][0];
@@ -141,6 +135,22 @@ fn digitalocean_plan_up_converge_scale_and_down() {
     dep.sfuctl(&fake, &["up"]).assert().success().stdout(predicate::str::contains("No changes."));
     assert_eq!(mutating_since(&fake, seen), Vec::<String>::new());
     dep.sfuctl(&fake, &["plan"]).assert().success().stdout(predicate::str::contains("No changes."));
+
+    // (h) Someone deletes the media rule in the console: the audit names the cloud firewall, `up` puts it back.
+    let fw = fake.get("/_fake/state")["firewalls"].as_array().unwrap().iter().find(|f| f["name"] == Value::from(format!("sfuctl-{}", dep.name))).unwrap().clone();
+    let inbound: Vec<Value> = fw["inbound_rules"].as_array().unwrap().iter().filter(|r| r["ports"] != "40000-40999").cloned().collect();
+    let edited = serde_json::json!({ "name": fw["name"], "inbound_rules": inbound, "outbound_rules": fw["outbound_rules"], "tags": fw["tags"] });
+    fake.oob("PUT", &format!("/v2/firewalls/{}", fw["id"].as_str().unwrap()), Some(&edited));
+    let out = dep.sfuctl(&fake, &["audit", "--output", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(audit["ok"], false);
+    assert_eq!(audit["hosts"][0]["cause"], "cloud-firewall", "{audit}");
+    let cloud_check = audit["hosts"][0]["checks"].as_array().unwrap().iter().find(|c| c["id"] == "cloud-firewall").unwrap().clone();
+    assert!(cloud_check["detail"].as_str().unwrap().contains("missing udp 40000-40999"), "{cloud_check}");
+    let up = json(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
+    assert_eq!(up["cloud"]["firewall"], "updated", "{up}");
+    assert_eq!(up["audit"]["ok"], true, "{up}");
 
     // A new media range: the firewall is updated in place, the droplet kept, the service restarted.
     let droplet_id = droplet["id"].clone();

@@ -1,5 +1,6 @@
 //! One module per command: its logic, kept apart from the clap types in `cli.rs`.
 
+pub mod audit;
 pub mod down;
 pub mod plan;
 pub mod render;

@@ -10,7 +10,8 @@ use serde_json::json;
 use crate::artifact::Artifact;
 use crate::cli::{Output, UpArgs};
 use crate::cloud;
-use crate::commands::{base_dir, confirm, load_valid_spec, report_failures, timeouts};
+use crate::audit::AuditOptions;
+use crate::commands::{self, base_dir, confirm, load_valid_spec, report_failures, timeouts};
 use crate::deploy::{Deployment, for_each_host, up_host};
 use crate::error::{Exit, UserError};
 use crate::render::{PLACEHOLDER_ADDRESS, Renderer, host_targets};
@@ -59,6 +60,18 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     })
     .await;
 
+    // Every host deployed: prove it from outside, unless asked not to.
+    let all_deployed = results.iter().all(|(_, r)| r.is_ok());
+    let audit = if all_deployed && !args.no_audit {
+        let provider = if dep.spec.provider.kind.is_cloud() { Some(cloud::require_provider(&dep.spec)?) } else { None };
+        let (_, view) = commands::audit::hosts_and_cloud(&dep.spec, provider.as_deref()).await?;
+        let opts = AuditOptions { sample: args.sample, ..AuditOptions::default() };
+        let sessions = results.iter().filter_map(|(_, r)| r.as_ref().ok().and_then(|o| o.session.clone())).collect();
+        Some(commands::audit::audit_all(&dep, &hosts, view, opts, sessions).await)
+    } else {
+        None
+    };
+
     let ok: Vec<_> = results.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
     let cloud_changed = cloud_report
         .as_ref()
@@ -73,7 +86,8 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
                     Err(e) => json!({ "ok": false, "host": { "name": h.name, "address": h.address }, "error": format!("{e:#}") }),
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&json!({ "changed": changed, "cloud": cloud_report, "hosts": hosts }))?);
+            let audit_json = audit.as_ref().map(|a| commands::audit::to_json(a));
+            println!("{}", serde_json::to_string_pretty(&json!({ "changed": changed, "cloud": cloud_report, "hosts": hosts, "audit": audit_json }))?);
         }
         Output::Text => {
             if let Some(r) = &cloud_report {
@@ -105,9 +119,23 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
             } else {
                 println!("Up: {} host(s) deployed, {} failed.", ok.len(), results.len() - ok.len());
             }
+            if let Some(audit) = &audit {
+                let audits: Vec<_> = audit.iter().filter_map(|(_, r)| r.as_ref().ok().cloned()).collect();
+                print!("\n{}", crate::audit::to_text(&audits));
+            }
         }
     }
-    report_failures(&results)
+    let deployed = report_failures(&results)?;
+    match (&audit, deployed) {
+        (Some(audit), Exit::Success) => {
+            let exit = commands::audit::exit_of(audit);
+            if exit == Exit::CheckFailed {
+                eprintln!("error: deployed, but the audit found a failing check: media will not flow (see above)\nhint: fix the named layer and run `sfuctl up` again, or `sfuctl audit` to re-check");
+            }
+            Ok(exit)
+        }
+        (_, exit) => Ok(exit),
+    }
 }
 
 /// Bytes for people: `512 B`, `1.2 kB`, `3.4 MB`.

@@ -1,5 +1,5 @@
-//! A deployment under test: a spec for one namespace host, its own state directory, and a guard that removes
-//! what a deployment may have left in the (shared) filesystem even when the test fails.
+//! A deployment under test: a spec for one namespace host and its own state directory. What `up` installs lands
+//! in the host's own `/opt/sfuctl` ([`TestHost::opt_dir`]), removed with the host.
 
 use std::path::{Path, PathBuf};
 
@@ -10,8 +10,9 @@ use crate::support::netns::TestHost;
 
 /// A deployment of kind ssh onto one [`TestHost`].
 pub struct Deployment {
-    /// The deployment's name (unique per test host: namespaces share the filesystem).
+    /// The deployment's name.
     pub name: String,
+    opt: PathBuf,
     dir: tempfile::TempDir,
     home: tempfile::TempDir,
 }
@@ -21,7 +22,7 @@ impl Deployment {
     /// two spaces) and `extra` top-level YAML.
     pub fn new(host: &TestHost, label: &str, sfu: &str, extra: &str) -> Self {
         let name = format!("{label}-{}", host.ns().trim_start_matches("sfut-"));
-        let dep = Self { name, dir: tempfile::tempdir().unwrap(), home: tempfile::tempdir().unwrap() };
+        let dep = Self { name, opt: host.opt_dir(), dir: tempfile::tempdir().unwrap(), home: tempfile::tempdir().unwrap() };
         dep.write_spec(host, &host.client_key(), sfu, extra);
         dep
     }
@@ -43,9 +44,9 @@ impl Deployment {
         self.dir.path().join("spec.yaml")
     }
 
-    /// The deployment's directory on the host (the filesystem is shared with the namespace).
+    /// The deployment's directory on the host (`/opt/sfuctl/<name>` as the host sees it).
     pub fn root(&self) -> PathBuf {
-        PathBuf::from(format!("/opt/sfuctl/{}", self.name))
+        self.opt.join(&self.name)
     }
 
     /// `sfuctl ARGS… SPEC` with this deployment's state directory and secret.
@@ -57,9 +58,3 @@ impl Deployment {
     }
 }
 
-impl Drop for Deployment {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.root());
-        let _ = std::fs::remove_file(format!("/etc/sysctl.d/60-sfuctl-{}.conf", self.name));
-    }
-}

@@ -103,6 +103,11 @@ impl TestHost {
         text.split_whitespace().nth(1).unwrap_or_else(|| panic!("unexpected ssh-keygen -lf output: {text}")).to_string()
     }
 
+    /// What the host sees as `/opt/sfuctl` (its own directory, bound there for its sshd and everything it runs).
+    pub fn opt_dir(&self) -> PathBuf {
+        self.dir.join("opt-sfuctl")
+    }
+
     /// Everything sshd logged so far (LogLevel VERBOSE: connections, accepted keys).
     pub fn sshd_log(&self) -> String {
         fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
@@ -204,8 +209,15 @@ impl TestHost {
 
     fn start_sshd(&mut self) {
         let log = File::create(self.dir.join("sshd.log")).unwrap();
+        // Like a VM, each host has a disk of its own where sfuctl installs: `ip netns exec` already gives sshd a
+        // mount namespace of its own, in which the host's directory is bound over /opt/sfuctl. Without it, two
+        // hosts of one deployment would share /opt/sfuctl/<name>, pid files included.
+        fs::create_dir_all(self.opt_dir()).unwrap();
+        fs::create_dir_all("/opt/sfuctl").unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, SSHD, "-D", "-e", "-f"])
+            .args(["netns", "exec", &self.ns, "sh", "-c", "mount --bind \"$0\" /opt/sfuctl && exec \"$1\" -D -e -f \"$2\""])
+            .arg(self.opt_dir())
+            .arg(SSHD)
             .arg(self.dir.join("sshd_config"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -1,0 +1,574 @@
+//! `sfuctl audit`: does media really flow to every host, and when it does not, which layer breaks it?
+//!
+//! Each check looks at one layer, from the outside in: the cloud firewall's live rules, SSH exposure, the host
+//! firewall (the live nftables ruleset, evaluated for every public port), the service and its bound ports, the
+//! SFU config on the host (read back, not the local render), then the network itself: an authenticated UDP probe
+//! of the media range from this machine to a short-lived responder on the host, and TCP connects. A host's
+//! `cause` is its first failing check in that order, which names the layer to fix. The check ids are part of the
+//! user contract.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::deploy::{Deployment, ServiceState, Session, run_as_root};
+use crate::service::ServiceScripts;
+use crate::nft_eval::{Packet, Ruleset};
+use crate::ports::{PortRole, Protocol};
+use crate::probe;
+use crate::provider::{Firewall, Server};
+use crate::remote::shell_quote as q;
+use crate::render::{HostTarget, Layout, service_name};
+use crate::spec::{SfuKind, Spec};
+
+/// The order checks run and are reported in; the first failing one is a host's cause.
+pub const CHECK_IDS: [&str; 7] =
+    ["cloud-firewall", "ssh-exposure", "host-firewall", "service", "config-consistency", "udp-reachability", "tcp-reachability"];
+
+/// A check's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The layer is as the spec wants.
+    Pass,
+    /// Works, but is probably not what you want (or could not be fully evaluated).
+    Warn,
+    /// Media will not flow (or the layer disagrees with the spec).
+    Fail,
+    /// Does not apply here.
+    Skip,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Warn => "warn",
+            Self::Fail => "fail",
+            Self::Skip => "skip",
+        }
+    }
+}
+
+/// One check on one host.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    /// The check's id (see [`CHECK_IDS`]).
+    pub id: &'static str,
+    /// Its outcome.
+    pub status: Status,
+    /// One line: what was seen.
+    pub detail: String,
+    /// How to fix it, for anything but a pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+fn check(id: &'static str, status: Status, detail: impl Into<String>, hint: Option<String>) -> Check {
+    Check { id, status, detail: detail.into(), hint }
+}
+
+/// Every check of one host.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostAudit {
+    /// The host's name.
+    pub name: String,
+    /// Its public address.
+    pub address: String,
+    /// The checks, in [`CHECK_IDS`] order.
+    pub checks: Vec<Check>,
+    /// The first failing check: the layer to fix first.
+    pub cause: Option<&'static str>,
+}
+
+impl HostAudit {
+    /// Whether any check failed.
+    pub fn failed(&self) -> bool {
+        self.checks.iter().any(|c| c.status == Status::Fail)
+    }
+}
+
+/// What the cloud says, for the cloud checks (none for existing hosts).
+#[derive(Clone, Debug)]
+pub struct CloudView {
+    /// The provider's name.
+    pub provider: &'static str,
+    /// The deployment's firewall, when it exists.
+    pub firewall: Option<Firewall>,
+    /// The deployment's servers.
+    pub servers: Vec<Server>,
+    /// Whether the provider blocks egress without explicit outbound rules (DigitalOcean).
+    pub needs_outbound_rules: bool,
+}
+
+/// How to probe.
+#[derive(Clone, Copy, Debug)]
+pub struct AuditOptions {
+    /// Probe this many ports of the media range, spread evenly; all of them when `None`.
+    pub sample: Option<usize>,
+    /// How long to wait for UDP answers.
+    pub probe_timeout: Duration,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        Self { sample: None, probe_timeout: Duration::from_millis(1500) }
+    }
+}
+
+/// Audits one host, over `session` when the caller has one open (`up` does), else over a new one.
+pub async fn audit_host(dep: &Arc<Deployment>, host: &HostTarget, cloud: Option<&CloudView>, opts: AuditOptions, session: Option<Session>) -> Result<HostAudit> {
+    let spec = &dep.spec;
+    let mut checks = vec![cloud_firewall(spec, host, cloud), ssh_exposure(spec, cloud)];
+    let session = match session {
+        Some(s) => s,
+        None => dep.connect(host).await?,
+    };
+    let scripts = ServiceScripts { manager: session.facts.manager, name: &service_name(spec), layout: &dep.layout, run_as: "" };
+    let gathered = run_as_root(&session, &format!("{}{}{}\n", gather_script(&dep.layout, spec), scripts.status(), crate::health::SOCKETS_SCRIPT)).await?;
+    let facts = Gathered::parse(&gathered);
+    let host_fw = host_firewall(spec, &facts);
+    checks.push(host_fw.check.clone());
+    checks.push(service(dep, &session, &gathered));
+    checks.push(config_consistency(spec, host, &facts));
+    checks.push(udp_reachability(dep, &session, host, opts, &host_fw.dropped_media, cloud).await);
+    checks.push(tcp_reachability(host, manifest_tcp_ports(spec)).await);
+    let cause = checks.iter().find(|c| c.status == Status::Fail).map(|c| c.id);
+    Ok(HostAudit { name: host.name.clone(), address: host.address.clone(), checks, cause })
+}
+
+fn cloud_firewall(spec: &Spec, host: &HostTarget, cloud: Option<&CloudView>) -> Check {
+    let id = "cloud-firewall";
+    let Some(cloud) = cloud else {
+        return check(id, Status::Skip, "existing host: no cloud firewall sfuctl manages", None);
+    };
+    let Some(fw) = &cloud.firewall else {
+        return check(id, Status::Fail, format!("the firewall sfuctl-{} does not exist on {}", spec.name, cloud.provider), Some("run `sfuctl up` to create it".into()));
+    };
+    let wanted = spec.manifest().cloud_rules();
+    let diff = fw.diff(&wanted);
+    let mut problems = Vec::new();
+    for r in &diff.missing {
+        problems.push(format!("missing {r}"));
+    }
+    for r in &diff.extra {
+        let wider = wanted.iter().any(|w| w.protocol == r.protocol && w.ports.overlaps(&r.ports));
+        problems.push(format!("{} {r}", if wider { "wider than the spec:" } else { "extra" }));
+    }
+    for r in &diff.unknown {
+        problems.push(format!("extra {r}"));
+    }
+    if let Some(server) = cloud.servers.iter().find(|s| s.name == host.name) {
+        if !fw.covers(server) {
+            problems.push(format!("not attached to {}", host.name));
+        }
+    }
+    if cloud.needs_outbound_rules && !fw.outbound_ok {
+        problems.push("outbound traffic is blocked (no allow-all outbound rules)".into());
+    }
+    if problems.is_empty() {
+        check(id, Status::Pass, format!("{} ({}): {} rule(s) match the manifest, attached, outbound allowed", fw.name, fw.status, fw.rules.len()), None)
+    } else {
+        check(id, Status::Fail, format!("{}: {}", fw.name, problems.join("; ")), Some("someone changed the firewall outside sfuctl: `sfuctl up` puts the manifest's rules back".into()))
+    }
+}
+
+fn ssh_exposure(spec: &Spec, cloud: Option<&CloudView>) -> Check {
+    let id = "ssh-exposure";
+    let port = spec.ssh.port();
+    // The live cloud rule counts when there is one; otherwise the spec's allow_from (which the host firewall gets).
+    let sources: Vec<ipnet::IpNet> = match cloud.and_then(|c| c.firewall.as_ref()) {
+        Some(fw) => fw.rules.iter().filter(|r| r.protocol == Protocol::Tcp && r.ports.contains(port)).flat_map(|r| r.sources.clone()).collect(),
+        None => spec.manifest().ssh().sources.clone(),
+    };
+    let open: Vec<String> = sources.iter().filter(|s| s.prefix_len() == 0).map(|s| s.to_string()).collect();
+    if open.is_empty() {
+        let from: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+        check(id, Status::Pass, format!("SSH (tcp {port}) only from {}", from.join(", ")), None)
+    } else {
+        check(id, Status::Warn, format!("SSH (tcp {port}) is reachable from {}", open.join(" and ")), Some("set `ssh.allow_from: [<your address>/32]` and run `sfuctl up`".into()))
+    }
+}
+
+/// One round trip: the nftables ruleset, where this machine connects from, the interface that traffic arrives on,
+/// the host's addresses, and the SFU config files.
+fn gather_script(l: &Layout, spec: &Spec) -> String {
+    let configs: Vec<String> = config_files(l, spec).into_iter().map(|f| q(&f)).collect();
+    format!(
+        "client=${{SSH_CLIENT%% *}}; echo \"client=$client\"\n\
+         echo \"dev=$(ip -o route get \"$client\" 2>/dev/null | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p')\"\n\
+         echo \"addrs=$(ip -o addr show 2>/dev/null | awk '{{print $4}}' | cut -d/ -f1 | tr '\\n' ' ')\"\n\
+         if command -v nft >/dev/null 2>&1; then echo \"nft=$(nft -j list ruleset 2>&1 | tr -d '\\n')\"; else echo nft-missing; fi\n\
+         if command -v iptables-legacy-save >/dev/null 2>&1; then echo \"legacy=$(iptables-legacy-save 2>/dev/null | grep -c '^-A')\"; fi\n\
+         for f in {}; do echo \"== $f\"; cat \"$f\" 2>/dev/null || echo '!! missing'; done\n",
+        configs.join(" "),
+    )
+}
+
+/// The config files whose values are read back, per kind.
+fn config_files(l: &Layout, spec: &Spec) -> Vec<String> {
+    let config = |f: &str| format!("{}/{f}", l.config);
+    match spec.sfu.kind {
+        SfuKind::Coturn => vec![config("turnserver.conf")],
+        SfuKind::Janus => vec![config("janus.jcfg")],
+        SfuKind::Livekit => vec![config("livekit.yaml")],
+        SfuKind::Mediasoup => vec![config("mediasoup-config.js")],
+        SfuKind::Custom => vec![l.env_file.clone()],
+    }
+}
+
+struct Gathered {
+    client: Option<IpAddr>,
+    dev: String,
+    addrs: Vec<String>,
+    nft: Option<String>,
+    legacy_rules: usize,
+    files: Vec<(String, Option<String>)>,
+}
+
+impl Gathered {
+    fn parse(out: &str) -> Self {
+        let get = |k: &str| out.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap_or("").trim().to_string();
+        let mut files = Vec::new();
+        let mut current: Option<(String, String)> = None;
+        for line in out.lines() {
+            if let Some(name) = line.strip_prefix("== ") {
+                if let Some((n, t)) = current.take() {
+                    files.push((n, Some(t)));
+                }
+                current = Some((name.to_string(), String::new()));
+            } else if let Some((_, text)) = current.as_mut() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        if let Some((n, t)) = current {
+            files.push((n, Some(t)));
+        }
+        let files = files.into_iter().map(|(n, t)| if t.as_deref() == Some("!! missing\n") { (n, None) } else { (n, t) }).collect();
+        Self {
+            client: get("client").parse().ok(),
+            dev: get("dev"),
+            addrs: get("addrs").split_whitespace().map(str::to_string).collect(),
+            nft: out.lines().find_map(|l| l.strip_prefix("nft=")).map(str::to_string),
+            legacy_rules: get("legacy").parse().unwrap_or(0),
+            files,
+        }
+    }
+}
+
+struct HostFirewallResult {
+    check: Check,
+    /// Media ports the host firewall drops (for the UDP check's hint).
+    dropped_media: Vec<u16>,
+}
+
+fn host_firewall(spec: &Spec, g: &Gathered) -> HostFirewallResult {
+    let id = "host-firewall";
+    let manifest = spec.manifest();
+    let Some(json) = &g.nft else {
+        let c = if g.legacy_rules > 0 {
+            check(id, Status::Warn, format!("nft is missing and {} iptables-legacy rule(s) are loaded: not evaluated", g.legacy_rules), Some("install nftables so sfuctl can evaluate and manage the host firewall".into()))
+        } else {
+            check(id, Status::Pass, "no host firewall (nft is not installed and no iptables rules are loaded)", None)
+        };
+        return HostFirewallResult { check: c, dropped_media: Vec::new() };
+    };
+    let ruleset = match Ruleset::parse(json) {
+        Ok(r) => r,
+        Err(e) => {
+            return HostFirewallResult {
+                check: check(id, Status::Warn, format!("cannot read the host's nftables ruleset: {e}"), None),
+                dropped_media: Vec::new(),
+            };
+        }
+    };
+    let saddr = g.client.unwrap_or_else(|| "198.51.100.1".parse().expect("an address"));
+    let iif = if g.dev.is_empty() { "eth0".to_string() } else { g.dev.clone() };
+    let mut dropped: Vec<(Protocol, u16, String)> = Vec::new();
+    let mut unknown = Vec::new();
+    for rule in &manifest.rules {
+        // SSH is judged by ssh-exposure; this machine's source is what the host firewall sees for the rest.
+        if rule.role == PortRole::Ssh {
+            continue;
+        }
+        for port in rule.ports.start..=rule.ports.end {
+            let v = ruleset.evaluate(&Packet { protocol: rule.protocol, dport: port, saddr, iif: iif.clone() });
+            unknown.extend(v.unknown);
+            if !v.accepted {
+                dropped.push((rule.protocol, port, v.dropped_by.unwrap_or_default()));
+            }
+        }
+    }
+    unknown.sort();
+    unknown.dedup();
+    let dropped_media: Vec<u16> = dropped.iter().filter(|(p, port, _)| *p == Protocol::Udp && manifest.media().contains(*port)).map(|(_, p, _)| *p).collect();
+    let c = if !dropped.is_empty() {
+        let mut groups: Vec<String> = Vec::new();
+        for proto in [Protocol::Udp, Protocol::Tcp] {
+            let mut chains: Vec<&str> = dropped.iter().filter(|d| d.0 == proto).map(|d| d.2.as_str()).collect();
+            chains.dedup();
+            let ports: Vec<u16> = dropped.iter().filter(|d| d.0 == proto).map(|d| d.1).collect();
+            if !ports.is_empty() {
+                groups.push(format!("{proto} {} (chain {})", probe::ranges(&ports).join(", "), chains.join(", ")));
+            }
+        }
+        check(id, Status::Fail, format!("the host's nftables ruleset drops {} from {saddr}", groups.join("; ")), Some("another table on the host drops what sfuctl's table allows: every base chain must accept a packet for it to get through; remove or amend that rule".into()))
+    } else if !unknown.is_empty() {
+        check(id, Status::Warn, format!("allows every public port, but {} expression(s) could not be evaluated: {}", unknown.len(), unknown.join("; ")), Some("the UDP and TCP probes below tell what really gets through".into()))
+    } else {
+        check(id, Status::Pass, format!("allows every public port from {saddr} (nftables, arriving on {iif})"), None)
+    };
+    HostFirewallResult { check: c, dropped_media }
+}
+
+fn service(dep: &Arc<Deployment>, session: &Session, gathered: &str) -> Check {
+    let id = "service";
+    let (state, bound) = (ServiceState::parse(gathered), crate::health::bound_ports(gathered));
+    let name = service_name(&dep.spec);
+    if state.state != "active" {
+        return check(id, Status::Fail, format!("{name} is {} ({})", state.state, session.facts.manager.as_str()), Some("see its log on the host; `sfuctl up` starts it".into()));
+    }
+    let missing = crate::health::missing_ports(&dep.manifest, &bound);
+    if !missing.is_empty() {
+        return check(id, Status::Fail, format!("{name} runs but has not bound {}", missing.join(", ")), Some("check the server's config and log: it should listen on the manifest's ports".into()));
+    }
+    let expected: Vec<String> = crate::health::expected_ports(&dep.manifest).iter().map(|(p, n)| format!("{p} {n}")).collect();
+    let bound_text = if expected.is_empty() { String::new() } else { format!("; bound {}", expected.join(", ")) };
+    check(id, Status::Pass, format!("{name} active ({}){bound_text}", session.facts.manager.as_str()), None)
+}
+
+/// What a config file says: the announced address, the listen address and the media range.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ConfigValues {
+    announced: Option<String>,
+    listen: Option<String>,
+    min: Option<u16>,
+    max: Option<u16>,
+}
+
+fn value_after<'a>(text: &'a str, key: &str, separators: &[char]) -> Option<&'a str> {
+    text.lines().map(str::trim).find_map(|l| {
+        let rest = l.strip_prefix(key)?;
+        let rest = rest.trim_start();
+        let rest = rest.strip_prefix(|c| separators.contains(&c))?;
+        Some(rest.trim().trim_end_matches([';', ',']).trim_matches(|c| c == '"' || c == '\''))
+    })
+}
+
+fn read_config(kind: SfuKind, text: &str) -> ConfigValues {
+    let port = |s: Option<&str>| s.and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok());
+    match kind {
+        SfuKind::Coturn => ConfigValues {
+            announced: value_after(text, "external-ip", &['=']).map(str::to_string),
+            listen: value_after(text, "listening-ip", &['=']).map(str::to_string),
+            min: port(value_after(text, "min-port", &['='])),
+            max: port(value_after(text, "max-port", &['='])),
+        },
+        SfuKind::Janus => {
+            let range = value_after(text, "rtp_port_range", &['=']).unwrap_or("");
+            let (a, b) = range.split_once('-').unwrap_or(("", ""));
+            ConfigValues { announced: value_after(text, "nat_1_1_mapping", &['=']).map(str::to_string), listen: Some("0.0.0.0".into()), min: a.parse().ok(), max: b.parse().ok() }
+        }
+        SfuKind::Livekit => ConfigValues {
+            announced: value_after(text, "node_ip", &[':']).map(str::to_string),
+            listen: text.lines().map(str::trim).find_map(|l| l.strip_prefix("- ")).map(|v| v.trim_matches('"').to_string()),
+            min: port(value_after(text, "port_range_start", &[':'])),
+            max: port(value_after(text, "port_range_end", &[':'])),
+        },
+        SfuKind::Mediasoup => ConfigValues {
+            announced: value_after(text, "const announcedAddress", &['=']).map(str::to_string),
+            listen: value_after(text, "const listenIp", &['=']).map(str::to_string),
+            min: port(value_after(text, "const rtcMinPort", &['='])),
+            max: port(value_after(text, "const rtcMaxPort", &['='])),
+        },
+        SfuKind::Custom => ConfigValues {
+            announced: value_after(text, "SFU_ANNOUNCED_IP", &['=']).map(str::to_string),
+            listen: value_after(text, "SFU_LISTEN_IP", &['=']).map(str::to_string),
+            min: port(value_after(text, "SFU_RTC_MIN_PORT", &['='])),
+            max: port(value_after(text, "SFU_RTC_MAX_PORT", &['='])),
+        },
+    }
+}
+
+fn config_consistency(spec: &Spec, host: &HostTarget, g: &Gathered) -> Check {
+    let id = "config-consistency";
+    let Some((file, Some(text))) = g.files.first() else {
+        let file = g.files.first().map(|(f, _)| f.clone()).unwrap_or_default();
+        return check(id, Status::Fail, format!("the config {file} is not on the host"), Some("run `sfuctl up` to deploy it".into()));
+    };
+    let v = read_config(spec.sfu.kind, text);
+    let media = spec.manifest().media();
+    let mut problems = Vec::new();
+    match v.announced.as_deref() {
+        Some(a) if a == host.address => {}
+        Some(a) => problems.push(format!("announces {a}, but the host's public address is {}", host.address)),
+        None => problems.push("announces no address".into()),
+    }
+    match (v.min, v.max) {
+        (Some(a), Some(b)) if a == media.start && b == media.end => {}
+        (Some(a), Some(b)) => problems.push(format!("media range {a}-{b}, but the manifest and firewalls have {media}")),
+        _ => problems.push("has no media range".into()),
+    }
+    if let Some(listen) = &v.listen {
+        if !matches!(listen.as_str(), "0.0.0.0" | "::") && !g.addrs.iter().any(|a| a == listen) {
+            problems.push(format!("listens on {listen}, which is not an address of the host ({})", g.addrs.join(", ")));
+        }
+    }
+    if problems.is_empty() {
+        check(id, Status::Pass, format!("{file} announces {}, media {media}, listens on {}", host.address, v.listen.as_deref().unwrap_or("all addresses")), None)
+    } else {
+        check(id, Status::Fail, format!("{file}: {}", problems.join("; ")), Some("the config on the host was changed outside sfuctl: `sfuctl up` renders it again from the spec".into()))
+    }
+}
+
+async fn udp_reachability(dep: &Arc<Deployment>, session: &Session, host: &HostTarget, opts: AuditOptions, host_drops: &[u16], cloud: Option<&CloudView>) -> Check {
+    let id = "udp-reachability";
+    match probe_media(dep, session, host, opts).await {
+        Err(e) => check(id, Status::Fail, format!("the probe could not run: {e:#}"), Some("the responder needs python3 on the host".into())),
+        Ok((result, busy)) => {
+            let unreachable = result.unreachable();
+            let busy_note = if busy > 0 { format!(" ({busy} port(s) in use by the server, not probed)") } else { String::new() };
+            if result.probed.is_empty() {
+                return check(id, Status::Fail, format!("no free port of the media range to probe{busy_note}"), None);
+            }
+            if unreachable.is_empty() {
+                return check(id, Status::Pass, format!("{}/{} ports answered{busy_note}", result.reachable.len(), result.probed.len()), None);
+            }
+            let blocked_here = unreachable.iter().all(|p| host_drops.contains(p)) && !host_drops.is_empty();
+            let cloud_fw_broken = cloud.is_some_and(|c| c.firewall.as_ref().is_none_or(|fw| !fw.diff(&dep.spec.manifest().cloud_rules()).missing.is_empty()));
+            let hint = if blocked_here {
+                "the host firewall drops them (see host-firewall)".to_string()
+            } else if cloud_fw_broken {
+                "the cloud firewall lacks the media rule (see cloud-firewall)".to_string()
+            } else {
+                "something between this machine and the host drops UDP while the host firewall allows it: a cloud or network firewall outside sfuctl's, the platform (HTTP-only platforms carry no UDP), or NAT".to_string()
+            };
+            check(
+                id,
+                Status::Fail,
+                format!("{}/{} ports answered; unreachable: udp {}{busy_note}", result.reachable.len(), result.probed.len(), probe::ranges(&unreachable).join(", ")),
+                Some(hint),
+            )
+        }
+    }
+}
+
+/// Runs the responder on the host and probes it from here. Returns the result and how many ports of the range
+/// were busy (bound by the server itself) and so not probed.
+async fn probe_media(dep: &Arc<Deployment>, session: &Session, host: &HostTarget, opts: AuditOptions) -> Result<(probe::RangeResult, usize)> {
+    let media = dep.manifest.media();
+    let address: IpAddr = host.address.parse()?;
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no random bytes: {e}"))?;
+    let bind = if address.is_ipv4() { "0.0.0.0" } else { "::" };
+    let limit = 30 + opts.probe_timeout.as_secs();
+    // The responder goes as an argument (nothing is written on the host); the key goes on stdin, never in `ps`.
+    let cmd = session.facts.as_root(&format!("exec python3 -c {} {media} {bind} {limit}", q(probe::RESPONDER)));
+    let stdin = format!("{}\n", crate::artifact::hex(&key));
+    let timeout = opts.probe_timeout;
+    let sample = opts.sample;
+    let (result, _) = session
+        .remote
+        .run(move |r| {
+            r.exec_while(&cmd, stdin.as_bytes(), "ready", Duration::from_secs(20), |line| {
+                let bound = probe::parse_ready(line);
+                let busy = media.len() as usize - bound.len();
+                let ports = probe::sample(&bound, sample);
+                probe::udp_range(address, &ports, &key, timeout).map(|r| (r, busy))
+            })
+        })
+        .await?;
+    result
+}
+
+/// The public TCP ports to connect to (the SSH port is proven by the session itself).
+fn manifest_tcp_ports(spec: &Spec) -> Vec<u16> {
+    spec.manifest().single_ports(Protocol::Tcp)
+}
+
+async fn tcp_reachability(host: &HostTarget, ports: Vec<u16>) -> Check {
+    let id = "tcp-reachability";
+    let Ok(address) = host.address.parse::<IpAddr>() else {
+        return check(id, Status::Fail, format!("`{}` is not an IP address", host.address), None);
+    };
+    if ports.is_empty() {
+        return check(id, Status::Pass, "no public TCP port besides SSH (reached)", None);
+    }
+    let mut ok = Vec::new();
+    let mut refused = Vec::new();
+    let mut filtered = Vec::new();
+    for port in ports {
+        match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(SocketAddr::new(address, port))).await {
+            Ok(Ok(_)) => ok.push(port),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused.push(port),
+            _ => filtered.push(port),
+        }
+    }
+    let list = |v: &[u16]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+    if refused.is_empty() && filtered.is_empty() {
+        return check(id, Status::Pass, format!("tcp {} connected", list(&ok)), None);
+    }
+    let mut parts = Vec::new();
+    if !refused.is_empty() {
+        parts.push(format!("tcp {} refused (nothing listens)", list(&refused)));
+    }
+    if !filtered.is_empty() {
+        parts.push(format!("tcp {} timed out (filtered)", list(&filtered)));
+    }
+    let hint = if filtered.is_empty() { "the server is not listening: see the service check" } else { "a firewall between here and the host drops TCP to these ports" };
+    check(id, Status::Fail, parts.join("; "), Some(hint.into()))
+}
+
+/// The audit as a table, one block per host.
+pub fn to_text(audits: &[HostAudit]) -> String {
+    let mut out = String::new();
+    for a in audits {
+        out.push_str(&format!("{} ({})\n", a.name, a.address));
+        for c in &a.checks {
+            out.push_str(&format!("  {:<19} {:<5} {}\n", c.id, c.status.as_str(), c.detail));
+            if c.status != Status::Pass {
+                if let Some(h) = &c.hint {
+                    out.push_str(&format!("  {:<19} {:<5} hint: {h}\n", "", ""));
+                }
+            }
+        }
+        if let Some(cause) = a.cause {
+            out.push_str(&format!("  => media will not flow: fix `{cause}` first\n"));
+        }
+    }
+    let failed = audits.iter().filter(|a| a.failed()).count();
+    let warnings: usize = audits.iter().map(|a| a.checks.iter().filter(|c| c.status == Status::Warn).count()).sum();
+    out.push_str(&format!("Audit: {} host(s), {failed} failing, {warnings} warning(s).\n", audits.len()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_kind_of_config() {
+        let coturn = read_config(SfuKind::Coturn, "listening-ip=0.0.0.0\nexternal-ip=203.0.113.5\nmin-port=40000\nmax-port=40999\n");
+        assert_eq!(coturn, ConfigValues { announced: Some("203.0.113.5".into()), listen: Some("0.0.0.0".into()), min: Some(40000), max: Some(40999) });
+        let janus = read_config(SfuKind::Janus, "media: {\n\trtp_port_range = \"20000-20999\"\n}\nnat: {\n\tnat_1_1_mapping = \"203.0.113.5\"\n}\n");
+        assert_eq!((janus.announced.as_deref(), janus.min, janus.max), (Some("203.0.113.5"), Some(20000), Some(20999)));
+        let lk = read_config(SfuKind::Livekit, "bind_addresses:\n  - \"0.0.0.0\"\nrtc:\n  port_range_start: 50000\n  port_range_end: 51000\n  node_ip: \"203.0.113.5\"\n");
+        assert_eq!((lk.announced.as_deref(), lk.listen.as_deref(), lk.min, lk.max), (Some("203.0.113.5"), Some("0.0.0.0"), Some(50000), Some(51000)));
+        let ms = read_config(SfuKind::Mediasoup, "const listenIp = \"0.0.0.0\";\nconst announcedAddress = \"203.0.113.5\";\nconst rtcMinPort = 40000;\nconst rtcMaxPort = 41000;\n");
+        assert_eq!((ms.announced.as_deref(), ms.min, ms.max), (Some("203.0.113.5"), Some(40000), Some(41000)));
+        let custom = read_config(SfuKind::Custom, "SFU_ANNOUNCED_IP=203.0.113.5\nSFU_LISTEN_IP=0.0.0.0\nSFU_RTC_MIN_PORT=40000\nSFU_RTC_MAX_PORT=40099\n");
+        assert_eq!((custom.announced.as_deref(), custom.max), (Some("203.0.113.5"), Some(40099)));
+    }
+
+    #[test]
+    fn gathered_output_is_split_into_files() {
+        let g = Gathered::parse("client=10.200.1.1\ndev=eth0\naddrs=127.0.0.1 10.200.1.2 \nnft={\"nftables\": []}\n== /opt/a\nx=1\n== /opt/b\n!! missing\n");
+        assert_eq!(g.client, Some("10.200.1.1".parse().unwrap()));
+        assert_eq!(g.addrs, ["127.0.0.1", "10.200.1.2"]);
+        assert_eq!(g.files, vec![("/opt/a".to_string(), Some("x=1\n".to_string())), ("/opt/b".to_string(), None)]);
+    }
+}

@@ -1,0 +1,181 @@
+//! `sfuctl audit` against faults built for real: nftables rules in the host's namespace or on the path to it,
+//! edited configs, a stopped service, a cloud firewall edited out of band. Each scenario first audits the same
+//! host clean, then breaks one layer and asserts the audit names exactly that layer.
+
+use serde_json::Value;
+
+use crate::support::cli::require_tool;
+use crate::support::deployment::Deployment;
+use crate::support::netns::TestHost;
+
+const COTURN: &str = "  kind: coturn\n  artifact: /usr/bin/turnserver\n  rtc_ports: 40000-40999\n";
+
+/// A drop rule on this machine's side of a host's veth: the network between here and the host (a cloud
+/// firewall, an HTTP-only platform), which the host itself cannot see. Removed on drop.
+struct PathDrop {
+    table: String,
+}
+
+impl PathDrop {
+    fn new(host: &TestHost, what: &str) -> Self {
+        let n = host.ns().trim_start_matches("sfut-").to_string();
+        let table = format!("sfut_path_{n}");
+        let ruleset = format!("table inet {table} {{\n chain out {{\n  type filter hook output priority 0; policy accept;\n  oifname \"vht-{n}\" {what} drop\n }}\n}}\n");
+        nft(None, &ruleset);
+        Self { table }
+    }
+}
+
+impl Drop for PathDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft").args(["delete", "table", "inet", &self.table]).status();
+    }
+}
+
+/// Loads a ruleset (into the host's namespace when given), without flushing anything else.
+fn nft(host: Option<&TestHost>, ruleset: &str) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), ruleset).unwrap();
+    let path = file.path().to_str().unwrap();
+    let out = match host {
+        Some(h) => {
+            let out = h.exec_in_ns(&["nft", "-f", path]);
+            // A flow allowed before must not ride on an old conntrack entry.
+            h.exec_in_ns(&["conntrack", "-F"]);
+            out
+        }
+        None => std::process::Command::new("nft").args(["-f", path]).output().unwrap(),
+    };
+    assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Runs `audit --output json` and returns (exit code, the host's entry).
+fn audit(dep: &Deployment) -> (i32, Value) {
+    let out = dep.sfuctl(&["audit", "--output", "json"]).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), v["hosts"][0].clone())
+}
+
+fn status_of<'a>(host: &'a Value, id: &str) -> (&'a str, &'a str) {
+    let c = host["checks"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("no check {id}: {host}"));
+    (c["status"].as_str().unwrap(), c["detail"].as_str().unwrap())
+}
+
+fn failing(host: &Value) -> Vec<String> {
+    host["checks"].as_array().unwrap().iter().filter(|c| c["status"] == "fail").map(|c| c["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// A coturn deployment that `up` made and a first audit found healthy.
+fn healthy(label: &str) -> (TestHost, Deployment) {
+    require_tool("turnserver", "coturn");
+    let host = TestHost::start(label);
+    let dep = Deployment::new(&host, label, COTURN, "");
+    dep.sfuctl(&["up", "--no-audit"]).assert().success();
+    let (code, h) = audit(&dep);
+    assert_eq!((code, failing(&h)), (0, vec![]), "a fresh deployment audits clean: {h}");
+    for id in ["ssh-exposure", "host-firewall", "service", "config-consistency", "udp-reachability", "tcp-reachability"] {
+        assert_eq!(status_of(&h, id).0, "pass", "{id}: {h}");
+    }
+    assert_eq!(status_of(&h, "cloud-firewall").0, "skip");
+    assert_eq!(status_of(&h, "udp-reachability").1, "1000/1000 ports answered");
+    (host, dep)
+}
+
+#[test]
+fn a_tcp_open_all_udp_dropped_on_the_way() {
+    let (host, dep) = healthy("aud-a");
+    let _drop = PathDrop::new(&host, "meta l4proto udp");
+    let (code, h) = audit(&dep);
+    assert_eq!(code, 3);
+    assert_eq!(h["cause"], "udp-reachability", "{h}");
+    assert_eq!(failing(&h), ["udp-reachability"]);
+    assert!(status_of(&h, "udp-reachability").1.starts_with("0/1000 ports answered; unreachable: udp 40000-40999"), "{h}");
+    assert_eq!(status_of(&h, "tcp-reachability").0, "pass", "signaling over TCP still works: the HTTP-only platform failure");
+}
+
+#[test]
+fn b_half_the_media_range_dropped() {
+    let (host, dep) = healthy("aud-b");
+    let _drop = PathDrop::new(&host, "udp dport 40500-40999");
+    let (code, h) = audit(&dep);
+    assert_eq!(code, 3);
+    assert_eq!(h["cause"], "udp-reachability", "{h}");
+    assert_eq!(status_of(&h, "udp-reachability").1, "500/1000 ports answered; unreachable: udp 40500-40999");
+}
+
+#[test]
+fn c_host_firewall_drops_the_range() {
+    let (host, dep) = healthy("aud-c");
+    nft(Some(&host), "table ip user_rules {\n chain in {\n  type filter hook input priority 10; policy accept;\n  udp dport 40000-40999 drop\n }\n}\n");
+    let (code, h) = audit(&dep);
+    assert_eq!(code, 3);
+    assert_eq!(h["cause"], "host-firewall", "{h}");
+    assert!(status_of(&h, "host-firewall").1.contains("drops udp 40000-40999 (chain user_rules/in)"), "{h}");
+    let (udp, _) = status_of(&h, "udp-reachability");
+    assert_eq!(udp, "fail", "the probe agrees with the ruleset");
+}
+
+#[test]
+fn d_config_announces_a_wrong_address() {
+    let (_host, dep) = healthy("aud-d");
+    let conf = dep.root().join("config/turnserver.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, text.replace("external-ip=", "external-ip=203.0.113.99\n# was: ")).unwrap();
+    let (code, h) = audit(&dep);
+    assert_eq!(code, 3);
+    assert_eq!(h["cause"], "config-consistency", "{h}");
+    assert_eq!(failing(&h), ["config-consistency"]);
+    assert!(status_of(&h, "config-consistency").1.contains("announces 203.0.113.99, but the host's public address is"), "{h}");
+}
+
+#[test]
+fn e_config_range_differs_from_the_firewalls() {
+    let (_host, dep) = healthy("aud-e");
+    let conf = dep.root().join("config/turnserver.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, text.replace("min-port=40000", "min-port=30000")).unwrap();
+    let (code, h) = audit(&dep);
+    assert_eq!(code, 3);
+    assert_eq!(h["cause"], "config-consistency", "{h}");
+    assert!(status_of(&h, "config-consistency").1.contains("media range 30000-40999, but the manifest and firewalls have 40000-40999"), "{h}");
+}
+
+#[test]
+fn f_service_not_running() {
+    let (host, dep) = healthy("aud-f");
+    // Paths as the host sees them: its /opt/sfuctl is its own.
+    host.exec_in_ns(&["pkill", "-f", &format!("/opt/sfuctl/{}/supervise.sh", dep.name)]);
+    host.exec_in_ns(&["pkill", "-f", &format!("/opt/sfuctl/{}/app/turnserver", dep.name)]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (code, h) = audit(&dep);
+    assert_eq!(code, 3);
+    assert_eq!(h["cause"], "service", "{h}");
+    assert!(status_of(&h, "service").1.contains("is inactive") || status_of(&h, "service").1.contains("is activating"), "{h}");
+}
+
+#[test]
+fn g_ssh_open_to_the_world_is_a_warning() {
+    require_tool("turnserver", "coturn");
+    let host = TestHost::start("aud-g");
+    let dep = Deployment::new(&host, "aud-g", COTURN, "");
+    let spec = std::fs::read_to_string(dep.spec()).unwrap();
+    let open = spec.lines().filter(|l| !l.contains("allow_from")).collect::<Vec<_>>().join("\n") + "\n";
+    std::fs::write(dep.spec(), open).unwrap();
+    dep.sfuctl(&["up"]).assert().success();
+    let (code, h) = audit(&dep);
+    assert_eq!(code, 0, "warnings do not fail the audit: {h}");
+    assert_eq!(failing(&h), Vec::<String>::new());
+    let (status, detail) = status_of(&h, "ssh-exposure");
+    assert_eq!(status, "warn");
+    assert!(detail.contains("0.0.0.0/0") && detail.contains("::/0"), "{detail}");
+}
+
+#[test]
+fn up_fails_with_exit_3_when_its_audit_fails() {
+    let (host, dep) = healthy("aud-up");
+    let _drop = PathDrop::new(&host, "meta l4proto udp");
+    let out = dep.sfuctl(&["up"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fix `udp-reachability` first"));
+    dep.sfuctl(&["up", "--no-audit"]).assert().success();
+}
