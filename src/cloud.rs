@@ -345,8 +345,13 @@ pub async fn apply(
     }
 
     let hosts = targets(spec, &servers);
-    for host in &hosts {
-        wait_for_ssh(host, spec.ssh.port()).await?;
+    let mut ssh_waits = tokio::task::JoinSet::new();
+    for host in hosts.clone() {
+        let port = spec.ssh.port();
+        ssh_waits.spawn(async move { wait_for_ssh(&host, port).await });
+    }
+    while let Some(joined) = ssh_waits.join_next().await {
+        joined.map_err(anyhow::Error::from).and_then(|r| r)?;
     }
     let stats = provider.requests();
     report.requests = stats.total;
