@@ -179,3 +179,56 @@ fn an_unreachable_host_fails_within_the_timeout() {
     let err = stderr(&out);
     assert!(err.contains("cannot connect to host `media-1`") && err.contains(&host.unused_address()), "{err}");
 }
+
+#[test]
+fn a_passphrase_protected_key_works_from_the_environment_and_fails_clearly_without_it() {
+    let host = TestHost::start("passphrase");
+    let key = host.new_client_key("locked", "ed25519", Some("correct horse"), true);
+    let sfu = "  kind: custom\n  command: sleep 600\n  rtc_ports: 40000-40099\n";
+    let dep = Deployment::new(&host, "pp", sfu, "host_firewall: false\n");
+    dep.write_spec(&host, &key, sfu, "host_firewall: false\n");
+    // No terminal to ask and no SFUCTL_SSH_PASSPHRASE: bad input, nothing done.
+    let out = dep.sfuctl(&["up", "--no-audit"]).assert().code(2);
+    let err = stderr(&out);
+    assert!(err.contains("protected by a passphrase") && err.contains("SFUCTL_SSH_PASSPHRASE"), "{err}");
+    assert!(!dep.root().exists());
+    let mut wrong = dep.sfuctl(&["up", "--no-audit"]);
+    wrong.env("SFUCTL_SSH_PASSPHRASE", "wrong horse");
+    let err = stderr(&wrong.assert().code(1));
+    assert!(err.contains("passphrase") && !err.contains("wrong horse"), "the passphrase never shows: {err}");
+    let mut right = dep.sfuctl(&["up", "--no-audit"]);
+    right.env("SFUCTL_SSH_PASSPHRASE", "correct horse");
+    right.assert().success();
+    dep.sfuctl(&["down", "--yes"]).env("SFUCTL_SSH_PASSPHRASE", "correct horse").assert().success();
+}
+
+#[test]
+fn ssh_agent_is_used_when_the_spec_names_no_key() {
+    let host = TestHost::start("agent");
+    let key = host.new_client_key("agent_key", "rsa", None, true);
+    let sock = host.dir().join("agent.sock");
+    let agent = std::process::Command::new("ssh-agent").arg("-D").arg("-a").arg(&sock).stdout(std::process::Stdio::null()).spawn().expect("ssh-agent runs");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Kill(agent);
+    for _ in 0..50 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let added = std::process::Command::new("ssh-add").arg(&key).env("SSH_AUTH_SOCK", &sock).output().unwrap();
+    assert!(added.status.success(), "ssh-add: {}", String::from_utf8_lossy(&added.stderr));
+    let sfu = "  kind: custom\n  command: sleep 600\n  rtc_ports: 40000-40099\n";
+    let dep = Deployment::new(&host, "ag", sfu, "host_firewall: false\n");
+    let spec = std::fs::read_to_string(dep.spec()).unwrap();
+    let no_key: String = spec.lines().filter(|l| !l.contains("private_key")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(dep.spec(), no_key).unwrap();
+    dep.sfuctl(&["up", "--no-audit"]).env("SSH_AUTH_SOCK", &sock).assert().success();
+    dep.sfuctl(&["down", "--yes"]).env("SSH_AUTH_SOCK", &sock).assert().success();
+}
