@@ -182,6 +182,10 @@ fn digitalocean_plan_up_converge_scale_and_down() {
     assert_eq!(status["servers"].as_array().unwrap().len(), 1, "{status}");
     assert_eq!(status["hosts"][0]["service"]["state"], "active");
 
+    // The state is a cache: without it, everything is still found by tag and name.
+    std::fs::remove_dir_all(dep.dir.path().join("state")).unwrap();
+    dep.sfuctl(&fake, &["plan"]).assert().success().stdout(predicate::str::contains("No changes."));
+
     // down removes everything it made and nothing else.
     let theirs = serde_json::json!({ "name": "someone-elses", "public_key": std::fs::read_to_string(hosts[1].client_key().with_extension("pub")).unwrap().trim() });
     fake.oob("POST", "/v2/account/keys", Some(&theirs));
