@@ -205,30 +205,51 @@ pub fn udp_range(target: IpAddr, ports: &[u16], key: &[u8], timeout: Duration) -
     let mut reachable = Vec::new();
     let started = Instant::now();
     let mut buf = [0u8; 512];
+    // Keeps an answer when it is one: from the probed port, echoing our datagram, with the right HMAC.
+    let mut accept = |n: usize, from: SocketAddr, buf: &[u8], sent: &mut HashMap<u16, [u8; 26]>| -> Result<()> {
+        if n != 42 || from.ip() != target {
+            return Ok(());
+        }
+        let Some(msg) = sent.get(&from.port()) else { return Ok(()) };
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|e| anyhow!("{e}"))?;
+        mac.update(msg);
+        let expected = mac.finalize().into_bytes();
+        if buf[..26] == msg[..] && buf[26..42] == expected[..16] {
+            sent.remove(&from.port());
+            reachable.push(from.port());
+        }
+        Ok(())
+    };
     let mut next_round = started;
     while !sent.is_empty() && started.elapsed() < timeout {
         if Instant::now() >= next_round {
-            for (&port, msg) in &sent {
-                // A full send buffer or an ICMP error from an earlier datagram is no answer: keep going.
-                let _ = socket.send_to(msg, SocketAddr::new(target, port));
+            // Read answers between batches: sending all first would let them overflow our receive buffer.
+            let round: Vec<(u16, [u8; 26])> = sent.iter().map(|(p, m)| (*p, *m)).collect();
+            for batch in round.chunks(64) {
+                for (port, msg) in batch {
+                    // A full send buffer or an ICMP error from an earlier datagram is no answer: keep going.
+                    let _ = socket.send_to(msg, SocketAddr::new(target, *port));
+                }
+                socket.set_nonblocking(true)?;
+                loop {
+                    match socket.recv_from(&mut buf) {
+                        Ok((n, from)) => accept(n, from, &buf, &mut sent)?,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                socket.set_nonblocking(false)?;
             }
             next_round = Instant::now() + Duration::from_millis(200);
+        }
+        if sent.is_empty() {
+            break;
         }
         let wait = next_round.min(started + timeout).saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         socket.set_read_timeout(Some(wait))?;
         match socket.recv_from(&mut buf) {
-            Ok((n, from)) if n == 42 && from.ip() == target => {
-                let port = from.port();
-                let Some(msg) = sent.get(&port) else { continue };
-                let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|e| anyhow!("{e}"))?;
-                mac.update(msg);
-                let expected = mac.finalize().into_bytes();
-                if buf[..26] == msg[..] && buf[26..42] == expected[..16] {
-                    sent.remove(&port);
-                    reachable.push(port);
-                }
-            }
-            Ok(_) => {}
+            Ok((n, from)) => accept(n, from, &buf, &mut sent)?,
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::ConnectionRefused) => {}
             Err(e) => return Err(e.into()),
         }
