@@ -41,9 +41,10 @@ pub fn provider_for(spec: &Spec) -> Result<Option<Arc<dyn Provider>>> {
     }
     match spec.provider.kind {
         ProviderKind::Digitalocean => Ok(Some(Arc::new(DigitalOcean::from_env(RetryPolicy::default())?))),
+        ProviderKind::Aws => Ok(Some(Arc::new(crate::provider::aws::Aws::from_spec(spec, RetryPolicy::default())?))),
         ProviderKind::Ssh => Ok(None),
         other => Err(UserError::input(format!("provider.kind `{}` cannot be deployed by this build yet", other.as_str()))
-            .hint("`sfuctl plan` and `sfuctl render` work for it; `up` works for digitalocean and ssh")
+            .hint("`sfuctl plan` and `sfuctl render` work for it; `up` works for digitalocean, aws and ssh")
             .into()),
     }
 }

@@ -257,7 +257,7 @@ impl fmt::Debug for Client {
 }
 
 /// Installs the ring crypto provider for rustls once (reqwest is built with `rustls-no-provider`).
-fn install_crypto() {
+pub(crate) fn install_crypto() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Err means another provider is already installed, which is just as good.

@@ -8,6 +8,7 @@
 //! The methods return boxed futures so the engine can hold any provider as `Arc<dyn Provider>` and drive hosts
 //! from spawned tasks (`async fn` in a trait is neither object-safe nor `Send` by default).
 
+pub mod aws;
 pub mod digitalocean;
 
 use std::collections::BTreeSet;
@@ -271,11 +272,11 @@ pub struct SshKey {
 pub struct ServerRequest {
     /// Its name, `sfuctl-<name>-<n>`.
     pub name: String,
-    /// The region slug.
+    /// The region slug; empty when the provider resolves it itself (AWS: the spec, AWS_REGION or ~/.aws/config).
     pub region: String,
     /// The size (machine type) slug.
     pub size: String,
-    /// The image slug or ID.
+    /// The image slug or ID; empty for the provider's own choice (AWS: the newest Canonical Ubuntu 24.04 AMI).
     pub image: String,
     /// SSH keys to install (IDs from [`Provider::ensure_ssh_key`]).
     pub ssh_key_ids: Vec<SshKeyId>,
@@ -300,9 +301,15 @@ impl ServerRequest {
             UserError::input(format!("`provider.{field}` is not set and {} has no default", data.title))
                 .hint(format!("add `{field}:` under `provider:` in the spec"))
         };
-        let region = spec.provider.region.clone().ok_or_else(|| missing("region").hint(format!("e.g. `region: {}`", data.example_region)))?;
+        // A provider whose region may come from elsewhere (AWS: AWS_REGION, ~/.aws/config) gets "" and uses its own.
+        let region = match spec.provider.region.clone() {
+            Some(region) => region,
+            None if !data.region_required => String::new(),
+            None => return Err(missing("region").hint(format!("e.g. `region: {}`", data.example_region)).into()),
+        };
         let size = spec.provider.size.clone().or_else(|| data.defaults.size.clone()).ok_or_else(|| missing("size"))?;
-        let image = spec.provider.image.clone().or_else(|| data.defaults.image.clone()).ok_or_else(|| missing("image"))?;
+        // `image: null` in the provider's data means the provider looks one up (AWS: the newest Ubuntu AMI): "".
+        let image = spec.provider.image.clone().or_else(|| data.defaults.image.clone()).unwrap_or_default();
         Ok(Self {
             name: owner.server_name(index),
             region,

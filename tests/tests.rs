@@ -8,3 +8,5 @@ mod remote_ssh;
 mod rendered_configs;
 mod support;
 mod do_provider;
+mod aws_provider;
+mod aws_e2e;

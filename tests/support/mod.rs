@@ -4,3 +4,4 @@ pub mod cli;
 pub mod deployment;
 pub mod netns;
 pub mod do_fake;
+pub mod moto;

@@ -1,0 +1,459 @@
+//! The EC2 Query API over reqwest: form-encoded POSTs signed with SigV4 (the `aws-sigv4` crate), bounded retries
+//! with capped exponential backoff and jitter (`http::RetryPolicy`), and EC2's error XML turned into messages that
+//! carry the AWS code and a hint.
+//!
+//! Every call is retried on throttling (`RequestLimitExceeded`, HTTP 503), on 5xx and on transport failures.
+//! That is safe for every action the provider sends: RunInstances carries a ClientToken, and the provider reads
+//! `InvalidGroup.Duplicate`, `InvalidKeyPair.Duplicate`, `InvalidPermission.Duplicate`/`NotFound` and the
+//! `*.NotFound` of deletes as "already done".
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Result;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{StatusCode, Url};
+
+use super::config::Credentials;
+use crate::error::UserError;
+use crate::http::{ApiFailure, RequestStats, RetryPolicy};
+
+/// The EC2 API version every request names.
+pub const VERSION: &str = "2016-11-15";
+
+/// Codes that mean "slow down": nothing was done, try again later.
+const THROTTLED: &[&str] = &["RequestLimitExceeded", "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequestsException"];
+/// Codes of a passing problem on AWS's side.
+const TRANSIENT: &[&str] = &["InternalError", "InternalFailure", "Unavailable", "ServiceUnavailable"];
+
+/// A request's parameters, in order: `Action` and `Version` come first, then what [`Params::set`] adds.
+#[derive(Clone, Debug, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// No parameters yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `key=value`.
+    pub fn set(&mut self, key: impl Into<String>, value: impl ToString) -> &mut Self {
+        self.0.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// Adds `Filter.N.Name=name` and `Filter.N.Value.M` for every value, N being the next free filter number.
+    pub fn filter(&mut self, name: &str, values: &[&str]) -> &mut Self {
+        let n = self.0.iter().filter(|(k, _)| k.starts_with("Filter.") && k.ends_with(".Name")).count() + 1;
+        self.set(format!("Filter.{n}.Name"), name);
+        for (m, v) in values.iter().enumerate() {
+            self.set(format!("Filter.{n}.Value.{}", m + 1), v);
+        }
+        self
+    }
+
+    /// Sets `key=value`, replacing an earlier value of `key`.
+    pub fn replace(&mut self, key: &str, value: impl ToString) -> &mut Self {
+        self.0.retain(|(k, _)| k != key);
+        self.set(key, value)
+    }
+
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The form body of `action` with these parameters.
+    pub fn body(&self, action: &str) -> String {
+        let pairs = [("Action", action), ("Version", VERSION)].into_iter().chain(self.0.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        pairs.map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
+    }
+}
+
+/// Form-encodes exactly as botocore does (Python's `quote_plus`: `A-Z a-z 0-9 - _ . ~` stay, a space becomes
+/// `+`, every other byte `%XX`). EC2 checks the signature over the bytes sent, whatever the encoding; moto
+/// re-encodes the parsed parameters botocore's way first, so any other spelling (`*` kept, `%20`) fails there.
+pub fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else if b == b' ' {
+            out.push('+');
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Whether an action changes anything (everything but `Describe*`), for the request counters.
+pub fn is_mutating(action: &str) -> bool {
+    !action.starts_with("Describe")
+}
+
+#[derive(Default)]
+struct Counters {
+    total: AtomicU64,
+    mutating: AtomicU64,
+    retries: AtomicU64,
+    rate_limited: AtomicU64,
+    waited_ms: AtomicU64,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    url: Url,
+    host: String,
+    region: String,
+    credentials: Credentials,
+    policy: RetryPolicy,
+    counters: Counters,
+}
+
+/// A signed EC2 Query client. Cheap to clone; clones share connections and counters.
+#[derive(Clone)]
+pub struct Query {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Query {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Query").field("endpoint", &self.inner.url.as_str()).field("region", &self.inner.region).finish_non_exhaustive()
+    }
+}
+
+impl Query {
+    /// A client for `endpoint` in `region`. Plain `http://` only for loopback (moto in tests).
+    pub fn new(endpoint: &str, region: &str, credentials: Credentials, policy: RetryPolicy) -> Result<Self> {
+        let raw = endpoint.trim().trim_end_matches('/');
+        let url = Url::parse(&format!("{raw}/")).map_err(|e| UserError::input(format!("`{raw}` is not a valid EC2 endpoint URL")).caused_by(e))?;
+        let host_only = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+        let loopback = host_only == "localhost" || host_only.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            "http" => {
+                return Err(UserError::input(format!("refusing to send signed AWS requests over plain http to `{raw}`"))
+                    .hint("use an https:// endpoint (plain http is allowed for 127.0.0.1 and localhost only)")
+                    .into());
+            }
+            other => return Err(UserError::input(format!("`{raw}`: unsupported URL scheme `{other}`")).into()),
+        }
+        if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
+            return Err(UserError::input(format!("`{raw}`: an EC2 endpoint is a bare scheme://host[:port]")).into());
+        }
+        let host = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_string(),
+        };
+        crate::http::install_crypto();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("sfuctl/", env!("CARGO_PKG_VERSION")))
+            .timeout(policy.timeout)
+            .connect_timeout(policy.connect_timeout)
+            .build()
+            .map_err(|e| UserError::failed("cannot set up the HTTP client").caused_by(e))?;
+        let policy = RetryPolicy { max_attempts: policy.max_attempts.max(1), ..policy };
+        Ok(Self { inner: Arc::new(Inner { http, url, host, region: region.to_string(), credentials, policy, counters: Counters::default() }) })
+    }
+
+    /// The region requests are signed for.
+    pub fn region(&self) -> &str {
+        &self.inner.region
+    }
+
+    /// The retry policy in force.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.inner.policy
+    }
+
+    /// The requests sent so far.
+    pub fn stats(&self) -> RequestStats {
+        let c = &self.inner.counters;
+        RequestStats {
+            total: c.total.load(Ordering::Relaxed),
+            mutating: c.mutating.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            rate_limited: c.rate_limited.load(Ordering::Relaxed),
+            waited_ms: c.waited_ms.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The signed headers of one request at `time` (`authorization`, `x-amz-date`, `x-amz-security-token`).
+    pub fn signed_headers(&self, body: &str, time: SystemTime) -> Result<HeaderMap> {
+        sign_request(&self.inner.credentials, &self.inner.region, "ec2", "POST", self.inner.url.as_str(), &self.inner.host, FORM, body, time)
+    }
+
+    /// Calls `action`, retrying throttling, 5xx and transport failures; returns the answer body of a 200.
+    pub async fn call(&self, action: &str, params: &Params) -> Result<Vec<u8>> {
+        let inner = &self.inner;
+        let body = params.body(action);
+        let policy = &inner.policy;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let last = attempt >= policy.max_attempts;
+            let headers = self.signed_headers(&body, SystemTime::now())?;
+            inner.counters.total.fetch_add(1, Ordering::Relaxed);
+            if is_mutating(action) {
+                inner.counters.mutating.fetch_add(1, Ordering::Relaxed);
+            }
+            if attempt > 1 {
+                inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            let sent = inner.http.post(inner.url.clone()).headers(headers).body(body.clone()).send().await;
+            let outcome = match sent {
+                Ok(resp) => {
+                    let status = resp.status();
+                    resp.bytes().await.map(|b| (status, b.to_vec()))
+                }
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok((status, bytes)) if status.is_success() => return Ok(bytes),
+                Ok((status, bytes)) => {
+                    let (code, message) = error_of(status, &bytes);
+                    let throttled = THROTTLED.contains(&code.as_str());
+                    if throttled {
+                        inner.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let retry = throttled || TRANSIENT.contains(&code.as_str()) || status.is_server_error();
+                    if retry && !last {
+                        self.wait(policy.backoff(attempt)).await;
+                        continue;
+                    }
+                    return Err(api_error(action, status, &code, &message, attempt, &inner.credentials.source));
+                }
+                Err(e) => {
+                    if !last {
+                        self.wait(policy.backoff(attempt)).await;
+                        continue;
+                    }
+                    let what = if e.is_timeout() { "timed out" } else if e.is_connect() { "could not connect" } else { "failed" };
+                    let tries = if attempt > 1 { format!(" (after {attempt} attempts)") } else { String::new() };
+                    return Err(UserError::failed(format!("EC2 {action} {what}{tries}"))
+                        .hint(format!("check the network and the EC2 endpoint ({})", inner.url.as_str().trim_end_matches('/')))
+                        .caused_by(ApiFailure { status: None, code: None, message: chain_text(&e.without_url()), maybe_applied: is_mutating(action) })
+                        .into());
+                }
+            }
+        }
+    }
+
+    /// Waits `pause`, counting it.
+    pub async fn wait(&self, pause: Duration) {
+        self.inner.counters.waited_ms.fetch_add(pause.as_millis() as u64, Ordering::Relaxed);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+const FORM: &str = "application/x-www-form-urlencoded; charset=utf-8";
+
+/// SigV4 headers for one request (signed: `content-type`, `host`, `x-amz-date`, and the session token if any).
+#[allow(clippy::too_many_arguments)]
+pub fn sign_request(
+    credentials: &Credentials,
+    region: &str,
+    service: &str,
+    method: &str,
+    url: &str,
+    host: &str,
+    content_type: &str,
+    body: &str,
+    time: SystemTime,
+) -> Result<HeaderMap> {
+    let identity = aws_credential_types::Credentials::new(
+        credentials.access_key_id.clone(),
+        credentials.secret_access_key.expose().to_string(),
+        credentials.session_token.as_ref().map(|t| t.expose().to_string()),
+        None,
+        "sfuctl",
+    )
+    .into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| UserError::failed("cannot sign the AWS request").caused_by(anyhow::anyhow!("{e}")))?
+        .into();
+    let headers = [("content-type", content_type), ("host", host)];
+    let request = SignableRequest::new(method, url, headers.into_iter(), SignableBody::Bytes(body.as_bytes()))
+        .map_err(|e| UserError::failed("cannot sign the AWS request").caused_by(anyhow::anyhow!("{e}")))?;
+    let (instructions, _signature) = sign(request, &params)
+        .map_err(|e| UserError::failed("cannot sign the AWS request").caused_by(anyhow::anyhow!("{e}")))?
+        .into_parts();
+    let mut out = HeaderMap::new();
+    out.insert(reqwest::header::CONTENT_TYPE, HeaderValue::from_str(content_type)?);
+    for (name, value) in instructions.headers() {
+        let mut value = HeaderValue::from_str(value).map_err(|_| UserError::input("the AWS credentials hold characters a header cannot carry"))?;
+        if name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("x-amz-security-token") {
+            value.set_sensitive(true);
+        }
+        out.insert(HeaderName::from_bytes(name.as_bytes())?, value);
+    }
+    Ok(out)
+}
+
+/// The AWS code and message of an error answer; bodies that are not EC2 error XML (moto's HTML 500s, a proxy's
+/// page) become `HTTP <status>` and the start of the body.
+pub fn error_of(status: StatusCode, body: &[u8]) -> (String, String) {
+    if let Some(found) = super::xml::parse::<super::xml::ErrorBody>(body).ok().and_then(super::xml::ErrorBody::first) {
+        return found;
+    }
+    let text = String::from_utf8_lossy(body);
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let cut: String = one_line.chars().take(120).collect();
+    let reason = status.canonical_reason().unwrap_or("error");
+    (format!("HTTP {}", status.as_u16()), if cut.is_empty() { format!("{reason} (empty body)") } else { format!("{reason} (body starts: `{cut}`)") })
+}
+
+/// The error of a failed call: `EC2 <Action> returned <status> <Code>`, caused by the AWS message, with a hint
+/// for the codes a person can act on.
+pub fn api_error(action: &str, status: StatusCode, code: &str, message: &str, attempts: u32, source: &str) -> anyhow::Error {
+    let tries = if attempts > 1 { format!(" (after {attempts} attempts)") } else { String::new() };
+    let mut err = UserError::failed(format!("EC2 {action} returned {} {code}{tries}", status.as_u16()));
+    if let Some(hint) = hint_for(action, status, code, source) {
+        err = err.hint(hint);
+    }
+    let message = if message.is_empty() { code.to_string() } else { format!("{code}: {message}") };
+    err.caused_by(ApiFailure { status: Some(status.as_u16()), code: Some(code.to_string()), message, maybe_applied: false }).into()
+}
+
+fn hint_for(action: &str, status: StatusCode, code: &str, source: &str) -> Option<String> {
+    Some(match code {
+        "AuthFailure" | "SignatureDoesNotMatch" | "InvalidClientTokenId" | "IncompleteSignature" | "MissingAuthenticationToken" | "UnrecognizedClientException" => {
+            format!("AWS did not accept the credentials from {source}: check the access key id and secret (and AWS_SESSION_TOKEN for temporary keys), and that this machine's clock is right (SigV4 allows 5 minutes of skew)")
+        }
+        "RequestExpired" | "RequestTimeTooSkewed" => "the request's time is too far from AWS's: set this machine's clock right (e.g. enable NTP)".into(),
+        "ExpiredToken" | "ExpiredTokenException" => format!("the temporary credentials from {source} have expired: get new ones"),
+        "UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException" => {
+            format!("the IAM user or role of these credentials may not call ec2:{action}: grant it (sfuctl needs ec2:Describe*, RunInstances, TerminateInstances, CreateTags, ImportKeyPair, DeleteKeyPair, CreateSecurityGroup, DeleteSecurityGroup, Authorize/RevokeSecurityGroupIngress, AuthorizeSecurityGroupEgress)")
+        }
+        "OptInRequired" => "the account is not subscribed to EC2 in this region (or the region is not enabled): enable it in the AWS console".into(),
+        "InsufficientInstanceCapacity" => "AWS has no capacity for this instance type here right now: try another `provider.size` or region, or run again later".into(),
+        "InstanceLimitExceeded" | "VcpuLimitExceeded" => "the account's instance (vCPU) quota in this region is used up: request a quota increase or delete instances".into(),
+        "VPCIdNotSpecified" | "MissingInput" | "InvalidVpcID.NotFound" => "sfuctl uses the region's default VPC, and there is none: create one with `aws ec2 create-default-vpc`".into(),
+        c if c.starts_with("InvalidAMIID") => "check `provider.image`: the AMI must exist in this region and be visible to the account".into(),
+        "InvalidInstanceType" | "Unsupported" => "check `provider.size`: the instance type must be offered in this region".into(),
+        c if THROTTLED.contains(&c) => "EC2's request rate limit was hit (other tools on the same account count too): wait a minute and run again".into(),
+        _ if status.is_server_error() => "AWS had a problem on its side; run again in a little while".into(),
+        _ => return None,
+    })
+}
+
+fn chain_text(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn creds(secret: &str) -> Credentials {
+        Credentials { access_key_id: "AKIDEXAMPLE".into(), secret_access_key: Secret::new(secret), session_token: None, source: "test".into() }
+    }
+
+    /// AWS's published SigV4 example (IAM ListUsers, "Create a signed AWS API request" in the IAM user guide):
+    /// the signature must come out exactly.
+    #[test]
+    fn signs_the_published_example() {
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160); // 2015-08-30T12:36:00Z
+        let headers = sign_request(
+            &creds("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+            "us-east-1",
+            "iam",
+            "GET",
+            "https://iam.amazonaws.com/?Action=ListUsers&Version=2010-05-08",
+            "iam.amazonaws.com",
+            "application/x-www-form-urlencoded; charset=utf-8",
+            "",
+            time,
+        )
+        .unwrap();
+        let auth = headers["authorization"].to_str().unwrap();
+        assert_eq!(
+            auth,
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
+        );
+        assert_eq!(headers["x-amz-date"], "20150830T123600Z");
+        assert!(headers["authorization"].is_sensitive());
+    }
+
+    #[test]
+    fn the_session_token_is_sent_and_signed() {
+        let mut c = creds("s");
+        c.session_token = Some(Secret::new("the-token"));
+        let h = sign_request(&c, "us-east-1", "ec2", "POST", "https://ec2.us-east-1.amazonaws.com/", "ec2.us-east-1.amazonaws.com", FORM, "Action=DescribeRegions", SystemTime::now()).unwrap();
+        assert_eq!(h["x-amz-security-token"], "the-token");
+        assert!(h["x-amz-security-token"].is_sensitive());
+        assert!(h["authorization"].to_str().unwrap().contains("x-amz-security-token"));
+    }
+
+    #[test]
+    fn params_encode_as_a_form_with_numbered_filters() {
+        let mut p = Params::new();
+        p.filter("tag:sfuctl", &["demo"]).filter("instance-state-name", &["pending", "running"]).set("UserData", "a+b/c=").set("Name", "x-*_.~ é");
+        assert_eq!(
+            p.body("DescribeInstances"),
+            "Action=DescribeInstances&Version=2016-11-15&Filter.1.Name=tag%3Asfuctl&Filter.1.Value.1=demo&Filter.2.Name=instance-state-name&Filter.2.Value.1=pending&Filter.2.Value.2=running&UserData=a%2Bb%2Fc%3D&Name=x-%2A_.~+%C3%A9"
+        );
+        assert!(is_mutating("RunInstances") && !is_mutating("DescribeInstances"));
+    }
+
+    #[test]
+    fn error_bodies_of_every_shape_give_code_and_message() {
+        let ec2 = br#"<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>InvalidGroup.NotFound</Code><Message>The security group 'sg-1' does not exist</Message></Error></Errors><RequestID>r</RequestID></Response>"#;
+        assert_eq!(error_of(StatusCode::BAD_REQUEST, ec2), ("InvalidGroup.NotFound".into(), "The security group 'sg-1' does not exist".into()));
+        let moto = br#"<Response xmlns="http://ec2.amazonaws.com/doc/2016-11-15"><Errors><Error><Code>X</Code><Message>y</Message></Error></Errors></Response>"#;
+        assert_eq!(error_of(StatusCode::BAD_REQUEST, moto).0, "X");
+        let auth = br#"<ErrorResponse><Errors><Error><Code>AuthFailure</Code><Message>AWS was not able to validate the provided access credentials</Message><Type>Sender</Type></Error></Errors></ErrorResponse>"#;
+        assert_eq!(error_of(StatusCode::UNAUTHORIZED, auth).0, "AuthFailure");
+        let iam = br#"<ErrorResponse><Error><Type>Sender</Type><Code>SignatureDoesNotMatch</Code><Message>bad</Message></Error></ErrorResponse>"#;
+        assert_eq!(error_of(StatusCode::FORBIDDEN, iam).0, "SignatureDoesNotMatch");
+        let html = b"<!doctype html><html><title>500 Internal Server Error</title></html>";
+        let (code, message) = error_of(StatusCode::INTERNAL_SERVER_ERROR, html);
+        assert_eq!(code, "HTTP 500");
+        assert!(message.contains("Internal Server Error"), "{message}");
+    }
+
+    #[test]
+    fn auth_and_permission_errors_carry_the_code_and_a_hint() {
+        let err = api_error("DescribeInstances", StatusCode::UNAUTHORIZED, "AuthFailure", "AWS was not able to validate the provided access credentials", 1, "$AWS_ACCESS_KEY_ID / $AWS_SECRET_ACCESS_KEY");
+        let text = crate::error::render(&err);
+        assert!(text.starts_with("error: EC2 DescribeInstances returned 401 AuthFailure\n  Caused by: AuthFailure: AWS was not able"), "{text}");
+        assert!(text.contains("hint: AWS did not accept the credentials") && text.contains("clock"), "{text}");
+        assert_eq!(crate::http::api_code(&err).as_deref(), Some("AuthFailure"));
+        let err = api_error("RunInstances", StatusCode::FORBIDDEN, "UnauthorizedOperation", "You are not authorized", 1, "x");
+        assert!(crate::error::render(&err).contains("may not call ec2:RunInstances"));
+        let err = api_error("RunInstances", StatusCode::SERVICE_UNAVAILABLE, "RequestLimitExceeded", "Request limit exceeded.", 5, "x");
+        let text = crate::error::render(&err);
+        assert!(text.contains("(after 5 attempts)") && text.contains("rate limit"), "{text}");
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback_and_no_secret_in_debug() {
+        assert!(Query::new("http://127.0.0.1:5000", "us-east-1", creds("s3cr3t"), RetryPolicy::default()).is_ok());
+        assert!(Query::new("http://ec2.example.com", "us-east-1", creds("s"), RetryPolicy::default()).is_err());
+        assert!(Query::new("https://ec2.us-east-1.amazonaws.com/x", "us-east-1", creds("s"), RetryPolicy::default()).is_err());
+        let q = Query::new("https://ec2.us-east-1.amazonaws.com", "us-east-1", creds("s3cr3t"), RetryPolicy::default()).unwrap();
+        assert!(!format!("{q:?}").contains("s3cr3t"));
+    }
+}
