@@ -165,13 +165,27 @@ pub struct RequestStats {
     pub waited_ms: u64,
 }
 
+/// Request counters shared by a client's clones (the JSON client here, the EC2 Query client).
 #[derive(Default)]
-struct Counters {
-    total: AtomicU64,
-    mutating: AtomicU64,
-    retries: AtomicU64,
-    rate_limited: AtomicU64,
-    waited_ms: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) total: AtomicU64,
+    pub(crate) mutating: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) waited_ms: AtomicU64,
+}
+
+impl Counters {
+    /// The counts so far.
+    pub(crate) fn snapshot(&self) -> RequestStats {
+        RequestStats {
+            total: self.total.load(Ordering::Relaxed),
+            mutating: self.mutating.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            waited_ms: self.waited_ms.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// The cause of a failed API call: the provider's own message and what is known about the failure.
@@ -332,14 +346,7 @@ impl Client {
 
     /// The requests sent so far.
     pub fn stats(&self) -> RequestStats {
-        let c = &self.inner.counters;
-        RequestStats {
-            total: c.total.load(Ordering::Relaxed),
-            mutating: c.mutating.load(Ordering::Relaxed),
-            retries: c.retries.load(Ordering::Relaxed),
-            rate_limited: c.rate_limited.load(Ordering::Relaxed),
-            waited_ms: c.waited_ms.load(Ordering::Relaxed),
-        }
+        self.inner.counters.snapshot()
     }
 
     /// Starts a request: `client.request(Method::GET, "/v2/droplets").query("tag_name", t).send().await`.
@@ -578,7 +585,8 @@ fn snippet(body: &[u8]) -> String {
     if cut.is_empty() { "(empty)".into() } else { format!("`{cut}`") }
 }
 
-fn chain_text(e: &dyn std::error::Error) -> String {
+/// An error and its sources as one line, without repeating a source its parent already quoted.
+pub(crate) fn chain_text(e: &dyn std::error::Error) -> String {
     let mut parts = vec![e.to_string()];
     let mut source = e.source();
     while let Some(s) = source {

@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
@@ -20,7 +20,7 @@ use reqwest::{StatusCode, Url};
 
 use super::config::Credentials;
 use crate::error::UserError;
-use crate::http::{ApiFailure, RequestStats, RetryPolicy};
+use crate::http::{ApiFailure, Counters, RequestStats, RetryPolicy};
 
 /// The EC2 API version every request names.
 pub const VERSION: &str = "2016-11-15";
@@ -96,14 +96,7 @@ pub fn is_mutating(action: &str) -> bool {
     !action.starts_with("Describe")
 }
 
-#[derive(Default)]
-struct Counters {
-    total: AtomicU64,
-    mutating: AtomicU64,
-    retries: AtomicU64,
-    rate_limited: AtomicU64,
-    waited_ms: AtomicU64,
-}
+
 
 struct Inner {
     http: reqwest::Client,
@@ -174,14 +167,7 @@ impl Query {
 
     /// The requests sent so far.
     pub fn stats(&self) -> RequestStats {
-        let c = &self.inner.counters;
-        RequestStats {
-            total: c.total.load(Ordering::Relaxed),
-            mutating: c.mutating.load(Ordering::Relaxed),
-            retries: c.retries.load(Ordering::Relaxed),
-            rate_limited: c.rate_limited.load(Ordering::Relaxed),
-            waited_ms: c.waited_ms.load(Ordering::Relaxed),
-        }
+        self.inner.counters.snapshot()
     }
 
     /// The signed headers of one request at `time` (`authorization`, `x-amz-date`, `x-amz-security-token`).
@@ -238,7 +224,7 @@ impl Query {
                     let tries = if attempt > 1 { format!(" (after {attempt} attempts)") } else { String::new() };
                     return Err(UserError::failed(format!("EC2 {action} {what}{tries}"))
                         .hint(format!("check the network and the EC2 endpoint ({})", inner.url.as_str().trim_end_matches('/')))
-                        .caused_by(ApiFailure { status: None, code: None, message: chain_text(&e.without_url()), maybe_applied: is_mutating(action) })
+                        .caused_by(ApiFailure { status: None, code: None, message: crate::http::chain_text(&e.without_url()), maybe_applied: is_mutating(action) })
                         .into());
                 }
             }
@@ -347,19 +333,6 @@ fn hint_for(action: &str, status: StatusCode, code: &str, source: &str) -> Optio
         _ if status.is_server_error() => "AWS had a problem on its side; run again in a little while".into(),
         _ => return None,
     })
-}
-
-fn chain_text(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]
