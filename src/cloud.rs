@@ -165,7 +165,11 @@ impl Diff {
         }
         match &self.firewall {
             FirewallChange::Create => {
-                let mut details = vec![format!("{} cloud firewall, attached by tag {}", data.title, owner.tag())];
+                let attached = match spec.provider.kind {
+                    ProviderKind::Aws => format!("security group in the default VPC, tagged {}, given to each instance at launch", owner.tag()),
+                    _ => format!("cloud firewall, attached by tag {}", owner.tag()),
+                };
+                let mut details = vec![format!("{} {attached}", data.title)];
                 details.extend(crate::plan::rule_lines(&spec.manifest().cloud_rules()));
                 details.extend(crate::plan::outbound_line(spec));
                 out.push(change(Action::Create, "firewall", owner.firewall_name(), details));

@@ -123,7 +123,8 @@ impl Plan {
                 host: None,
                 details: vec![format!("from {}  (an existing key with the same fingerprint is reused)", resolve_path(&public_key, base_dir).display())],
             });
-            let mut details = vec![format!("{} cloud firewall, owner tag {owner}", data.title)];
+            let what = if spec.provider.kind == ProviderKind::Aws { "security group" } else { "cloud firewall" };
+            let mut details = vec![format!("{} {what}, owner tag {owner}", data.title)];
             details.extend(rule_lines(&rules));
             details.extend(outbound_line(spec));
             resources.push(Change { action: Action::Create, kind: "firewall", name: resource.clone(), host: None, details });
