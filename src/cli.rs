@@ -17,12 +17,12 @@ use crate::error::{self, Exit};
 #[command(after_help = "\
 Examples:
   sfuctl validate examples/janus-linode.yaml
+  sfuctl plan examples/mediasoup-digitalocean.yaml
+  sfuctl render examples/janus-linode.yaml --out /tmp/janus --address 203.0.113.5
   sfuctl up examples/existing-host.yaml
   sfuctl status examples/existing-host.yaml --output json
   sfuctl audit examples/existing-host.yaml
   sfuctl down examples/existing-host.yaml --yes
-  sfuctl plan examples/mediasoup-digitalocean.yaml
-  sfuctl render examples/janus-linode.yaml --out /tmp/janus --address 203.0.113.5
 
 Exit codes: 0 success; 1 an operation failed; 2 bad input (nothing was changed); 3 a check failed
 (plan --detailed-exitcode: changes pending).")]
