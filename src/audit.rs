@@ -115,7 +115,7 @@ pub struct AuditOptions {
 
 impl Default for AuditOptions {
     fn default() -> Self {
-        Self { sample: None, probe_timeout: Duration::from_millis(1500) }
+        Self { sample: None, probe_timeout: Duration::from_millis(2000) }
     }
 }
 

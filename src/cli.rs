@@ -166,7 +166,7 @@ pub struct AuditArgs {
     /// Probe only N ports of the media range, spread evenly (default: every free port).
     #[arg(long, value_name = "N")]
     pub sample: Option<usize>,
-    /// Milliseconds to wait for UDP answers [default: 1500].
+    /// Milliseconds to wait for UDP answers [default: 2000]. A fully dropped range takes this long, by design.
     #[arg(long, value_name = "MS")]
     pub probe_timeout_ms: Option<u64>,
     /// Seconds to wait for SSH [default: 10].

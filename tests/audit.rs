@@ -51,7 +51,8 @@ fn nft(host: Option<&TestHost>, ruleset: &str) {
 
 /// Runs `audit --output json` and returns (exit code, the host's entry).
 fn audit(dep: &Deployment) -> (i32, Value) {
-    let out = dep.sfuctl(&["audit", "--output", "json"]).output().unwrap();
+    // A generous probe budget: the tests share 2 cores with several others.
+    let out = dep.sfuctl(&["audit", "--output", "json", "--probe-timeout-ms", "4000"]).output().unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
     (out.status.code().unwrap_or(-1), v["hosts"][0].clone())
 }

@@ -23,7 +23,7 @@ pub async fn execute(args: &AuditArgs, output: Output) -> Result<Exit> {
     let provider = if spec.provider.kind.is_cloud() { Some(cloud::require_provider(&spec)?) } else { None };
     let (hosts, cloud_view) = hosts_and_cloud(&spec, provider.as_deref()).await?;
     let dep = Deployment::new(spec, base_dir(&args.spec), timeouts(args.connect_timeout, None))?;
-    let opts = AuditOptions { sample: args.sample, probe_timeout: Duration::from_millis(args.probe_timeout_ms.unwrap_or(1500)) };
+    let opts = AuditOptions { sample: args.sample, probe_timeout: args.probe_timeout_ms.map_or(AuditOptions::default().probe_timeout, Duration::from_millis) };
     run(&dep, &hosts, cloud_view, opts, output).await
 }
 
