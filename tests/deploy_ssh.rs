@@ -232,3 +232,31 @@ fn ssh_agent_is_used_when_the_spec_names_no_key() {
     dep.sfuctl(&["up", "--no-audit"]).env("SSH_AUTH_SOCK", &sock).assert().success();
     dep.sfuctl(&["down", "--yes"]).env("SSH_AUTH_SOCK", &sock).assert().success();
 }
+
+#[test]
+fn a_non_root_login_with_sudo_deploys_runs_as_that_user_and_cleans_up() {
+    require_tool("turnserver", "coturn");
+    assert!(
+        std::process::Command::new("id").arg("sfutest").output().is_ok_and(|o| o.status.success()),
+        "the user `sfutest` with passwordless sudo is missing: run `scripts/testbed/install`"
+    );
+    let host = TestHost::start("sudo");
+    let dep = Deployment::new(&host, "sudo", COTURN, "");
+    let spec = std::fs::read_to_string(dep.spec()).unwrap().replace("  user: root\n", "  user: sfutest\n");
+    std::fs::write(dep.spec(), spec).unwrap();
+    let up = json(&dep.sfuctl(&["up", "--output", "json"]).assert().success());
+    assert_eq!(up["audit"]["ok"], true, "{up}");
+    // The service runs as the login user (the default run_as for existing hosts), not as root.
+    let ps = std::process::Command::new("ps").args(["-o", "user=,args=", "-C", "turnserver"]).output().unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    let line = ps.lines().find(|l| l.contains(&format!("/opt/sfuctl/{}/", dep.name))).unwrap_or_else(|| panic!("turnserver not found: {ps}"));
+    assert!(line.starts_with("sfutest "), "{line}");
+    use std::os::unix::fs::MetadataExt;
+    let conf = std::fs::metadata(dep.root().join("config/turnserver.conf")).unwrap();
+    let uid = String::from_utf8_lossy(&std::process::Command::new("id").args(["-u", "sfutest"]).output().unwrap().stdout).trim().parse::<u32>().unwrap();
+    assert_eq!(conf.uid(), uid, "uploads are made as the login user");
+    dep.sfuctl(&["up"]).assert().success().stdout(predicate::str::contains("No changes."));
+    dep.sfuctl(&["down", "--yes"]).assert().success();
+    assert!(!dep.root().exists());
+    assert_eq!(service_processes(&host), Vec::<String>::new());
+}
