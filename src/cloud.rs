@@ -305,33 +305,33 @@ pub async fn apply(
         report.servers_deleted.push(server.name.clone());
     }
 
-    // Wait for every wanted server to run with a public IPv4, concurrently.
+    // Wait for every wanted server to run with a public IPv4: one list by tag per round, however many servers
+    // there are (polling each one would spend the API's rate limit ten times as fast for ten servers).
     let mut servers: Vec<Server> = diff.keep.iter().chain(created.iter()).cloned().collect();
     servers.sort_by_key(|s| index_of(&owner, &s.name));
-    let mut waits = tokio::task::JoinSet::new();
-    for (i, server) in servers.iter().enumerate() {
-        if server.is_up() {
-            continue;
-        }
-        let (provider, id, name) = (Arc::clone(&provider), server.id.clone(), server.name.clone());
-        waits.spawn(async move {
-            let up = wait::until(&format!("server {name} to run with a public IPv4"), SERVER_TIMEOUT, Duration::from_secs(1), || {
-                let (provider, id) = (Arc::clone(&provider), id.clone());
-                async move {
-                    Ok(match provider.get_server(&id).await? {
-                        Some(s) if s.is_up() => Check::Done(s),
-                        Some(s) => Check::NotYet(format!("status {}", s.status)),
-                        None => return Err(UserError::failed(format!("server {id} disappeared while sfuctl waited for it")).into()),
-                    })
+    if servers.iter().any(|s| !s.is_up()) {
+        let wanted: Vec<_> = servers.iter().map(|s| s.id.clone()).collect();
+        let what = if wanted.len() == 1 { format!("server {} to run with a public IPv4", servers[0].name) } else { format!("{} servers to run with a public IPv4", wanted.len()) };
+        servers = wait::until(&what, SERVER_TIMEOUT, Duration::from_secs(1), || {
+            let (provider, owner, wanted) = (Arc::clone(&provider), owner.clone(), wanted.clone());
+            async move {
+                let listed = provider.list_servers(&owner).await?;
+                let mut found = Vec::new();
+                for id in &wanted {
+                    match listed.iter().find(|s| &s.id == id) {
+                        Some(s) if s.is_up() => found.push(s.clone()),
+                        Some(s) => return Ok(Check::NotYet(format!("{} is {}", s.name, s.status))),
+                        // Just created, a list may not show it yet (eventual consistency); gone is an error.
+                        None => match provider.get_server(id).await? {
+                            Some(s) => return Ok(Check::NotYet(format!("{} is {} (not listed yet)", s.name, s.status))),
+                            None => return Err(UserError::failed(format!("server {id} disappeared while sfuctl waited for it")).into()),
+                        },
+                    }
                 }
-            })
-            .await?;
-            Ok::<(usize, Server), anyhow::Error>((i, up))
-        });
-    }
-    while let Some(joined) = waits.join_next().await {
-        let (i, up) = joined.map_err(anyhow::Error::from).and_then(|r| r)?;
-        servers[i] = up;
+                Ok(Check::Done(found))
+            }
+        })
+        .await?;
     }
 
     if !firewall.ready {
