@@ -41,7 +41,7 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
         None => None,
     };
     let dep = Deployment::new(spec, base, timeouts(args.connect_timeout, args.health_timeout))?;
-    let (hosts, cloud_report) = match provider {
+    let (hosts, mut cloud_report) = match provider.clone() {
         Some(provider) => {
             let yes = args.yes;
             let (hosts, report) = cloud::apply(&dep, provider, &renderer, &secret, |extra| {
@@ -63,7 +63,6 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     // Every host deployed: prove it from outside, unless asked not to.
     let all_deployed = results.iter().all(|(_, r)| r.is_ok());
     let audit = if all_deployed && !args.no_audit {
-        let provider = if dep.spec.provider.kind.is_cloud() { Some(cloud::require_provider(&dep.spec)?) } else { None };
         let (_, view) = commands::audit::hosts_and_cloud(&dep.spec, provider.as_deref()).await?;
         let opts = AuditOptions { sample: args.sample, ..AuditOptions::default() };
         let sessions = results.iter().filter_map(|(_, r)| r.as_ref().ok().and_then(|o| o.session.clone())).collect();
@@ -71,6 +70,12 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     } else {
         None
     };
+
+    // Every API request of this run, the audit's refresh included.
+    if let (Some(report), Some(provider)) = (cloud_report.as_mut(), provider.as_ref()) {
+        let stats = provider.requests();
+        (report.requests, report.mutating_requests) = (stats.total, stats.mutating);
+    }
 
     let ok: Vec<_> = results.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
     let cloud_changed = cloud_report
