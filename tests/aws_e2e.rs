@@ -106,7 +106,10 @@ fn aws_plan_up_converge_status_and_down_with_signatures_checked() {
     let up = json(&dep.sfuctl(&moto, &["up", "--output", "json"]).assert().success());
     assert_eq!(up["changed"], false, "{up}");
     assert_eq!(up["cloud"]["mutating_requests"], 0, "{up}");
-    assert_eq!(up["cloud"]["requests"], 4, "refresh only: instances by tag, the group, its instances, key pairs: {up}");
+    assert_eq!(
+        up["cloud"]["requests"], 7,
+        "reads only: the refresh (instances by tag, the group, its instances, key pairs) and the audit's (the first three): {up}"
+    );
     assert_eq!(moto.inventory(), inv, "nothing changed in EC2");
     dep.sfuctl(&moto, &["up"]).assert().success().stdout(predicate::str::contains("No changes."));
     dep.sfuctl(&moto, &["plan"]).assert().success().stdout(predicate::str::contains("No changes."));
