@@ -35,7 +35,10 @@ pub fn stun_binding(target: SocketAddr, timeout: Duration) -> Result<SocketAddr>
     let mut buf = [0u8; 1500];
     // UDP may drop a datagram: resend every 250 ms until the deadline.
     while Instant::now() < deadline {
-        socket.send(&request)?;
+        match socket.send(&request) {
+            Err(e) if e.kind() != std::io::ErrorKind::Interrupted => return Err(e.into()),
+            _ => {}
+        }
         let wait = (deadline - Instant::now()).min(Duration::from_millis(250)).max(Duration::from_millis(1));
         socket.set_read_timeout(Some(wait))?;
         match socket.recv(&mut buf) {
@@ -44,7 +47,8 @@ pub fn stun_binding(target: SocketAddr, timeout: Duration) -> Result<SocketAddr>
                     return Ok(addr);
                 }
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            // A signal (SIGCHLD, SIGWINCH) interrupting the wait is no answer either: wait on.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => bail!("nothing listens on udp {target} (ICMP port unreachable)"),
             Err(e) => return Err(e.into()),
         }
@@ -235,7 +239,7 @@ pub fn udp_range(target: IpAddr, ports: &[u16], key: &[u8], timeout: Duration) -
                     match socket.recv_from(&mut buf) {
                         Ok((n, from)) => accept(n, from, &buf, &mut sent)?,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                        Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::Interrupted) => continue,
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -250,7 +254,10 @@ pub fn udp_range(target: IpAddr, ports: &[u16], key: &[u8], timeout: Duration) -
         socket.set_read_timeout(Some(wait))?;
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => accept(n, from, &buf, &mut sent)?,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::ConnectionRefused) => {}
+            Err(e) if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::Interrupted
+            ) => {}
             Err(e) => return Err(e.into()),
         }
     }
