@@ -450,14 +450,14 @@ pub async fn destroy(provider: Arc<dyn Provider>, owner: &Owner, current: &Curre
     out
 }
 
-/// The hosts of a cloud deployment as they exist now (for `status`), or of an ssh deployment from its spec.
-pub async fn existing_hosts(spec: &Spec, provider: Option<&dyn Provider>) -> Result<(Vec<HostTarget>, Vec<Server>)> {
+/// The hosts of a deployment as they exist now, with what the refresh found on a cloud (`None` for existing
+/// hosts, which come from the spec).
+pub async fn existing_hosts(spec: &Spec, provider: Option<&dyn Provider>) -> Result<(Vec<HostTarget>, Option<Current>)> {
     match provider {
         Some(p) => {
-            let owner = Owner::new(&spec.name);
-            let current = refresh(p, &owner, None).await?;
-            Ok((targets(spec, &current.servers), current.servers))
+            let current = refresh(p, &Owner::new(&spec.name), None).await?;
+            Ok((targets(spec, &current.servers), Some(current)))
         }
-        None => Ok((host_targets(spec, PLACEHOLDER_ADDRESS), Vec::new())),
+        None => Ok((host_targets(spec, PLACEHOLDER_ADDRESS), None)),
     }
 }

@@ -3,7 +3,6 @@
 //! firewall, start or restart the service once, and wait until it is healthy. Also what `status` and `down` do
 //! on a host. Hosts are handled concurrently.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -427,10 +426,6 @@ async fn service_state(session: &Session, scripts: &ServiceScripts<'_>) -> Resul
     Ok(ServiceState::parse(&run_as_root(session, &scripts.status()).await?))
 }
 
-async fn bound_ports(session: &Session) -> Result<BTreeSet<(Protocol, u16)>> {
-    Ok(health::bound_ports(&session.remote.exec_checked(health::SOCKETS_SCRIPT).await?.stdout))
-}
-
 /// Waits until the service runs, has bound its ports and answers its kind's probe. On timeout, the error carries
 /// the last lines of the service's log.
 async fn wait_healthy(dep: &Deployment, session: &Session, scripts: &ServiceScripts<'_>) -> Result<Vec<String>> {
@@ -505,24 +500,22 @@ pub struct HostStatus {
 pub async fn status_host(dep: &Deployment, host: &HostTarget) -> Result<HostStatus> {
     let session = dep.connect(host).await?;
     let scripts = ServiceScripts { manager: session.facts.manager, name: &service_name(&dep.spec), layout: &dep.layout, run_as: "" };
-    let service = service_state(&session, &scripts).await?;
-    let bound = bound_ports(&session).await?;
+    // One round trip: the service, the sockets, the artifact marker and sfuctl's nftables table.
+    let out = run_as_root(&session, &format!("{}{}{}\n", inspect_script(&[], &dep.layout, &nft_table(&dep.spec)), scripts.status(), health::SOCKETS_SCRIPT)).await?;
+    let seen = HostInspection::parse(&out);
+    let bound = health::bound_ports(&out);
     let (ports_bound, ports_missing): (Vec<_>, Vec<_>) =
         health::expected_ports(&dep.manifest).into_iter().partition(|p| bound.contains(p));
     let show = |v: Vec<(Protocol, u16)>| v.into_iter().map(|(p, n)| format!("{p} {n}")).collect();
-    let marker = session.remote.exec(format!("cat {} 2>/dev/null", q(&dep.layout.artifact_marker))).await?.stdout.trim().to_string();
-    let table = nft_table(&dep.spec);
-    let host_firewall = session.facts.nft
-        && run_as_root(&session, &format!("nft list table inet {table} >/dev/null 2>&1 && echo present || true")).await?.contains("present");
     Ok(HostStatus {
         name: host.name.clone(),
         address: host.address.clone(),
         manager: session.facts.manager,
-        service,
-        artifact_sha256: (!marker.is_empty()).then_some(marker),
+        service: seen.service,
+        artifact_sha256: seen.marker,
         ports_bound: show(ports_bound),
         ports_missing: show(ports_missing),
-        host_firewall,
+        host_firewall: seen.table_present,
     })
 }
 

@@ -53,11 +53,6 @@ impl UserError {
         Self { message: message.into(), hint: None, exit: Exit::Failed, source: None }
     }
 
-    /// A failed check (audit): exit code 3.
-    pub fn check_failed(message: impl Into<String>) -> Self {
-        Self { message: message.into(), hint: None, exit: Exit::CheckFailed, source: None }
-    }
-
     /// Adds the line printed after `hint:`.
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());

@@ -12,7 +12,7 @@ use crate::cloud;
 use crate::commands::{base_dir, load_valid_spec, timeouts};
 use crate::deploy::{Deployment, Session, for_each_host};
 use crate::error::{Exit, report};
-use crate::provider::{Owner, Provider};
+use crate::provider::Provider;
 use crate::render::HostTarget;
 use crate::spec::{FileCheck, ProviderKind};
 
@@ -29,18 +29,14 @@ pub async fn execute(args: &AuditArgs, output: Output) -> Result<Exit> {
 
 /// The hosts to audit and, on a cloud, what the provider says about them.
 pub async fn hosts_and_cloud(spec: &crate::spec::Spec, provider: Option<&dyn Provider>) -> Result<(Vec<HostTarget>, Option<CloudView>)> {
-    let Some(provider) = provider else {
-        return Ok((cloud::existing_hosts(spec, None).await?.0, None));
-    };
-    let owner = Owner::new(&spec.name);
-    let current = cloud::refresh(provider, &owner, None).await?;
-    let view = CloudView {
+    let (hosts, current) = cloud::existing_hosts(spec, provider).await?;
+    let view = provider.zip(current).map(|(provider, current)| CloudView {
         provider: provider.name(),
-        firewall: current.firewall.clone(),
-        servers: current.servers.clone(),
+        firewall: current.firewall,
+        servers: current.servers,
         needs_outbound_rules: spec.provider.kind == ProviderKind::Digitalocean,
-    };
-    Ok((cloud::targets(spec, &current.servers), Some(view)))
+    });
+    Ok((hosts, view))
 }
 
 /// Audits every host concurrently, reusing open sessions (by host name) where there are some; results in the

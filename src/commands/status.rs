@@ -16,7 +16,8 @@ pub async fn execute(args: &StatusArgs, output: Output) -> Result<Exit> {
     let loaded = load_valid_spec(&args.spec, FileCheck::Warn)?;
     let spec = loaded.spec;
     let provider = if spec.provider.kind.is_cloud() { Some(cloud::require_provider(&spec)?) } else { None };
-    let (hosts, servers) = cloud::existing_hosts(&spec, provider.as_deref()).await?;
+    let (hosts, current) = cloud::existing_hosts(&spec, provider.as_deref()).await?;
+    let servers = current.map(|c| c.servers).unwrap_or_default();
     if provider.is_some() && servers.is_empty() {
         eprintln!("No servers carry the tag sfuctl:{}: nothing is deployed (run `sfuctl up`).", spec.name);
     }
