@@ -1,28 +1,26 @@
-"""OpenAPI 3.0 request/response validation shared by the API fakes under tests/fakes.
+"""Generic OpenAPI 3.0 request/response validation for the cloud fakes under tests/fakes.
 
-Generalised from the DigitalOcean fake's validator (digitalocean/do_openapi.py is now a
-thin wrapper around this module).  A fake gives it the path of an official, unmodified
-OpenAPI document; the document is parsed once per process, and the parsed form is cached
-as JSON under a cache directory keyed by the SHA-256 of the file, so a second process
-loads it in ~0.1 s instead of seconds (PyYAML with libyaml).
+Generalised from digitalocean/do_openapi.py (which stays as it is): the validator works
+on an already-loaded document, so each fake loads its own file (YAML with a JSON cache,
+or plain JSON), applies the load-time patches it needs (named, each with its reason),
+and hands the result over:
+
+    doc, info = load_document(path, cache_prefix="vultr-openapi")
+    apply_my_patches(doc)
+    v = OpenAPIValidator(doc, info)
+    res = v.validate_request("POST", "/instances", "", headers, body_bytes)
 
 Schema semantics come from `openapi-schema-validator` (OAS 3.0 dialect: `nullable`,
 OAS formats, readOnly/writeOnly handling):
   * request bodies  -> OAS30WriteValidator (readOnly properties may not be sent and
                        are not `required`)
-  * responses       -> OAS30ReadValidator  (used by the self-tests only)
-  * parameters      -> OAS30Validator      (ignores readOnly, see the DO fake's notes)
-Routing, parameter extraction/casting and content-type checks are done here.
-$refs are resolved lazily with `referencing` against the whole document.
-
-Hooks for documents with known defects (the file itself is never modified):
-  * relax(doc) -> list[dict]: edits the in-memory copy after loading (the JSON cache
-    always holds the document as published) and returns one record per relaxation;
-  * param_patterns: a regex per path-parameter name, for IDs that contain '/';
-  * format_overrides: replacement format checkers, e.g. a looser 'date-time'.
-Every failure is reported twice: as a text line in `errors` (with the JSON path) and as
-a structured problem {"where", "field", "reason"} in `problems`, so a fake can answer in
-its provider's error shape.
+  * responses       -> OAS30ReadValidator  (used by the self-tests)
+  * parameters      -> OAS30Validator      (readOnly is ignored there)
+Routing (literal segments win over templated ones), parameter extraction/casting and
+content-type checks are done here. $refs are resolved lazily with `referencing`
+against the whole document, so defects in unrelated parts of a document never matter.
+Operations are looked up by the path *relative to the server URL* (strip "/v2" etc.
+first).
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 MISSING_DEPS_MSG = (
-    "The sfuctl API fakes need PyYAML and openapi-schema-validator (pinned in "
+    "The cloud fakes need PyYAML and openapi-schema-validator (pinned in "
     "tests/fakes/requirements.txt). Install them with `scripts/testbed/fake-deps` "
     "(as root) and run the fake with /opt/sfuctl-testbed/venv/bin/python. "
     "Request validation is never skipped."
@@ -46,7 +44,6 @@ MISSING_DEPS_MSG = (
 
 try:
     import yaml
-    from jsonschema import FormatChecker
     from jsonschema.exceptions import best_match
     from openapi_schema_validator import (
         OAS30ReadValidator,
@@ -61,63 +58,70 @@ except ImportError as exc:  # pragma: no cover - exercised by hand
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 SPEC_URI = "urn:sfuctl-fake-openapi"
 
+
 def find_spec(filename: str, env_var: str) -> str:
-    """$env_var if set, else shared/specs/<filename> beside the repo, else /work/shared."""
+    """`$env_var`, else ../shared/specs/<filename> beside the repo, else shared/specs in
+    the repo, else /work/shared/specs. Returns the first candidate if none exists."""
     env = os.environ.get(env_var)
     if env:
         return env
     here = os.path.dirname(os.path.abspath(__file__))
     repo = os.path.normpath(os.path.join(here, "..", ".."))
-    for cand in (
+    cands = [
         os.path.join(repo, "..", "shared", "specs", filename),
         os.path.join(repo, "shared", "specs", filename),
         os.path.join("/work/shared/specs", filename),
-    ):
+    ]
+    for cand in cands:
         if os.path.exists(cand):
             return os.path.normpath(cand)
-    return os.path.normpath(os.path.join(repo, "..", "shared", "specs", filename))
+    return os.path.normpath(cands[0])
 
 
-def _cache_dir() -> str:
-    base = os.environ.get("SFUCTL_FAKE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(tempfile.gettempdir()),
+def cache_dir() -> str:
+    return os.environ.get("SFUCTL_FAKE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or tempfile.gettempdir(),
         "sfuctl-testbed-cache",
     )
-    return base
 
 
-def load_spec(path: str, use_cache: bool = True,
-              cache_prefix: str = "openapi") -> tuple[dict, dict]:
-    """Returns (document, info) where info has timing and cache details."""
+def load_document(path: str, use_cache: bool = True,
+                  cache_prefix: str = "openapi") -> tuple[dict, dict]:
+    """Returns (document, info). JSON is parsed directly (fast); YAML is parsed once and
+    cached as JSON keyed by the SHA-256 of the file. The file itself is never written."""
     t0 = time.monotonic()
     with open(path, "rb") as f:
         raw = f.read()
     digest = hashlib.sha256(raw).hexdigest()
     info: dict[str, Any] = {"path": path, "sha256": digest, "bytes": len(raw)}
-    cache_file = os.path.join(_cache_dir(), f"{cache_prefix}-{digest[:24]}.json")
-    doc = None
-    if use_cache and os.path.exists(cache_file):
-        try:
-            with open(cache_file, "rb") as f:
-                doc = json.loads(f.read())
-            info["source"] = "json-cache"
-        except (OSError, ValueError):
-            doc = None
-    if doc is None:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        doc = yaml.load(raw, Loader=loader)
-        info["source"] = "yaml" + ("+libyaml" if loader is not yaml.SafeLoader else "")
-        if use_cache:
+    if path.endswith(".json"):
+        doc = json.loads(raw)
+        info["source"] = "json"
+    else:
+        cache_file = os.path.join(cache_dir(), f"{cache_prefix}-{digest[:24]}.json")
+        info["cache_file"] = cache_file
+        doc = None
+        if use_cache and os.path.exists(cache_file):
             try:
-                os.makedirs(_cache_dir(), exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=_cache_dir(), suffix=".tmp")
-                with os.fdopen(fd, "w") as f:
-                    json.dump(doc, f)
-                os.replace(tmp, cache_file)  # atomic: safe with parallel fakes
-                info["cache_written"] = cache_file
-            except OSError:
-                pass
-    info["cache_file"] = cache_file
+                with open(cache_file, "rb") as f:
+                    doc = json.loads(f.read())
+                info["source"] = "json-cache"
+            except (OSError, ValueError):
+                doc = None
+        if doc is None:
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            doc = yaml.load(raw, Loader=loader)
+            info["source"] = "yaml" + ("+libyaml" if loader is not yaml.SafeLoader else "")
+            if use_cache:
+                try:
+                    os.makedirs(cache_dir(), exist_ok=True)
+                    fd, tmp = tempfile.mkstemp(dir=cache_dir(), suffix=".tmp")
+                    with os.fdopen(fd, "w") as f:
+                        json.dump(doc, f)
+                    os.replace(tmp, cache_file)  # atomic: safe with parallel fakes
+                    info["cache_written"] = cache_file
+                except OSError:
+                    pass
     info["load_seconds"] = round(time.monotonic() - t0, 3)
     return doc, info
 
@@ -139,7 +143,6 @@ class ValidationResult:
     operation_id: str | None = None
     template: str | None = None
     errors: list[str] = field(default_factory=list)
-    problems: list[dict] = field(default_factory=list)  # {"where","field","reason"}
     warnings: list[str] = field(default_factory=list)
     path_params: dict = field(default_factory=dict)
     query: dict = field(default_factory=dict)
@@ -149,11 +152,6 @@ class ValidationResult:
     @property
     def message(self) -> str:
         return "; ".join(self.errors)
-
-    def fail(self, line: str, where: str, fld: str | None = None,
-             reason: str | None = None) -> None:
-        self.errors.append(line)
-        self.problems.append({"where": where, "field": fld, "reason": reason or line})
 
 
 def _fmt_path(err) -> str:
@@ -167,34 +165,6 @@ def _leaf_errors(err, out: list) -> None:
             _leaf_errors(sub, out)
     else:
         out.append(err)
-
-
-def dotted(parts) -> str | None:
-    """JSON path parts -> 'rules.inbound[0].ports' (None for the root)."""
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or None
-
-
-_REQUIRED_RE = re.compile(r"^'([^']+)' is a required property$")
-
-
-def _problems(errors: list, where: str) -> list[dict]:
-    """Structured form of jsonschema errors: the field is the dotted path of the value
-    (for a missing property, the property's own path)."""
-    out = []
-    for err in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
-        best = best_match([err]) if err.context else err
-        parts = list(best.absolute_path)
-        m = _REQUIRED_RE.match(best.message)
-        if best.validator == "required" and m:
-            parts.append(m.group(1))
-            reason = f"{dotted(parts)} is required"
-        else:
-            reason = best.message
-        out.append({"where": where, "field": dotted(parts), "reason": reason})
-    return out
 
 
 def _explain(errors: list, what: str) -> list[str]:
@@ -216,44 +186,14 @@ def _explain(errors: list, what: str) -> list[str]:
     return msgs
 
 
-def _format_checker(base, overrides: dict | None):
-    if not overrides:
-        return base
-    fc = FormatChecker(())
-    fc.checkers = dict(base.checkers)
-    for name, func in overrides.items():
-        fc.checkers[name] = (func, (ValueError, TypeError))
-    return fc
-
-
 class OpenAPIValidator:
-    def __init__(
-        self,
-        spec_path: str,
-        use_cache: bool = True,
-        *,
-        cache_prefix: str = "openapi",
-        env_var: str = "",
-        relax=None,
-        param_patterns: dict | None = None,
-        format_overrides: dict | None = None,
-    ):
-        self.spec_path = spec_path
-        if not os.path.exists(self.spec_path):
-            raise SystemExit(
-                f"OpenAPI document not found: {self.spec_path} (set --spec"
-                + (f" or {env_var})" if env_var else ")")
-            )
+    def __init__(self, doc: dict, load_info: dict | None = None):
         t0 = time.monotonic()
-        self.doc, self.load_info = load_spec(self.spec_path, use_cache, cache_prefix)
+        self.doc = doc
+        self.load_info = dict(load_info or {})
         if not str(self.doc.get("openapi", "")).startswith("3.0"):
-            raise SystemExit(f"{self.spec_path}: expected an OpenAPI 3.0 document")
-        self.relaxations: list[dict] = relax(self.doc) if relax else []
-        self.param_patterns = dict(param_patterns or {})
-        self.checkers = {
-            cls: _format_checker(cls.FORMAT_CHECKER, format_overrides)
-            for cls in (OAS30Validator, OAS30ReadValidator, OAS30WriteValidator)
-        }
+            raise SystemExit(f"{self.load_info.get('path', 'document')}: expected an "
+                             "OpenAPI 3.0 document")
         resource = Resource(contents=self.doc, specification=DRAFT4)
         self.registry = Registry().with_resource(SPEC_URI, resource)
         self.operations: list[Operation] = []
@@ -265,7 +205,7 @@ class OpenAPIValidator:
                 m = re.fullmatch(r"\{([^}]+)\}", seg)
                 if m:
                     names.append(m.group(1))
-                    return "(" + self.param_patterns.get(m.group(1), "[^/]+") + ")"
+                    return "([^/]+)"
                 return re.escape(seg)
 
             rx = re.compile(
@@ -279,6 +219,9 @@ class OpenAPIValidator:
                 merged: dict[tuple, dict] = {}
                 for p in list(path_params) + list(op.get("parameters", [])):
                     p = self.deref(p)
+                    if "in" not in p or "name" not in p:
+                        raise ValueError(f"{method.upper()} {template}: parameter without "
+                                         f"'in'/'name' ({p}); patch the document first")
                     merged[(p["name"], p["in"])] = p
                 self.operations.append(
                     Operation(method, template, rx, list(names), op,
@@ -311,7 +254,7 @@ class OpenAPIValidator:
             v = cls(
                 {"$ref": f"{SPEC_URI}#{pointer}"} if pointer else schema,
                 registry=self.registry,
-                format_checker=self.checkers[cls],
+                format_checker=cls.FORMAT_CHECKER,
             )
             self._validators[key] = v
         return v
@@ -349,7 +292,7 @@ class OpenAPIValidator:
         v = self._validators.get(key)
         if v is None:
             v = OAS30Validator(self.inline(schema),
-                               format_checker=self.checkers[OAS30Validator])
+                               format_checker=OAS30Validator.FORMAT_CHECKER)
             self._validators[key] = (v, schema)  # keep schema alive: id() stays unique
             return v
         return v[0]
@@ -366,11 +309,6 @@ class OpenAPIValidator:
                 pass
         if raw in ("true", "false"):
             cands.append(raw == "true")
-        if raw[:1] in ("{", "["):  # JSON-encoded object parameters (Linode's X-Filter)
-            try:
-                cands.append(json.loads(raw))
-            except ValueError:
-                pass
         cands.append(raw)
         v = self._param_validator(schema)
         first_err = None
@@ -379,21 +317,19 @@ class OpenAPIValidator:
             errs = list(v.iter_errors(c))
             if not errs:
                 return c, None
-            typ = {int: "integer", float: "number", bool: "boolean", str: "string",
-                   dict: "object", list: "array"}[type(c)]
+            typ = {int: "integer", float: "number", bool: "boolean", str: "string"}[type(c)]
             if first_err is None or typ == want:
                 first_err = best_match(errs)
         return raw, f"{where}: {first_err.message}" if first_err else f"{where}: invalid"
 
     def _check_param(self, p: dict, raws: list[str] | None, res: ValidationResult):
         where = f"{p['in']} parameter '{p['name']}'"
-        loc, name = p["in"], p["name"]
         if raws is None or raws == []:
             if p.get("required"):
-                res.fail(f"{where} is required", loc, name, f"{name} is required")
+                res.errors.append(f"{where} is required")
             return None
         schema = p.get("schema")
-        if schema is None:  # content-based parameters: not used by the DO document here
+        if schema is None:  # content-based (or schema-less) parameters: not checked
             return raws[-1]
         sch = self.deref(schema)
         if sch.get("type") == "array":
@@ -407,19 +343,18 @@ class OpenAPIValidator:
             for i, raw in enumerate(items):
                 val, err = self._check_value(item_schema, raw, f"{where}[{i}]")
                 if err:
-                    res.fail(err, loc, name, err.split(": ", 1)[-1])
+                    res.errors.append(err)
                 out.append(val)
             for err in OAS30Validator(
                 {k: v for k, v in sch.items() if k not in ("items", "$ref")}
             ).iter_errors(out):
-                res.fail(f"{where}: {err.message}", loc, name, err.message)
+                res.errors.append(f"{where}: {err.message}")
             return out
         if len(raws) > 1:
-            res.fail(f"{where} given {len(raws)} times, the schema allows one value", loc,
-                     name, f"{name} may be given only once")
+            res.errors.append(f"{where} given {len(raws)} times, the schema allows one value")
         val, err = self._check_value(schema, raws[-1], where)
         if err:
-            res.fail(err, loc, name, err.split(": ", 1)[-1])
+            res.errors.append(err)
         return val
 
     # -- requests ----------------------------------------------------------------
@@ -437,12 +372,12 @@ class OpenAPIValidator:
         o, path_params, allowed = self.find(method, path)
         if o is None:
             if allowed:
-                res.fail(
+                res.errors.append(
                     f"{method.upper()} is not defined for {path} in the OpenAPI document "
-                    f"(defined: {', '.join(sorted(set(allowed)))})", "route"
+                    f"(defined: {', '.join(sorted(set(allowed)))})"
                 )
             else:
-                res.fail(f"no path in the OpenAPI document matches {path}", "route")
+                res.errors.append(f"no path in the OpenAPI document matches {path}")
             res.seconds = time.perf_counter() - t0
             return res
         res.operation_id = o.op.get("operationId")
@@ -480,20 +415,19 @@ class OpenAPIValidator:
             content = rb.get("content", {})
             if not has_body:
                 if rb.get("required"):
-                    res.fail("request body is required", "body")
+                    res.errors.append("request body is required")
             else:
                 ctype = headers.get("content-type", "").split(";")[0].strip().lower()
                 if ctype not in content:
-                    res.fail(
+                    res.errors.append(
                         f"Content-Type '{ctype or '(none)'}' is not one of "
-                        f"{sorted(content)} declared for this operation", "header",
-                        "Content-Type"
+                        f"{sorted(content)} declared for this operation"
                     )
                 elif "json" in ctype:
                     try:
                         res.body = json.loads(body)
                     except ValueError as e:
-                        res.fail(f"request body is not valid JSON: {e}", "body")
+                        res.errors.append(f"request body is not valid JSON: {e}")
                     else:
                         media = content[ctype]
                         if "schema" in media:
@@ -505,7 +439,6 @@ class OpenAPIValidator:
                             v = self._validator(ptr, media["schema"], OAS30WriteValidator)
                             errs = list(v.iter_errors(res.body))
                             res.errors.extend(_explain(errs, "request body"))
-                            res.problems.extend(_problems(errs, "body"))
         elif has_body:
             res.warnings.append(
                 f"{o.method.upper()} {o.template} declares no request body; "
