@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib
+import inspect
 import json
 import os
 import re
@@ -396,8 +397,11 @@ class Handler(BaseHTTPRequestHandler):
                 keys = [st.keys[k]["ssh_key"] for k in chk["keys"]]
         if op == "create-instance":  # --boot-vms: boot outside the state lock
             iid = str(uuid.uuid4())
+            kw = {}
+            if "hostname" in inspect.signature(fake.vms().boot).parameters:
+                kw["hostname"] = b.get("hostname") or "vultr-guest"
             try:
-                ip = fake.vms().boot(vm_name(iid), chk["user_data"], keys, "root")
+                ip = fake.vms().boot(vm_name(iid), chk["user_data"], keys, "root", **kw)
             except Exception as e:
                 raise ApiError(500, f"fake: booting a fresh VM failed: {e!r}")
             with fake.lock:
@@ -599,7 +603,7 @@ def main(argv=None) -> int:
             stop()
         threading.Thread(target=watch, daemon=True).start()
     try:
-        httpd.serve_forever(poll_interval=0.2)
+        httpd.serve_forever(poll_interval=0.1)
     finally:
         httpd.server_close()
         if fake._vms is not None:

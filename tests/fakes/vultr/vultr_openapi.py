@@ -195,8 +195,9 @@ def patch_error_responses(doc: dict) -> str:
     documents both ("All 4xx errors will return a JSON response object with an `error`
     attribute"; 429 past 30 requests/s with Retry-After), and Vultr answers 500 for
     e.g. "Server is currently locked". Give every declared error response the
-    {"error","status"} body and declare 429, 500 and 503 (with that body) on every
-    operation. This only matters to response validation (the self-tests)."""
+    {"error","status"} body and declare 400 (some operations, e.g. GET /os, declare no
+    error at all, yet a bad cursor is a bad request), 429, 500 and 503 with that body on
+    every operation. This only matters to response validation (the self-tests)."""
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas["fake-vultr-error"] = ERROR_SCHEMA
     content = {"application/json": {"schema": {"$ref": "#/components/schemas/fake-vultr-error"}}}
@@ -208,12 +209,12 @@ def patch_error_responses(doc: dict) -> str:
                     and not resp.get("content"):
                 resp["content"] = dict(content)
                 n_bodies += 1
-        for code, desc in (("429", "Too Many Requests"), ("500", "Internal Server Error"),
+        for code, desc in (("400", "Bad Request"), ("429", "Too Many Requests"), ("500", "Internal Server Error"),
                            ("503", "Service Unavailable")):
             if code not in responses:
                 responses[code] = {"description": desc, "content": dict(content)}
                 n_added += 1
-    return f"{n_bodies} error responses got the error body; {n_added} 429/500/503 declared"
+    return f"{n_bodies} error responses got the error body; {n_added} 400/429/500/503 declared"
 
 
 # Values listed only in the descriptions. Protocol is listed upper case there, but the
