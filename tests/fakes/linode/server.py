@@ -314,6 +314,7 @@ class Handler(BaseHTTPRequestHandler):
                     if fault["retry_after"] is not None:
                         h["Retry-After"] = str(fault["retry_after"])
                     raise ApiError(fault["status"], fault["reason"], headers=h)
+            self._extra_headers = headers
             status, resp = self.route(vr, path)
         except Dropped:
             entry["status"] = None
@@ -335,6 +336,10 @@ class Handler(BaseHTTPRequestHandler):
         entry["duration_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         fake.record(entry)
 
+    def _who(self) -> str:
+        auth = self.headers.get("Authorization") or ""
+        return (auth[7:] if auth.startswith("Bearer ") else "") or "-"
+
     @staticmethod
     def _redact(body):
         if isinstance(body, dict) and "root_pass" in body:
@@ -346,11 +351,12 @@ class Handler(BaseHTTPRequestHandler):
         Sets X-RateLimit-* for the window that applies. Called with the lock held."""
         fake = self.fake
         if vr.operation_id == "post-linode-instance":
+            # counts instances created (see route); a full window answers 429 at once
             w = fake.create_window[who]
-            if not w.allow(now):
+            w._trim(now)
+            if len(w.q) >= w.limit:
                 raise ApiError(429, TOO_MANY, headers=dict(
                     w.headers(now), **{"Retry-After": str(w.retry_after(now))}))
-            headers.update(w.headers(now))
             return
         windows = [fake.general[who]]
         if vr.operation_id == "get-images":
@@ -383,7 +389,12 @@ class Handler(BaseHTTPRequestHandler):
             return 200, self.paginate([conv(x) for x in items], q)
 
         if op == "post-linode-instance":
-            return 200, self.create_instance(b)
+            created = self.create_instance(b)
+            with fake.lock:
+                w = fake.create_window[self._who()]
+                w.allow(time.time())
+                self._extra_headers.update(w.headers(time.time()))
+            return 200, created
         if op == "delete-linode-instance":
             with fake.lock:
                 inst = st.delete_instance(pp["linodeId"])

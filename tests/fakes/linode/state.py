@@ -129,7 +129,7 @@ def image_obj(iid: str) -> dict | None:
     for i, label, vendor, caps, deprecated in _IMAGES:
         if i == iid:
             return {
-                "id": i, "label": label, "description": "", "created": ts(CATALOG_CREATED),
+                "id": i, "label": label, "description": f"{label} (official image)", "created": ts(CATALOG_CREATED),
                 "updated": ts(CATALOG_CREATED), "created_by": "linode",
                 "deprecated": deprecated, "is_public": True, "size": 2500,
                 "total_size": 2500, "type": "manual", "vendor": vendor,
@@ -410,7 +410,7 @@ class FakeState:
                        "network_out": 10, "transfer_quota": 80},
             "backups": {"available": False, "enabled": bool(body.get("backups_enabled")),
                         "last_successful": None,
-                        "schedule": {"day": None, "window": None}},
+                        "schedule": {"day": "Scheduling", "window": "Scheduling"}},
             "hypervisor": "kvm", "watchdog_enabled": True,
             "tags": list(dict.fromkeys(body.get("tags") or [])),
             "host_uuid": hashlib.sha1(f"host-{lid}".encode()).hexdigest(),
