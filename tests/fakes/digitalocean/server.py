@@ -510,6 +510,10 @@ def parse_args(argv=None):
     p.add_argument("--max-log", type=int, default=20000)
     p.add_argument("--exit-with-parent", action="store_true",
                    help="exit when the parent process goes away")
+    p.add_argument("--boot-vms", action="store_true",
+                   help="boot a fresh VM (scripts/testbed/vm) for every droplet with the user_data and ssh_keys "
+                   "of the create, login root; its address is the droplet's public IPv4 (not the pool's); "
+                   "deleting the droplet destroys it. Needs root and scripts/testbed/install")
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args(argv)
     a.address_pool = [x for x in a.address_pool.split(",") if x.strip()]
@@ -522,6 +526,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = time.monotonic()
     fake = Fake(args)
+    if args.boot_vms:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from freshvm import FreshVms, prerequisites_missing
+        why = prerequisites_missing()
+        if why:
+            print(f"fake-digitalocean: --boot-vms: {why}", file=sys.stderr)
+            return 2
+        fake.state.vms = FreshVms()
     Handler.fake = fake
     httpd = ThreadingHTTPServer((args.host, args.port), Handler)
     httpd.daemon_threads = True
@@ -553,6 +565,8 @@ def main(argv=None) -> int:
         httpd.serve_forever(poll_interval=0.2)
     finally:
         httpd.server_close()
+        if fake.state.vms is not None:
+            fake.state.vms.destroy_all()   # the fake's exit takes its VMs with it
     return 0
 
 

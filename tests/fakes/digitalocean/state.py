@@ -162,10 +162,14 @@ class FakeState:
         self.lock = threading.RLock()
         self.boot_delay = float(cfg.boot_delay)
         self.firewall_delay = float(cfg.firewall_delay)
+        # --boot-vms: a tests/fakes/freshvm.FreshVms that boots a fresh VM per droplet (set by server.py)
+        self.vms = None
         self.reset()
 
     # ------------------------------------------------------------------ lifecycle
     def reset(self, pool: list[str] | None = None) -> None:
+        if self.vms is not None:
+            self.vms.destroy_all()
         self.droplets: dict[int, dict] = {}
         self.actions: dict[int, dict] = {}
         self.keys: dict[int, dict] = {}
@@ -336,18 +340,20 @@ class FakeState:
             raise unprocessable(
                 "creating this/these droplet(s) will exceed your droplet limit "
                 f"({self.cfg.droplet_limit})")
-        if public and len(self.pool) < len(names):
+        boot_vms = public and self.vms is not None
+        if public and not boot_vms and len(self.pool) < len(names):
             raise unprocessable(
                 f"fake address pool exhausted: {len(names)} public IPv4 address(es) needed, "
                 f"{len(self.pool)} left in the pool (add some with --address-pool or "
                 "POST /_fake/address-pool)")
         for t in tags:
             self.ensure_tag(t)
+        ids = [next(self._droplet_ids) for _ in names]
+        vm_v4 = self._boot_vms(ids, names, body, keys) if boot_vms else {}
         now = time.time()
         created, actions = [], []
-        for name in names:
-            did = next(self._droplet_ids)
-            v4 = self.pool.pop(0) if public else None
+        for did, name in zip(ids, names):
+            v4 = vm_v4[did] if boot_vms else (self.pool.pop(0) if public else None)
             if v4:
                 self.in_use[v4["ip_address"]] = did
             v6 = None
@@ -377,7 +383,7 @@ class FakeState:
                 # private (not in API responses, visible in /_fake/state)
                 "_boot_at": now + self.boot_delay, "_v4": v4, "_v6": v6,
                 "_create_action": aid, "_user_data": user_data, "_ssh_keys": keys,
-                "_request": copy.deepcopy(body),
+                "_request": copy.deepcopy(body), "_vm": f"droplet-{did}" if boot_vms else None,
             }
             self.droplets[did] = d
             a = {"id": aid, "status": "in-progress", "type": "create",
@@ -395,6 +401,34 @@ class FakeState:
                     fw["_settle_at"] = max(fw["_settle_at"], now + self.firewall_delay,
                                            d["_boot_at"])
         return created, actions
+
+    def _boot_vms(self, ids: list[int], names: list[str], body: dict, key_ids: list[int]) -> dict:
+        """--boot-vms: one fresh VM per droplet (in parallel), booted with the user_data the client sent and the
+        SSH keys it named, logging in as root as DigitalOcean's images do. Returns droplet id -> networks.v4
+        entry with the VM's address."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        user_data = body.get("user_data")
+        pubkeys = [self.keys[k]["public_key"] for k in key_ids if k in self.keys]
+
+        def boot(pair):
+            did, name = pair
+            return did, self.vms.boot(f"droplet-{did}", user_data.encode() if user_data else None, pubkeys,
+                                      "root", hostname=name)
+        out, errors = {}, []
+        with ThreadPoolExecutor(max_workers=min(4, len(ids))) as ex:
+            futs = [ex.submit(boot, p) for p in zip(ids, names)]
+            for f in futs:
+                try:
+                    did, addr = f.result()
+                    out[did] = {"ip_address": addr, "netmask": "255.255.252.0", "gateway": "10.200.252.1"}
+                except Exception as e:  # noqa: BLE001
+                    errors.append(str(e))
+        if errors:
+            for did in out:
+                self.vms.destroy(f"droplet-{did}")
+            raise ApiError(500, "server_error", f"fake --boot-vms: could not boot a VM: {errors[0]}")
+        return out
 
     @staticmethod
     def droplet_view(d: dict) -> dict:
@@ -414,7 +448,11 @@ class FakeState:
     def delete_droplet(self, did: int) -> None:
         d = self.get_droplet(did)
         del self.droplets[did]
-        if d["_v4"]:
+        if d.get("_vm"):
+            # --boot-vms: the address was the VM's, not the pool's; the VM goes with the droplet
+            self.in_use.pop(d["_v4"]["ip_address"], None)
+            self.vms.destroy(d["_vm"])
+        elif d["_v4"]:
             self.in_use.pop(d["_v4"]["ip_address"], None)
             self.pool.append(d["_v4"])
         for fw in self.firewalls.values():
@@ -605,7 +643,8 @@ class FakeState:
             v = self.droplet_view(d)
             v["_fake"] = {"boot_at": iso(d["_boot_at"]), "user_data": d["_user_data"],
                           "ssh_key_ids": d["_ssh_keys"], "reserved_ipv4": d["_v4"],
-                          "reserved_ipv6": d["_v6"], "create_request": d["_request"]}
+                          "reserved_ipv6": d["_v6"], "create_request": d["_request"],
+                          "vm": d.get("_vm")}
             droplets.append(v)
         return {
             "droplets": droplets,
