@@ -23,7 +23,10 @@ What it adds to plain `moto_server` (see README.md beside this file for the deta
     an IAM user with an allow-all policy and writes its key to --credentials-file (0600). The
     user survives POST /moto-api/reset (it is re-created with the same key);
   * --exit-with-parent: exits when the process that started it dies;
-  * a small control/inspection surface under /_sfuctl/ (health, pool, state, config).
+  * a small control/inspection surface under /_sfuctl/ (health, pool, state, config);
+  * --boot-vms: every instance is a fresh VM (scripts/testbed/vm, tests/fakes/freshvm.py) booted with
+    the UserData and the key pair's public key, login `ubuntu` with sudo as on Ubuntu AMIs; its address
+    is the instance's public IPv4; TerminateInstances, /moto-api/reset and the launcher's exit destroy it.
 """
 
 from __future__ import annotations
@@ -89,6 +92,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--exit-with-parent", action="store_true", help="exit when the parent process dies")
     p.add_argument("--parent-pid", type=int, help="with --exit-with-parent: watch this pid instead of the parent")
     p.add_argument("--startup-timeout", type=float, default=30.0)
+    p.add_argument("--boot-vms", action="store_true",
+                   help="boot a fresh VM per instance (UserData, the key pair's public key, login ubuntu); its "
+                        "address is the public IPv4. Needs root and scripts/testbed/install")
     a = p.parse_args(argv)
     if a.auth and not a.credentials_file:
         p.error("--auth needs --credentials-file")
@@ -100,6 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(str(e))
     if a.random_public_ips and (a.pool or a.address_pool_file):
         p.error("--random-public-ips conflicts with --address-pool/--address-pool-file")
+    if a.random_public_ips and a.boot_vms:
+        p.error("--random-public-ips conflicts with --boot-vms (the VMs' addresses are the public IPs)")
     return a
 
 
@@ -231,6 +239,12 @@ class AddressPool:
 # --------------------------------------------------------------------------------------------
 CONFIG = {"client_token_idempotency": True, "pool_exhausted_status": 500}
 
+# --boot-vms: the FreshVms of this launcher, instance id -> VM name, and the addresses that the VMs
+# booted by the RunInstances running in this thread hand to moto's public-IP hook, in order.
+VMS = None
+INSTANCE_VMS: dict[str, str] = {}
+VM_ADDRS = threading.local()
+
 
 def ec2_error_xml(code: str, message: str) -> str:
     from xml.sax.saxutils import escape
@@ -306,6 +320,42 @@ def _rollback(be, before: dict) -> None:
              or getattr(o, "id", None) in be.volumes or id(o) in before["tracked_volumes"])
 
 
+def _boot_vms(be, count: int, user_data, kwargs: dict) -> list[tuple[str, str]]:
+    """--boot-vms: boots `count` VMs (in parallel) for one RunInstances before moto makes the instances, with
+    the UserData and the key pair's public key; AWS's Ubuntu AMIs log in as `ubuntu`. Returns [(vm, address)]."""
+    import base64
+    import secrets
+    from concurrent.futures import ThreadPoolExecutor
+
+    raw = base64.b64decode(user_data.as_bytes()) if user_data is not None else None
+    keys = []
+    key_name = kwargs.get("key_name")
+    if key_name and key_name in be.key_pairs:
+        keys.append(be.key_pairs[key_name].public_key.strip())
+    names = [f"ec2-{secrets.token_hex(4)}" for _ in range(count)]
+    booted, errors = [], []
+    with ThreadPoolExecutor(max_workers=min(4, count)) as ex:
+        futs = {ex.submit(VMS.boot, n, raw, keys, "ubuntu"): n for n in names}
+        for f, n in futs.items():
+            try:
+                booted.append((n, f.result()))
+            except Exception as e:  # noqa: BLE001
+                errors.append(str(e))
+    if errors:
+        _destroy_vms([n for n, _ in booted])
+        raise make_http_error("InternalError", f"fake --boot-vms: could not boot a VM: {errors[0]}", 500)
+    return booted
+
+
+def _destroy_vms(names: list[str]) -> None:
+    for n in names:
+        try:
+            VMS.destroy(n)
+            log(f"boot-vms: destroyed VM {n}")
+        except Exception as e:  # noqa: BLE001
+            log(f"boot-vms: destroying VM {n} failed: {e}")
+
+
 def install_patches(pool: AddressPool, auth: "AuthState | None") -> None:
     import moto.ec2.utils as ec2_utils
     import moto.ec2.models.amis as amis_mod
@@ -334,6 +384,9 @@ def install_patches(pool: AddressPool, auth: "AuthState | None") -> None:
         #     the generator keeps every field consistent. nic.stop() (stop/terminate) sets
         #     public_ip=None, which is what returns the address to the pool.
         def pool_public_ip() -> str:
+            queued = getattr(VM_ADDRS, "queue", None)
+            if queued:  # --boot-vms: the instance's public IPv4 is its VM's address
+                return queued.pop(0)
             return pool.allocate("instance")
 
         ec2_utils.random_public_ip = pool_public_ip
@@ -406,17 +459,55 @@ def install_patches(pool: AddressPool, auth: "AuthState | None") -> None:
                 "tracked_enis": {id(o) for o in NetworkInterface.instances_tracked},
                 "tracked_volumes": {id(o) for o in Volume.instances_tracked},
             }
+            booted = _boot_vms(self, count, user_data, kwargs) if VMS is not None else []
+            VM_ADDRS.queue = [addr for _, addr in booted]
             try:
                 res = orig_run(self, image_id, count, user_data, security_group_names, **kwargs)
             except PoolExhausted as e:
                 _rollback(self, before)
+                _destroy_vms([name for name, _ in booted])
                 log("RunInstances rolled back: nothing was created")
                 raise _to_http(e) from None
+            except BaseException:
+                _destroy_vms([name for name, _ in booted])
+                raise
+            finally:
+                VM_ADDRS.queue = None
+            if booted:
+                by_addr = dict((addr, name) for name, addr in booted)
+                for inst in res.instances:
+                    name = by_addr.pop(inst.public_ip, None)
+                    if name:
+                        INSTANCE_VMS[inst.id] = name
+                        log(f"boot-vms: {inst.id} is VM {name} at {inst.public_ip}")
+                _destroy_vms(list(by_addr.values()))  # an instance without a public IP gets no VM
             if token:
                 tokens[token] = (fp, res.id)
             return res
 
     InstanceBackend.run_instances = run_instances
+
+    if VMS is not None:
+        # TerminateInstances destroys the instance's VM (the address then is free again by itself).
+        orig_terminate = InstanceBackend.terminate_instances
+
+        def terminate_instances(self, instance_ids):
+            out = orig_terminate(self, instance_ids)
+            _destroy_vms([INSTANCE_VMS.pop(i.id) for i, _ in out if i.id in INSTANCE_VMS])
+            return out
+
+        InstanceBackend.terminate_instances = terminate_instances
+
+        # /moto-api/reset wipes every instance: their VMs go too.
+        orig_reset_vms = BackendDict.reset.__func__
+
+        def reset_vms(cls) -> None:
+            orig_reset_vms(cls)
+            if INSTANCE_VMS:
+                _destroy_vms(list(INSTANCE_VMS.values()))
+                INSTANCE_VMS.clear()
+
+        BackendDict.reset = classmethod(reset_vms)
 
     # (5) /moto-api/reset wipes IAM too: re-create the test user with the SAME key afterwards,
     #     so a reset between tests keeps the credentials file valid.
@@ -482,6 +573,7 @@ def instances_summary() -> list[dict]:
                         "public_ip": i.public_ip, "private_ip": i.private_ip,
                         "security_group_ids": [g.id for g in i.security_groups],
                         "client_token": i.client_token, "tags": be.tags.get(i.id, {}),
+                        "vm": INSTANCE_VMS.get(i.id),
                     })
     return out
 
@@ -629,6 +721,15 @@ def main(argv: list[str] | None = None) -> int:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
+    if args.boot_vms:
+        global VMS
+        sys.path.insert(0, os.path.dirname(HERE))
+        from freshvm import FreshVms, prerequisites_missing
+        why = prerequisites_missing()
+        if why:
+            log(f"--boot-vms: {why}")
+            return 2
+        VMS = FreshVms()
     pool = AddressPool(args.pool, args.address_pool_file, enabled=not args.random_public_ips)
     auth = AuthState() if args.auth else None
     CONFIG["client_token_idempotency"] = not args.no_client_token
@@ -699,6 +800,9 @@ def main(argv: list[str] | None = None) -> int:
                 break
     finally:
         server.shutdown()
+        if VMS is not None:
+            VMS.destroy_all()  # the launcher's exit takes its VMs with it
+            log("boot-vms: all VMs destroyed")
         for path in written:
             try:
                 os.unlink(path)
