@@ -146,7 +146,7 @@ fn cloud_firewall(spec: &Spec, host: &HostTarget, cloud: Option<&CloudView>) -> 
         return check(id, Status::Skip, "existing host: no cloud firewall sfuctl manages", None);
     };
     let Some(fw) = &cloud.firewall else {
-        return check(id, Status::Fail, format!("the firewall sfuctl-{} does not exist on {}", spec.name, cloud.provider), Some("run `sfuctl up` to create it".into()));
+        return check(id, Status::Fail, format!("the firewall {} does not exist on {}", crate::owner::Owner::new(&spec.name).firewall_name(), cloud.provider), Some("run `sfuctl up` to create it".into()));
     };
     let wanted = spec.manifest().cloud_rules();
     let diff = fw.diff(&wanted);

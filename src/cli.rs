@@ -1,12 +1,12 @@
 //! The command line: clap types, and the one `match` that hands each command to its module.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use crate::commands;
+use crate::commands::{self, AuditArgs, DownArgs, PlanArgs, RenderArgs, SpecArgs, StatusArgs, UpArgs};
 use crate::error::{self, Exit};
+use crate::output::Output;
 
 /// Turn one YAML spec into a running, reachable WebRTC media host (SFU or TURN relay).
 ///
@@ -34,15 +34,6 @@ pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// The result format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// Text for people.
-    Text,
-    /// JSON on stdout, for scripts.
-    Json,
 }
 
 /// sfuctl's commands.
@@ -83,108 +74,6 @@ pub enum Command {
     ///
     /// Asks for confirmation unless --yes; without a terminal, --yes is required.
     Down(DownArgs),
-}
-
-/// Arguments of commands that take only a spec.
-#[derive(Debug, Args)]
-pub struct SpecArgs {
-    /// The deployment spec (YAML).
-    pub spec: PathBuf,
-}
-
-/// Arguments of `plan`.
-#[derive(Debug, Args)]
-pub struct PlanArgs {
-    /// The deployment spec (YAML).
-    pub spec: PathBuf,
-    /// Use templates from this directory where it has them (same layout as sfuctl's templates/, e.g.
-    /// janus/janus.jcfg.j2); the embedded ones otherwise.
-    #[arg(long, value_name = "DIR")]
-    pub templates: Option<PathBuf>,
-    /// Exit 3 when the plan has changes, 0 when there are none (like terraform plan -detailed-exitcode).
-    #[arg(long)]
-    pub detailed_exitcode: bool,
-}
-
-/// Arguments of `render`.
-#[derive(Debug, Args)]
-pub struct RenderArgs {
-    /// The deployment spec (YAML).
-    pub spec: PathBuf,
-    /// The directory to write into (created if missing; files in it are overwritten).
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
-    /// The public address to announce, for cloud hosts whose address is not known before they exist
-    /// [default: 198.51.100.1, a documentation address].
-    #[arg(long, value_name = "IP")]
-    pub address: Option<String>,
-    /// Use templates from this directory where it has them; the embedded ones otherwise.
-    #[arg(long, value_name = "DIR")]
-    pub templates: Option<PathBuf>,
-}
-
-/// Arguments of `up`.
-#[derive(Debug, Args)]
-pub struct UpArgs {
-    /// The deployment spec (YAML).
-    pub spec: PathBuf,
-    /// Use templates from this directory where it has them; the embedded ones otherwise.
-    #[arg(long, value_name = "DIR")]
-    pub templates: Option<PathBuf>,
-    /// Seconds to wait for SSH (connect, handshake and login) [default: 10].
-    #[arg(long, value_name = "SECONDS")]
-    pub connect_timeout: Option<u64>,
-    /// Seconds to wait for the service to become healthy [default: 60].
-    #[arg(long, value_name = "SECONDS")]
-    pub health_timeout: Option<u64>,
-    /// Do not ask before deleting servers the spec no longer wants (a lower `count`).
-    #[arg(long, short = 'y')]
-    pub yes: bool,
-    /// Skip the audit that ends `up` (it fails `up` with exit 3 when a check fails).
-    #[arg(long)]
-    pub no_audit: bool,
-    /// Probe only N ports of the media range in the final audit (default: every free port).
-    #[arg(long, value_name = "N")]
-    pub sample: Option<usize>,
-}
-
-/// Arguments of `status`.
-#[derive(Debug, Args)]
-pub struct StatusArgs {
-    /// The deployment spec (YAML).
-    pub spec: PathBuf,
-    /// Seconds to wait for SSH [default: 10].
-    #[arg(long, value_name = "SECONDS")]
-    pub connect_timeout: Option<u64>,
-}
-
-/// Arguments of `audit`.
-#[derive(Debug, Args)]
-pub struct AuditArgs {
-    /// The deployment spec (YAML).
-    pub spec: PathBuf,
-    /// Probe only N ports of the media range, spread evenly (default: every free port).
-    #[arg(long, value_name = "N")]
-    pub sample: Option<usize>,
-    /// Milliseconds to wait for UDP answers [default: 2000]. A fully dropped range takes this long, by design.
-    #[arg(long, value_name = "MS")]
-    pub probe_timeout_ms: Option<u64>,
-    /// Seconds to wait for SSH [default: 10].
-    #[arg(long, value_name = "SECONDS")]
-    pub connect_timeout: Option<u64>,
-}
-
-/// Arguments of `down`.
-#[derive(Debug, Args)]
-pub struct DownArgs {
-    /// The deployment spec (YAML).
-    pub spec: PathBuf,
-    /// Do not ask for confirmation.
-    #[arg(long, short = 'y')]
-    pub yes: bool,
-    /// Seconds to wait for SSH [default: 10].
-    #[arg(long, value_name = "SECONDS")]
-    pub connect_timeout: Option<u64>,
 }
 
 /// Parses the command line, runs the command, prints any error and returns the exit code.

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::artifact::{Artifact, Placement};
 use crate::error::UserError;
 use crate::health;
+use crate::plan::{Action, Change};
 use crate::ports::{Manifest, Protocol};
 use crate::remote::{RemoteHandle, SshTarget, connect_async, key_needs_passphrase, shell_quote as q};
 use crate::secret::Secret;
@@ -517,6 +518,44 @@ pub async fn status_host(dep: &Deployment, host: &HostTarget) -> Result<HostStat
         ports_missing: show(ports_missing),
         host_firewall: seen.table_present,
     })
+}
+
+/// What `up` would change on a host that sfuctl deployed to before, found with one read-only round trip (the
+/// same inspection `up` makes): the files that differ, the artifact, the host firewall table, the service. An
+/// empty list means the host matches the spec.
+pub async fn preview_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Artifact>, secret: &Secret, renderer: &Renderer) -> Result<Vec<Change>> {
+    let files = renderer.render_host(&dep.spec, &dep.base_dir, host, secret)?;
+    let session = dep.connect(host).await?;
+    let l = &dep.layout;
+    let scripts = ServiceScripts { manager: session.facts.manager, name: &service_name(&dep.spec), layout: l, run_as: "" };
+    let stored_artifact = artifact_path(l, artifact);
+    let managed: Vec<&str> = files.files.iter().map(|f| f.path.as_str()).chain(stored_artifact.as_deref()).collect();
+    let seen = HostInspection::parse(&run_as_root(&session, &format!("{}{}", inspect_script(&managed, l, &nft_table(&dep.spec)), scripts.status())).await?);
+    let mut details: Vec<String> = files
+        .files
+        .iter()
+        .filter(|f| seen.sha256.get(&f.path).map(String::as_str) != Some(crate::artifact::hex(&Sha256::digest(f.contents.as_bytes())).as_str()))
+        .map(|f| format!("file      {} ({})", f.path, if seen.sha256.contains_key(&f.path) { "differs" } else { "missing" }))
+        .collect();
+    if let Some(a) = artifact {
+        if seen.marker.as_deref() != Some(a.sha256.as_str()) {
+            details.push(format!("artifact  into {} (sha256 {}…)", l.app, &a.sha256[..12]));
+        }
+    }
+    let mut out = Vec::new();
+    let host_name = Some(host.name.clone());
+    if dep.spec.host_firewall != seen.table_present {
+        let action = if dep.spec.host_firewall { Action::Create } else { Action::Delete };
+        out.push(Change { action, kind: "host_firewall", name: nft_table(&dep.spec), host: host_name.clone(), details: vec![] });
+    }
+    if seen.service.state != "active" {
+        details.push(format!("service is {}: it is started", seen.service.state));
+    }
+    if !details.is_empty() {
+        details.insert(0, format!("{} server, announcing {}", dep.spec.sfu.kind.as_str(), host.address));
+        out.push(Change { action: Action::Update, kind: "service", name: service_name(&dep.spec), host: host_name, details });
+    }
+    Ok(out)
 }
 
 /// What `down` did on one host.

@@ -5,18 +5,20 @@
 
 pub mod artifact;
 pub mod audit;
+pub mod audit_all;
 pub mod cli;
-pub mod cloud;
 pub mod commands;
 pub mod deploy;
+pub mod engine;
 pub mod error;
 pub mod locate;
 pub mod nft_eval;
+pub mod output;
+pub mod owner;
 pub mod plan;
 pub mod health;
 pub mod ports;
 pub mod probe;
-pub mod providers;
 pub mod remote;
 pub mod render;
 pub mod secret;

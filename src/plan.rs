@@ -1,15 +1,15 @@
 //! The plan: what `up` would create, change or destroy, printed like Terraform (`+ create`, `~ update`,
 //! `- delete`) or as JSON.
 //!
-//! Without credentials the plan is made against an empty account and says so. Refreshing from a provider's API
-//! (finding what exists by the owner tag) comes with each provider.
+//! What changes comes from the engine's diff (cloud resources) and from inspecting hosts (what each one has);
+//! this module only holds the result and prints it. Without credentials the diff is made against an empty
+//! account, and the plan says so.
 
 use serde::Serialize;
 
 use crate::ports::{CloudRule, Manifest};
-use crate::providers::ProviderData;
 use crate::render::{HostTarget, Layout, file_plan, host_targets, nft_table, service_name};
-use crate::spec::{ProviderKind, Spec, resolve_path};
+use crate::spec::Spec;
 
 /// What happens to a resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -105,57 +105,9 @@ pub struct Summary {
 }
 
 impl Plan {
-    /// The plan for a spec against an empty account (or hosts not yet inspected).
-    pub fn against_nothing(spec: &Spec, base_dir: &std::path::Path, notes: Vec<String>) -> Self {
-        let data = ProviderData::get(spec.provider.kind);
-        let manifest = spec.manifest();
-        let rules = manifest.cloud_rules();
-        let owner = format!("sfuctl:{}", spec.name);
-        let resource = format!("sfuctl-{}", spec.name);
-        let mut resources = Vec::new();
-        let hosts = host_targets(spec, "(known after create)");
-        if spec.provider.kind.is_cloud() {
-            let public_key = spec.ssh.public_key.clone().unwrap_or_else(|| format!("{}.pub", spec.ssh.private_key.as_deref().unwrap_or("~/.ssh/id_ed25519")));
-            resources.push(Change {
-                action: Action::Create,
-                kind: "ssh_key",
-                name: resource.clone(),
-                host: None,
-                details: vec![format!("from {}  (an existing key with the same fingerprint is reused)", resolve_path(&public_key, base_dir).display())],
-            });
-            let what = if spec.provider.kind == ProviderKind::Aws { "security group" } else { "cloud firewall" };
-            let mut details = vec![format!("{} {what}, owner tag {owner}", data.title)];
-            details.extend(rule_lines(&rules));
-            details.extend(outbound_line(spec));
-            resources.push(Change { action: Action::Create, kind: "firewall", name: resource.clone(), host: None, details });
-            for host in &hosts {
-                resources.push(server_change(spec, &host.name));
-            }
-        }
-        for host in &hosts {
-            resources.extend(host_changes(spec, &manifest, host));
-        }
-        Self::new(spec, notes, resources, false)
-    }
-
-    /// The plan against what exists: `changes` in the cloud (from the engine's diff), plus what every new server
-    /// gets. Existing servers are converged over SSH by `up`, which plan does not contact.
-    pub fn refreshed(spec: &Spec, notes: Vec<String>, changes: Vec<Change>) -> Self {
-        let manifest = spec.manifest();
-        let mut resources = changes;
-        let new_servers: Vec<String> =
-            resources.iter().filter(|c| c.kind == "server" && c.action == Action::Create).map(|c| c.name.clone()).collect();
-        for (change, name) in resources.iter_mut().filter(|c| c.kind == "server" && c.action == Action::Create).zip(&new_servers) {
-            change.details = server_change(spec, name).details;
-        }
-        for name in new_servers {
-            let host = HostTarget { name, address: "(known after create)".into(), address_v6: None, listen_ip: "0.0.0.0".into() };
-            resources.extend(host_changes(spec, &manifest, &host));
-        }
-        Self::new(spec, notes, resources, true)
-    }
-
-    fn new(spec: &Spec, notes: Vec<String>, resources: Vec<Change>, refreshed: bool) -> Self {
+    /// A plan from its changes: the cloud's (from the engine's diff, which against an empty account is "create
+    /// everything") followed by each host's. `refreshed` says whether what exists was read from the provider.
+    pub fn new(spec: &Spec, notes: Vec<String>, resources: Vec<Change>, refreshed: bool) -> Self {
         let rules = spec.manifest().cloud_rules();
         let files = host_targets(spec, "(known after create)")
             .iter()
@@ -217,27 +169,6 @@ impl Plan {
     }
 }
 
-/// The outbound rules sfuctl adds where the provider needs them (DigitalOcean blocks all egress without them).
-pub fn outbound_line(spec: &Spec) -> Option<String> {
-    (spec.provider.kind == ProviderKind::Digitalocean)
-        .then(|| "outbound  tcp, udp, icmp   all ports to anywhere (without these a DigitalOcean firewall blocks all egress)".to_string())
-}
-
-/// A server to create, with its size, image and region.
-fn server_change(spec: &Spec, name: &str) -> Change {
-    let data = ProviderData::get(spec.provider.kind);
-    let size = spec.provider.size.clone().or(data.defaults.size.clone()).unwrap_or_default();
-    let image = spec.provider.image.clone().or(data.defaults.image.clone()).unwrap_or_else(|| "newest Ubuntu 24.04 AMI".into());
-    let region = spec.provider.region.clone().unwrap_or_else(|| "region from AWS_REGION or ~/.aws/config".into());
-    Change {
-        action: Action::Create,
-        kind: "server",
-        name: name.to_string(),
-        host: None,
-        details: vec![format!("{size}, {image}, {region}, tag sfuctl:{}, public address known after create", spec.name)],
-    }
-}
-
 /// One line per cloud rule: `inbound   udp 40000-41000  from 0.0.0.0/0, ::/0   media (RTP/RTCP)`.
 pub fn rule_lines(rules: &[CloudRule]) -> Vec<String> {
     rules
@@ -249,8 +180,8 @@ pub fn rule_lines(rules: &[CloudRule]) -> Vec<String> {
         .collect()
 }
 
-/// What one host gets besides its files: the host firewall table and the service.
-fn host_changes(spec: &Spec, manifest: &Manifest, host: &HostTarget) -> Vec<Change> {
+/// Everything one host gets from scratch: the host firewall table and the service with its files.
+pub fn host_changes(spec: &Spec, manifest: &Manifest, host: &HostTarget) -> Vec<Change> {
     let layout = Layout::of(spec);
     let mut out = Vec::new();
     let host_name = Some(host.name.clone());
@@ -264,21 +195,4 @@ fn host_changes(spec: &Spec, manifest: &Manifest, host: &HostTarget) -> Vec<Chan
     details.insert(0, format!("{} server, announcing {}; artifact into {}", spec.sfu.kind.as_str(), host.address, layout.app));
     out.push(Change { action: Action::Create, kind: "service", name: service_name(spec), host: host_name, details });
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn offline_plan_for_a_cloud_spec_creates_key_firewall_servers_and_services() {
-        let spec = Spec::parse("name: t\nprovider: { kind: digitalocean, region: fra1, count: 2 }\nsfu: { kind: janus, rtc_ports: 40000-41000 }\n").unwrap();
-        let plan = Plan::against_nothing(&spec, std::path::Path::new("."), vec![]);
-        let kinds: Vec<&str> = plan.resources.iter().map(|c| c.kind).collect();
-        assert_eq!(kinds, ["ssh_key", "firewall", "server", "server", "host_firewall", "service", "host_firewall", "service"]);
-        assert_eq!(plan.summary.add, 8);
-        assert_eq!(plan.firewall_rules[1].ports, "40000-41000");
-        assert_eq!(plan.files.len(), 14);
-        assert!(plan.to_text().contains("Plan: 8 to add, 0 to change, 0 to destroy."));
-    }
 }

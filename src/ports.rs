@@ -9,7 +9,7 @@ use std::fmt;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::providers::FirewallData;
+use crate::provider::catalog::FirewallData;
 use crate::spec::{SfuKind, Spec, parse_cidr};
 
 /// A transport protocol a firewall rule covers.
@@ -342,9 +342,11 @@ mod tests {
         let m = spec("livekit", "  tcp_ports: [7882, 9000]\n").manifest();
         let rules: Vec<String> = m.cloud_rules().iter().map(|r| format!("{} {}", r.protocol, r.ports)).collect();
         assert_eq!(rules, ["tcp 22", "udp 40000-41000", "tcp 7880-7882", "tcp 9000"]);
-        let do_fw = FirewallData { rule_limit: Some(50), count_per_cidr: false, fixed_rules: 3 };
-        assert_eq!(m.cloud_rule_count(&do_fw), 7);
-        let aws_fw = FirewallData { rule_limit: Some(60), count_per_cidr: true, fixed_rules: 0 };
-        assert_eq!(m.cloud_rule_count(&aws_fw), 7, "SSH has one source, the other three rules two each");
+        let do_fw = &crate::provider::catalog::ProviderData::get(crate::spec::ProviderKind::Digitalocean).firewall;
+        assert_eq!((do_fw.rule_limit, do_fw.count_per_cidr, do_fw.fixed_rules), (Some(50), false, 3));
+        assert_eq!(m.cloud_rule_count(do_fw), 7);
+        let aws_fw = &crate::provider::catalog::ProviderData::get(crate::spec::ProviderKind::Aws).firewall;
+        assert_eq!((aws_fw.rule_limit, aws_fw.count_per_cidr, aws_fw.fixed_rules), (Some(60), true, 0));
+        assert_eq!(m.cloud_rule_count(aws_fw), 7, "SSH has one source, the other three rules two each");
     }
 }

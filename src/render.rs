@@ -16,7 +16,9 @@ use crate::error::UserError;
 use crate::remote::shell_quote;
 use crate::secret::Secret;
 use crate::ports::{Manifest, PortRole, Protocol};
-use crate::spec::{ProviderKind, SfuKind, Spec, resolve_path};
+use crate::owner::Owner;
+use crate::provider::catalog::ProviderData;
+use crate::spec::{SfuKind, Spec, resolve_path};
 
 /// The address written into configs when the real one is not known yet (`render` without `--address`).
 pub const PLACEHOLDER_ADDRESS: &str = "198.51.100.1";
@@ -97,7 +99,7 @@ pub struct Layout {
 impl Layout {
     /// The layout of a deployment.
     pub fn of(spec: &Spec) -> Self {
-        let root = format!("/opt/sfuctl/{}", spec.name);
+        let root = Owner::new(&spec.name).host_root();
         Self {
             app: format!("{root}/app"),
             config: format!("{root}/config"),
@@ -117,23 +119,23 @@ impl Layout {
 
 /// The service's name: `sfuctl-<name>` (a systemd unit of that name, or the fallback supervisor's process).
 pub fn service_name(spec: &Spec) -> String {
-    format!("sfuctl-{}", spec.name)
+    Owner::new(&spec.name).service_name()
 }
 
 /// The nftables table sfuctl owns on each host: `sfuctl_<name>` (nft names take no `-`).
 pub fn nft_table(spec: &Spec) -> String {
-    format!("sfuctl_{}", spec.name.replace('-', "_"))
+    Owner::new(&spec.name).nft_table()
 }
 
 /// The SSH login user: the spec's, or the provider's default.
 pub fn ssh_user(spec: &Spec) -> String {
-    spec.ssh.user.clone().unwrap_or_else(|| crate::providers::ProviderData::get(spec.provider.kind).defaults.ssh_user.clone())
+    spec.ssh.user.clone().unwrap_or_else(|| ProviderData::get(spec.provider.kind).defaults.ssh_user.clone())
 }
 
 /// The user the service runs as: `sfu.run_as`, else `sfuctl` on cloud hosts (cloud-init makes it), else the SSH
 /// user on existing hosts.
 pub fn run_as(spec: &Spec) -> String {
-    spec.sfu.run_as.clone().unwrap_or_else(|| if spec.provider.kind.is_cloud() { "sfuctl".into() } else { ssh_user(spec) })
+    spec.sfu.run_as.clone().unwrap_or_else(|| if ProviderData::get(spec.provider.kind).creates_servers() { "sfuctl".into() } else { ssh_user(spec) })
 }
 
 /// A host to render for.
@@ -152,7 +154,7 @@ pub struct HostTarget {
 /// The hosts of a spec, with `address` for cloud hosts whose real addresses are not known yet.
 pub fn host_targets(spec: &Spec, address: &str) -> Vec<HostTarget> {
     let listen_ip = |addr: &str| if addr.contains(':') { "::".to_string() } else { "0.0.0.0".to_string() };
-    if spec.provider.kind == ProviderKind::Ssh {
+    if !ProviderData::get(spec.provider.kind).creates_servers() {
         spec.provider
             .hosts
             .iter()
@@ -161,7 +163,7 @@ pub fn host_targets(spec: &Spec, address: &str) -> Vec<HostTarget> {
     } else {
         (1..=spec.provider.count.unwrap_or(1))
             .map(|n| HostTarget {
-                name: format!("sfuctl-{}-{n}", spec.name),
+                name: Owner::new(&spec.name).server_name(n),
                 address: address.to_string(),
                 address_v6: None,
                 listen_ip: listen_ip(address),
@@ -267,7 +269,7 @@ impl Renderer {
             let contents = if template == "host/nftables.nft.j2" { nftables.clone() } else { self.render_one(template, &ctx)? };
             files.push(RenderedFile { path, mode, template, contents });
         }
-        let cloud_init = spec.provider.kind.is_cloud().then(|| self.render_one("host/cloud-init.yaml.j2", &ctx)).transpose()?;
+        let cloud_init = ProviderData::get(spec.provider.kind).creates_servers().then(|| self.render_one("host/cloud-init.yaml.j2", &ctx)).transpose()?;
         Ok(HostFiles { host: host.clone(), files, cloud_init })
     }
 

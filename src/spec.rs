@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::UserError;
 use crate::locate;
 use crate::ports::{Manifest, PortRange};
-use crate::providers::ProviderData;
+use crate::provider::catalog::ProviderData;
 
 /// A deployment spec: one YAML file describing the hosts, who may reach them and the media server they run.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -485,7 +485,7 @@ impl Validator<'_> {
         if let Some(problem) = name_problem(&spec.name) {
             self.error("name", format!("`{}` {problem}", spec.name), Some("e.g. `name: clearcomms`".to_string()));
         } else if let Some(limit) = data.names.max_name_len {
-            let resource = format!("sfuctl-{}", spec.name);
+            let resource = crate::owner::Owner::new(&spec.name).prefix();
             if resource.len() > limit {
                 self.error(
                     "name",
@@ -505,7 +505,7 @@ impl Validator<'_> {
     fn check_provider(&mut self, spec: &Spec, data: &ProviderData) {
         let p = &spec.provider;
         let kind = p.kind.as_str();
-        if p.kind.is_cloud() {
+        if data.creates_servers() {
             if !p.hosts.is_empty() {
                 self.error(
                     "provider.hosts",

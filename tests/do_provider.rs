@@ -40,6 +40,7 @@ fn server_request(owner: &Owner, index: u32) -> ServerRequest {
         size: "s-1vcpu-1gb".into(),
         image: "ubuntu-24-04-x64".into(),
         ssh_key_ids: vec![],
+        public_key: None,
         tags: vec![owner.tag()],
         user_data: None,
         ipv6: false,
@@ -246,9 +247,9 @@ async fn server_errors_are_retried_and_a_create_is_never_doubled() {
     assert!(p.list_firewalls(&owner).await.unwrap().is_empty());
     assert_eq!(p.requests().retries, 1);
 
-    // A create answered 500 may or may not have happened: the provider looks by name before it posts again.
+    // A create answered 500 may or may not have happened: the engine looks by name before it posts again.
     fake.fault(json!({ "method": "POST", "path_regex": "^/v2/droplets$", "status": 500, "count": 1 }));
-    let server = p.create_server(&server_request(&owner, 1)).await.unwrap();
+    let server = sfuctl::engine::apply::create_server(&p, &owner, &server_request(&owner, 1), &quick()).await.unwrap();
     assert_eq!(server.name, "sfuctl-demo-1");
     assert_eq!(p.list_servers(&owner).await.unwrap().len(), 1);
     let lines = fake.request_lines();

@@ -1,27 +1,47 @@
 //! `sfuctl down SPEC`: remove what sfuctl put on the hosts (the service, its nftables table, /opt/sfuctl/<name>)
 //! and nothing else. Asks first unless `--yes`.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
+use clap::Args;
 use serde_json::json;
 
-use crate::cli::{DownArgs, Output};
-use crate::cloud;
+use crate::output::Output;
+use crate::engine::{self, Timings};
+use crate::provider::catalog::{self, ProviderData};
 use crate::commands::{base_dir, confirm, load_valid_spec, report_failures, timeouts};
 use crate::deploy::{Deployment, down_host, for_each_host};
 use crate::error::{Exit, report};
-use crate::provider::Owner;
-use crate::render::{Layout, PLACEHOLDER_ADDRESS, host_targets, nft_table, service_name};
+use crate::owner::Owner;
+use crate::render::{Layout, nft_table, service_name};
 use crate::spec::{FileCheck, Spec};
 use crate::state::StateFile;
+
+/// Arguments of `down`.
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// The deployment spec (YAML).
+    pub spec: PathBuf,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Seconds to wait for SSH [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub connect_timeout: Option<u64>,
+}
 
 /// Runs `down`.
 pub async fn execute(args: &DownArgs, output: Output) -> Result<Exit> {
     let loaded = load_valid_spec(&args.spec, FileCheck::Warn)?;
-    if loaded.spec.provider.kind.is_cloud() {
-        return cloud_down(args, output, &loaded.spec).await;
+    let provider = catalog::require(&loaded.spec)?;
+    // Servers sfuctl made go through the API (deleting one removes what was on it); on servers it was given, it
+    // removes over SSH what it put there.
+    if ProviderData::get(loaded.spec.provider.kind).creates_servers() {
+        return cloud_down(args, output, &loaded.spec, provider).await;
     }
     let spec = loaded.spec;
-    let hosts = host_targets(&spec, PLACEHOLDER_ADDRESS);
+    let (hosts, _) = engine::existing_hosts(&spec, provider.as_ref()).await?;
     let names: Vec<String> = hosts.iter().map(|h| format!("{} ({})", h.name, h.address)).collect();
     confirm(
         args.yes,
@@ -64,12 +84,11 @@ pub async fn execute(args: &DownArgs, output: Output) -> Result<Exit> {
 
 /// `down` on a cloud: deletes the servers, the firewall and the SSH key sfuctl made (found by the owner tag and
 /// names, not the local state), after confirmation. No SSH: deleting a server removes what was on it.
-async fn cloud_down(args: &DownArgs, output: Output, spec: &Spec) -> Result<Exit> {
-    let provider = cloud::require_provider(spec)?;
+async fn cloud_down(args: &DownArgs, output: Output, spec: &Spec, provider: std::sync::Arc<dyn crate::provider::Provider>) -> Result<Exit> {
     let owner = Owner::new(&spec.name);
     // The key is found by fingerprint; without the public key file it cannot be found, and is left alone.
-    let public_key = cloud::public_key(spec, base_dir(&args.spec)).ok();
-    let current = cloud::refresh(provider.as_ref(), &owner, public_key.as_deref()).await?;
+    let public_key = engine::public_key(spec, base_dir(&args.spec)).ok();
+    let current = engine::refresh(provider.as_ref(), ProviderData::get(spec.provider.kind), &owner, public_key.as_deref()).await?;
     let mut lines: Vec<String> = current.servers.iter().map(|s| format!("  - server {} ({})", s.name, s.id)).collect();
     if let Some(fw) = &current.firewall {
         lines.push(format!("  - firewall {} ({})", fw.name, fw.id));
@@ -79,10 +98,10 @@ async fn cloud_down(args: &DownArgs, output: Output, spec: &Spec) -> Result<Exit
     }
     let teardown = if lines.is_empty() {
         eprintln!("Nothing to delete: no resource carries the tag {} or the name {}.", owner.tag(), owner.prefix());
-        cloud::Teardown::default()
+        engine::Teardown::default()
     } else {
         confirm(args.yes, &format!("sfuctl will delete from {}:\n{}", provider.name(), lines.join("\n")))?;
-        cloud::destroy(provider, &owner, &current).await
+        engine::destroy(provider, &owner, &current, &Timings::default()).await
     };
     if teardown.failed.is_empty() {
         let mut state = StateFile::load(&spec.name)?;

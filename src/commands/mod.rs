@@ -8,6 +8,14 @@ pub mod status;
 pub mod up;
 pub mod validate;
 
+pub use audit::AuditArgs;
+pub use down::DownArgs;
+pub use plan::PlanArgs;
+pub use render::RenderArgs;
+pub use status::StatusArgs;
+pub use up::UpArgs;
+pub use validate::SpecArgs;
+
 use std::path::Path;
 
 use anyhow::Result;

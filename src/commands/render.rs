@@ -3,15 +3,34 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+
 use anyhow::Result;
+use clap::Args;
 use serde_json::json;
 
-use crate::cli::{Output, RenderArgs};
+use crate::output::Output;
 use crate::commands::{base_dir, load_valid_spec};
 use crate::error::{Exit, UserError, warn};
 use crate::secret::Secret;
 use crate::render::{PLACEHOLDER_ADDRESS, Renderer, host_targets};
 use crate::spec::{FileCheck, ProviderKind, SfuKind};
+
+/// Arguments of `render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The deployment spec (YAML).
+    pub spec: PathBuf,
+    /// The directory to write into (created if missing; files in it are overwritten).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The public address to announce, for cloud hosts whose address is not known before they exist
+    /// [default: 198.51.100.1, a documentation address].
+    #[arg(long, value_name = "IP")]
+    pub address: Option<String>,
+    /// Use templates from this directory where it has them; the embedded ones otherwise.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+}
 
 /// Runs `render`.
 pub fn execute(args: &RenderArgs, output: Output) -> Result<Exit> {

@@ -1,25 +1,40 @@
 //! `sfuctl status SPEC`: what runs where: per host its address, the service's state and since when, the
 //! artifact's sha256 and the ports bound.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
+use clap::Args;
 use serde_json::json;
 
-use crate::cli::{Output, StatusArgs};
-use crate::cloud;
+use crate::output::Output;
+use crate::engine;
+use crate::provider::catalog::{self, ProviderData};
 use crate::commands::{base_dir, load_valid_spec, report_failures, timeouts};
 use crate::deploy::{Deployment, for_each_host, status_host};
 use crate::error::Exit;
 use crate::spec::FileCheck;
 
+/// Arguments of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The deployment spec (YAML).
+    pub spec: PathBuf,
+    /// Seconds to wait for SSH [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub connect_timeout: Option<u64>,
+}
+
 /// Runs `status`.
 pub async fn execute(args: &StatusArgs, output: Output) -> Result<Exit> {
     let loaded = load_valid_spec(&args.spec, FileCheck::Warn)?;
     let spec = loaded.spec;
-    let provider = if spec.provider.kind.is_cloud() { Some(cloud::require_provider(&spec)?) } else { None };
-    let (hosts, current) = cloud::existing_hosts(&spec, provider.as_deref()).await?;
-    let servers = current.map(|c| c.servers).unwrap_or_default();
-    if provider.is_some() && servers.is_empty() {
-        eprintln!("No servers carry the tag sfuctl:{}: nothing is deployed (run `sfuctl up`).", spec.name);
+    let provider = catalog::require(&spec)?;
+    let (hosts, current) = engine::existing_hosts(&spec, provider.as_ref()).await?;
+    // Existing hosts are in the spec, not in a cloud: the JSON's `servers` lists cloud servers only.
+    let servers = if ProviderData::get(spec.provider.kind).creates_servers() { current.servers } else { Vec::new() };
+    if ProviderData::get(spec.provider.kind).creates_servers() && servers.is_empty() {
+        eprintln!("No servers carry the tag {}: nothing is deployed (run `sfuctl up`).", crate::owner::Owner::new(&spec.name).tag());
     }
     let dep = Deployment::new(spec, base_dir(&args.spec), timeouts(args.connect_timeout, None))?;
     let results = for_each_host(&dep, &hosts, |dep, host| async move { status_host(&dep, &host).await }).await;

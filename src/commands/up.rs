@@ -4,26 +4,57 @@
 
 use std::sync::Arc;
 
+use std::path::PathBuf;
+
 use anyhow::Result;
+use clap::Args;
 use serde_json::json;
 
 use crate::artifact::Artifact;
-use crate::cli::{Output, UpArgs};
-use crate::cloud;
+use crate::output::Output;
+use crate::audit_all;
+use crate::engine::{self, Timings};
+use crate::provider::catalog::{self, ProviderData};
 use crate::audit::AuditOptions;
-use crate::commands::{self, base_dir, confirm, load_valid_spec, report_failures, timeouts};
+use crate::commands::{base_dir, confirm, load_valid_spec, report_failures, timeouts};
 use crate::deploy::{Deployment, for_each_host, up_host};
 use crate::error::{Exit, UserError};
-use crate::render::{PLACEHOLDER_ADDRESS, Renderer, host_targets};
+use crate::render::Renderer;
 use crate::secret::Secret;
 use crate::spec::{FileCheck, SfuKind, resolve_path};
+
+/// Arguments of `up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The deployment spec (YAML).
+    pub spec: PathBuf,
+    /// Use templates from this directory where it has them; the embedded ones otherwise.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+    /// Seconds to wait for SSH (connect, handshake and login) [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub connect_timeout: Option<u64>,
+    /// Seconds to wait for the service to become healthy [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub health_timeout: Option<u64>,
+    /// Do not ask before deleting servers the spec no longer wants (a lower `count`).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Skip the audit that ends `up` (it fails `up` with exit 3 when a check fails).
+    #[arg(long)]
+    pub no_audit: bool,
+    /// Probe only N ports of the media range in the final audit (default: every free port).
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+}
 
 /// Runs `up`.
 pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     let loaded = load_valid_spec(&args.spec, FileCheck::Required)?;
     let spec = loaded.spec;
     let base = base_dir(&args.spec);
-    let provider = if spec.provider.kind.is_cloud() { Some(cloud::require_provider(&spec)?) } else { None };
+    let provider = catalog::require(&spec)?;
+    let creates_servers = ProviderData::get(spec.provider.kind).creates_servers();
     let renderer = Arc::new(Renderer::new(args.templates.as_deref())?);
     let secret_env = spec.sfu.secret_env().to_string();
     let secret = match std::env::var(&secret_env) {
@@ -41,18 +72,14 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
         None => None,
     };
     let dep = Deployment::new(spec, base, timeouts(args.connect_timeout, args.health_timeout))?;
-    let (hosts, mut cloud_report) = match provider.clone() {
-        Some(provider) => {
-            let yes = args.yes;
-            let (hosts, report) = cloud::apply(&dep, provider, &renderer, &secret, |extra| {
-                let names: Vec<String> = extra.iter().map(|s| format!("{} ({})", s.name, s.id)).collect();
-                confirm(yes, &format!("sfuctl will delete {} server(s) the spec no longer wants: {}", extra.len(), names.join(", ")))
-            })
-            .await?;
-            (hosts, Some(report))
-        }
-        None => (host_targets(&dep.spec, PLACEHOLDER_ADDRESS), None),
-    };
+    let yes = args.yes;
+    let (hosts, report) = engine::apply(&dep, Arc::clone(&provider), &renderer, &secret, &Timings::default(), |extra| {
+        let names: Vec<String> = extra.iter().map(|s| format!("{} ({})", s.name, s.id)).collect();
+        confirm(yes, &format!("sfuctl will delete {} server(s) the spec no longer wants: {}", extra.len(), names.join(", ")))
+    })
+    .await?;
+    // Existing hosts have no cloud side to report.
+    let mut cloud_report = creates_servers.then_some(report);
     let secret = Arc::new(secret);
     let results = for_each_host(&dep, &hosts, |dep, host| {
         let (artifact, secret, renderer) = (artifact.clone(), Arc::clone(&secret), Arc::clone(&renderer));
@@ -63,24 +90,23 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     // Every host deployed: prove it from outside, unless asked not to.
     let all_deployed = results.iter().all(|(_, r)| r.is_ok());
     let audit = if all_deployed && !args.no_audit {
-        let (_, view) = commands::audit::hosts_and_cloud(&dep.spec, provider.as_deref()).await?;
+        let (_, current) = engine::existing_hosts(&dep.spec, provider.as_ref()).await?;
+        let view = audit_all::cloud_view(&dep.spec, provider.as_ref(), current);
         let opts = AuditOptions { sample: args.sample, ..AuditOptions::default() };
         let sessions = results.iter().filter_map(|(_, r)| r.as_ref().ok().and_then(|o| o.session.clone())).collect();
-        Some(commands::audit::audit_all(&dep, &hosts, view, opts, sessions).await)
+        Some(audit_all::audit_all(&dep, &hosts, view, opts, sessions).await)
     } else {
         None
     };
 
     // Every API request of this run, the audit's refresh included.
-    if let (Some(report), Some(provider)) = (cloud_report.as_mut(), provider.as_ref()) {
+    if let Some(report) = cloud_report.as_mut() {
         let stats = provider.requests();
         (report.requests, report.mutating_requests) = (stats.total, stats.mutating);
     }
 
     let ok: Vec<_> = results.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
-    let cloud_changed = cloud_report
-        .as_ref()
-        .is_some_and(|r| r.key_created || r.firewall != "unchanged" || !r.servers_created.is_empty() || !r.servers_deleted.is_empty());
+    let cloud_changed = cloud_report.as_ref().is_some_and(engine::CloudReport::changed);
     let changed = cloud_changed || ok.iter().any(|o| o.changed_anything());
     match output {
         Output::Json => {
@@ -91,7 +117,7 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
                     Err(e) => json!({ "ok": false, "host": { "name": h.name, "address": h.address }, "error": format!("{e:#}") }),
                 })
                 .collect();
-            let audit_json = audit.as_ref().map(|a| commands::audit::to_json(a));
+            let audit_json = audit.as_ref().map(|a| audit_all::to_json(a));
             println!("{}", serde_json::to_string_pretty(&json!({ "changed": changed, "cloud": cloud_report, "hosts": hosts, "audit": audit_json }))?);
         }
         Output::Text => {
@@ -133,7 +159,7 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     let deployed = report_failures(&results)?;
     match (&audit, deployed) {
         (Some(audit), Exit::Success) => {
-            let exit = commands::audit::exit_of(audit);
+            let exit = audit_all::exit_of(audit);
             if exit == Exit::CheckFailed {
                 eprintln!("error: deployed, but the audit found a failing check: media will not flow (see above)\nhint: fix the named layer and run `sfuctl up` again, or `sfuctl audit` to re-check");
             }

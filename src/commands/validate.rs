@@ -1,12 +1,22 @@
 //! `sfuctl validate SPEC`: every problem of a spec, with its field, line and fix. Changes nothing.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
+use clap::Args;
 use serde_json::json;
 
-use crate::cli::{Output, SpecArgs};
+use crate::output::Output;
 use crate::commands::{base_dir, invalid_spec, print_warnings};
 use crate::error::Exit;
 use crate::spec::{Diagnostic, FileCheck, Spec};
+
+/// Arguments of commands that take only a spec.
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    /// The deployment spec (YAML).
+    pub spec: PathBuf,
+}
 
 /// Runs `validate`.
 pub fn execute(args: &SpecArgs, output: Output) -> Result<Exit> {

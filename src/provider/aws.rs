@@ -19,7 +19,7 @@
 //! - `InvalidPermission.Duplicate` on authorize and `InvalidPermission.NotFound` on revoke mean "already so". A
 //!   batch that fails that way is replayed one rule at a time, because EC2 rejects the whole batch.
 //! - DeleteSecurityGroup answers `DependencyViolation` until the terminated instance's network interface is
-//!   released (minutes): it is retried with backoff, bounded.
+//!   released (minutes): that comes back as `Busy`, and the engine calls again, bounded.
 //! - Port ranges are checked before they are sent (EC2 rejects an inverted range; moto accepts it).
 //! - A new security group allows all IPv4 egress; sfuctl adds IPv6 egress (`::/0`) as well.
 
@@ -29,7 +29,6 @@ pub mod xml;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::Duration;
 
 use anyhow::Result;
 use base64::Engine as _;
@@ -39,6 +38,7 @@ use sha2::{Digest, Sha256};
 use self::config::AwsConfig;
 use self::query::{Params, Query};
 use super::{
+    Busy,
     Firewall, FirewallId, FirewallRequest, FirewallRule, Owner, Provider, ProviderFuture, Server, ServerId, ServerRequest, ServerStatus,
     SshKey, SshKeyId,
 };
@@ -46,7 +46,6 @@ use crate::error::UserError;
 use crate::http::{RequestStats, RetryPolicy, api_code};
 use crate::ports::{PortRange, Protocol};
 use crate::spec::Spec;
-use crate::wait::{self, Check};
 
 /// Canonical's AWS account: the owner of the official Ubuntu AMIs.
 pub const CANONICAL: &str = "099720109477";
@@ -68,12 +67,13 @@ pub struct Aws {
     region: String,
     /// The newest Canonical AMI per architecture, looked up once per run.
     images: tokio::sync::Mutex<BTreeMap<&'static str, String>>,
-    /// How long DeleteSecurityGroup is retried on `DependencyViolation`.
-    dependency_timeout: Duration,
-    /// The first pause between those retries (it grows to four times this).
-    dependency_interval: Duration,
     /// Attempts at a read that answers `*.NotFound` right after a create (eventual consistency).
     consistency_attempts: u32,
+}
+
+/// The registration's constructor (see [`super::catalog::REGISTRY`]).
+pub fn connect(spec: &Spec) -> Result<std::sync::Arc<dyn Provider>> {
+    Ok(std::sync::Arc::new(Aws::from_spec(spec, RetryPolicy::default())?))
 }
 
 impl Aws {
@@ -89,17 +89,8 @@ impl Aws {
             query,
             region: config.region,
             images: tokio::sync::Mutex::new(BTreeMap::new()),
-            dependency_timeout: Duration::from_secs(600),
-            dependency_interval: Duration::from_secs(3),
             consistency_attempts: 4,
         })
-    }
-
-    /// How long `delete_firewall` retries `DependencyViolation`, and its first pause (tests shorten both).
-    pub fn with_dependency_wait(mut self, timeout: Duration, interval: Duration) -> Self {
-        self.dependency_timeout = timeout;
-        self.dependency_interval = interval;
-        self
     }
 
     /// The region in use.
@@ -455,30 +446,19 @@ impl Aws {
         }
     }
 
-    /// Deletes a security group, retrying `DependencyViolation` (an instance or its network interface still uses
-    /// it) with backoff up to the bound; one already gone is success.
+    /// Deletes a security group; one already gone is success. While an instance or its network interface still
+    /// uses it EC2 answers `DependencyViolation`, returned as [`Busy`]: the engine calls again later.
     pub async fn delete_firewall(&self, id: &FirewallId) -> Result<()> {
-        let what = format!("cannot delete security group {id} on AWS");
         let mut p = Params::new();
         p.set("GroupId", &id.0);
-        let done = wait::until(&format!("security group {id} to be released by its instances"), self.dependency_timeout, self.dependency_interval, || {
-            let p = &p;
-            async move {
-                match self.query.call("DeleteSecurityGroup", p).await {
-                    Ok(_) => Ok(Check::Done(())),
-                    Err(e) if api_code(&e).as_deref() == Some("InvalidGroup.NotFound") => Ok(Check::Done(())),
-                    Err(e) if api_code(&e).as_deref() == Some("DependencyViolation") => Ok(Check::NotYet(format!("{:#}", e.root_cause()))),
-                    Err(e) => Err(e),
-                }
+        match self.query.call("DeleteSecurityGroup", &p).await {
+            Ok(_) => Ok(()),
+            Err(e) if api_code(&e).as_deref() == Some("InvalidGroup.NotFound") => Ok(()),
+            Err(e) if api_code(&e).as_deref() == Some("DependencyViolation") => {
+                Err(anyhow::Error::new(Busy(format!("security group {id} is still in use: {:#}", e.root_cause()))))
             }
-        })
-        .await;
-        done.map_err(|e| {
-            UserError::failed(what)
-                .caused_by(e)
-                .hint("AWS keeps a group while a network interface uses it, for some minutes after its instance terminated: run `sfuctl down` again later")
-                .into()
-        })
+            Err(e) => Err(e),
+        }
     }
 
     /// Every key pair, with its public key when EC2 gives it.

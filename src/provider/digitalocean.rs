@@ -32,7 +32,7 @@ use super::{
 use crate::error::UserError;
 use crate::http::{self, ApiStyle, Client, RequestStats, Retry, RetryPolicy, Secret};
 use crate::ports::{PortRange, Protocol};
-use crate::providers::ProviderData;
+use crate::provider::catalog::ProviderData;
 use crate::spec::ProviderKind;
 
 /// How DigitalOcean's API differs from others, for the HTTP client.
@@ -44,14 +44,16 @@ pub const MAX_PAGE_SIZE: u32 = 200;
 /// Lists stop after this many pages, whatever the links say (a guard against a looping API).
 const MAX_PAGES: u32 = 500;
 
-/// Attempts at a create whose answer was lost (5xx, timeout), each after looking for what it may have made.
-const CREATE_ATTEMPTS: u32 = 3;
-
 /// The DigitalOcean provider.
 #[derive(Clone, Debug)]
 pub struct DigitalOcean {
     client: Client,
     page_size: u32,
+}
+
+/// The registration's constructor (see [`super::catalog::REGISTRY`]).
+pub fn connect(_spec: &crate::spec::Spec) -> Result<std::sync::Arc<dyn Provider>> {
+    Ok(std::sync::Arc::new(DigitalOcean::from_env(RetryPolicy::default())?))
 }
 
 impl DigitalOcean {
@@ -143,31 +145,13 @@ impl DigitalOcean {
         Ok(Some(reply.json::<DropletBody>()?.droplet.into_server()))
     }
 
-    /// Creates a droplet and returns it as the API first shows it (`Pending`, no addresses yet).
+    /// Creates a droplet and returns it as the API first shows it (`Pending`, no addresses yet). A create whose
+    /// answer was lost comes back as an error marked `maybe_applied`; the engine looks before it creates again.
     pub async fn create_server(&self, req: &ServerRequest) -> Result<Server> {
         let what = || format!("cannot create droplet `{}` on DigitalOcean", req.name);
         let body = create_droplet_body(req).map_err(failed(what()))?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.client.request(Method::POST, "/v2/droplets").json(&body).send().await {
-                Ok(reply) => return Ok(reply.json::<DropletBody>().map_err(failed(what()))?.droplet.into_server()),
-                Err(e) if http::maybe_applied(&e) && attempt < CREATE_ATTEMPTS => {
-                    // The create may have happened: look before creating again, so a lost answer never makes two.
-                    tokio::time::sleep(self.client.policy().backoff(attempt)).await;
-                    if let Some(found) = self.find_droplet(&req.name, &req.tags).await.map_err(failed(what()))? {
-                        return Ok(found);
-                    }
-                }
-                Err(e) => return Err(failed(what())(e)),
-            }
-        }
-    }
-
-    /// A droplet with exactly this name that carries all of `tags`.
-    async fn find_droplet(&self, name: &str, tags: &[String]) -> Result<Option<Server>> {
-        let droplets: Vec<Droplet> = self.list_all("/v2/droplets", "droplets", Some(("name", name))).await?;
-        Ok(droplets.into_iter().map(Droplet::into_server).find(|s| s.name == name && tags.iter().all(|t| s.tags.contains(t))))
+        let reply = self.client.request(Method::POST, "/v2/droplets").json(&body).send().await.map_err(failed(what()))?;
+        Ok(reply.json::<DropletBody>().map_err(failed(what()))?.droplet.into_server())
     }
 
     /// Deletes a droplet; one already gone is success.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::error::UserError;
-use crate::providers::ProviderData;
+use crate::provider::catalog::ProviderData;
 use crate::secret::Secret;
 use crate::spec::ProviderKind;
 

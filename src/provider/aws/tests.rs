@@ -97,9 +97,7 @@ fn quick() -> RetryPolicy {
 
 fn provider(url: &str, policy: RetryPolicy) -> Aws {
     let credentials = Credentials { access_key_id: "AKIDTEST".into(), secret_access_key: Secret::new("secret"), session_token: None, source: "test".into() };
-    Aws::new(AwsConfig { credentials, region: "us-east-1".into(), endpoint: url.into() }, policy)
-        .unwrap()
-        .with_dependency_wait(Duration::from_secs(3), Duration::from_millis(10))
+    Aws::new(AwsConfig { credentials, region: "us-east-1".into(), endpoint: url.into() }, policy).unwrap()
 }
 
 fn ok(body: &str) -> (u16, String) {
@@ -196,20 +194,17 @@ async fn inverted_or_zero_ranges_are_refused_before_anything_is_sent() {
 }
 
 #[tokio::test]
-async fn delete_firewall_waits_out_dependency_violation() {
+async fn delete_firewall_answers_busy_while_in_use_and_never_waits() {
     // moto deletes a group that an instance still uses; EC2 answers DependencyViolation until the ENI is gone.
     let busy = || ec2_error(400, "DependencyViolation", "resource sg-0123 has a dependent object");
-    let server = Scripted::start(vec![busy(), busy(), ok("<DeleteSecurityGroupResponse><return>true</return></DeleteSecurityGroupResponse>")]).await;
-    provider(&server.url, quick()).delete_firewall(&FirewallId("sg-0123".into())).await.unwrap();
-    assert_eq!(server.actions(), ["DeleteSecurityGroup"; 3]);
+    let server = Scripted::start(vec![busy()]).await;
+    let err = provider(&server.url, quick()).delete_firewall(&FirewallId("sg-0123".into())).await.unwrap_err();
+    assert!(crate::provider::busy_reason(&err).is_some_and(|r| r.contains("DependencyViolation")), "{err:#}");
+    assert_eq!(server.actions(), ["DeleteSecurityGroup"], "the provider never waits itself");
 
-    // Bounded: a group that stays in use fails with the code and a hint.
-    let server = Scripted::start((0..500).map(|_| busy()).collect()).await;
-    let p = provider(&server.url, quick()).with_dependency_wait(Duration::from_millis(300), Duration::from_millis(10));
-    let err = p.delete_firewall(&FirewallId("sg-0123".into())).await.unwrap_err();
-    let text = render(&err);
-    assert!(text.starts_with("error: cannot delete security group sg-0123 on AWS"), "{text}");
-    assert!(text.contains("DependencyViolation") && text.contains("run `sfuctl down` again"), "{text}");
+    // The engine waits and calls again (engine::teardown::delete_firewall, tested with the fake provider).
+    let server = Scripted::start(vec![ok("<DeleteSecurityGroupResponse><return>true</return></DeleteSecurityGroupResponse>")]).await;
+    provider(&server.url, quick()).delete_firewall(&FirewallId("sg-0123".into())).await.unwrap();
 
     // Gone already is success.
     let server = Scripted::start(vec![ec2_error(400, "InvalidGroup.NotFound", "no such group")]).await;
@@ -271,6 +266,7 @@ fn run_request(user_data: &str) -> ServerRequest {
         size: "c6i.large".into(),
         image: "ami-0a1b2c3d4e5f60002".into(),
         ssh_key_ids: vec![SshKeyId("sfuctl-demo".into())],
+        public_key: None,
         tags: vec![Owner::new("demo").tag()],
         user_data: Some(user_data.into()),
         ipv6: false,

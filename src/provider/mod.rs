@@ -9,7 +9,9 @@
 //! from spawned tasks (`async fn` in a trait is neither object-safe nor `Send` by default).
 
 pub mod aws;
+pub mod catalog;
 pub mod digitalocean;
+pub mod existing;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -24,56 +26,32 @@ use serde::{Deserialize, Serialize};
 use crate::error::UserError;
 use crate::http::RequestStats;
 use crate::ports::{CloudRule, Manifest, PortRange, Protocol};
-use crate::providers::ProviderData;
 use crate::spec::Spec;
+use catalog::ProviderData;
+
+pub use crate::owner::Owner;
+
+/// A provider's "not now": the call was refused for a reason that passes by itself (a security group still used
+/// by a terminating instance, a server still locked after create). Providers return it instead of waiting; the
+/// engine waits with a timeout and calls again.
+#[derive(Debug)]
+pub struct Busy(pub String);
+
+impl fmt::Display for Busy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Busy {}
+
+/// Whether an error is (or was caused by) a provider's [`Busy`]; its reason if so.
+pub fn busy_reason(err: &anyhow::Error) -> Option<String> {
+    err.chain().find_map(|c| c.downcast_ref::<Busy>()).map(|b| b.0.clone())
+}
 
 /// The future every provider method returns: boxed and `Send`, so `dyn Provider` works across tasks.
 pub type ProviderFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
-
-/// Who owns a resource: one deployment. Every resource carries the tag [`Owner::tag`] and a name starting with
-/// [`Owner::prefix`].
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Owner {
-    name: String,
-}
-
-impl Owner {
-    /// The owner of deployment `name` (a valid spec name: `[a-z0-9-]`, so the tag fits every provider's rules).
-    pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into() }
-    }
-
-    /// The deployment's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The ownership tag, `sfuctl:<name>`.
-    pub fn tag(&self) -> String {
-        format!("sfuctl:{}", self.name)
-    }
-
-    /// The prefix of every resource name, `sfuctl-<name>`.
-    pub fn prefix(&self) -> String {
-        format!("sfuctl-{}", self.name)
-    }
-
-    /// The firewall's name: exactly the prefix. Matched exactly, never as a prefix: deployment `demo` must not
-    /// claim `sfuctl-demo-2`, the firewall of deployment `demo-2`.
-    pub fn firewall_name(&self) -> String {
-        self.prefix()
-    }
-
-    /// The SSH key's name on the provider.
-    pub fn ssh_key_name(&self) -> String {
-        self.prefix()
-    }
-
-    /// The name of server number `index` (from 1): `sfuctl-<name>-<index>`.
-    pub fn server_name(&self, index: u32) -> String {
-        format!("{}-{index}", self.prefix())
-    }
-}
 
 /// A provider's ID of a server (a droplet id, a Linode id, an EC2 instance id), kept as text.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -278,8 +256,10 @@ pub struct ServerRequest {
     pub size: String,
     /// The image slug or ID; empty for the provider's own choice (AWS: the newest Canonical Ubuntu 24.04 AMI).
     pub image: String,
-    /// SSH keys to install (IDs from [`Provider::ensure_ssh_key`]).
+    /// SSH keys to install (IDs from [`Provider::ensure_ssh_key`]), for providers that register keys.
     pub ssh_key_ids: Vec<SshKeyId>,
+    /// The public key line itself, for providers that take keys at create instead (`ssh_key: inline`).
+    pub public_key: Option<String>,
     /// Tags: the owner tag first. Firewalls attached by tag cover the server from its first boot.
     pub tags: Vec<String>,
     /// cloud-init user data, as plain text (providers that want base64 encode it themselves).
@@ -316,6 +296,7 @@ impl ServerRequest {
             size,
             image,
             ssh_key_ids,
+            public_key: None,
             tags: vec![owner.tag()],
             user_data,
             ipv6: spec.provider.ipv6,
@@ -346,8 +327,10 @@ impl FirewallRequest {
 
 /// One cloud (or the `ssh` pseudo-provider): translation between sfuctl's records and the provider's API.
 ///
-/// Every method makes API calls and returns at once; none waits for a state to be reached. Deletes of something
-/// already gone succeed.
+/// Every method makes API calls and returns at once; none waits for a state to be reached or sleeps: a refusal
+/// that passes by itself comes back as [`Busy`], and the engine decides whether and how long to wait. Deletes of
+/// something already gone succeed. Facts that differ per provider but are not translation (how the firewall
+/// attaches, create pacing, wording) are data in `providers/<kind>.yaml` ([`catalog::ProviderData`]).
 pub trait Provider: Send + Sync {
     /// The provider's name in messages (`DigitalOcean`).
     fn name(&self) -> &'static str;
@@ -409,12 +392,6 @@ mod tests {
             "name: demo\nprovider: {{ kind: digitalocean, region: fra1{extra} }}\nssh: {{ allow_from: [203.0.113.7/32] }}\nsfu:\n  kind: janus\n  rtc_ports: 40000-41000\n"
         ))
         .unwrap()
-    }
-
-    #[test]
-    fn owner_names_and_tags() {
-        let o = Owner::new("demo");
-        assert_eq!((o.tag(), o.prefix(), o.server_name(2)), ("sfuctl:demo".into(), "sfuctl-demo".into(), "sfuctl-demo-2".into()));
     }
 
     #[test]

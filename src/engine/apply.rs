@@ -1,0 +1,340 @@
+//! `up` in the cloud: make what the diff says, in a safe order, saving each ID the moment it exists, then wait
+//! until every server runs with a public address, the firewall is applied and SSH answers.
+//!
+//! Order: SSH key, firewall (so no server is ever exposed without it), servers (created concurrently within the
+//! provider's create pacing), deletes of servers the spec no longer wants (after confirmation), then the waits.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::deploy::Deployment;
+use crate::engine::diff::{Diff, FirewallChange};
+use crate::engine::pacing::Gate;
+use crate::engine::refresh::{Current, public_key, refresh};
+use crate::engine::{Timings, targets, wait_for_ssh};
+use crate::error::UserError;
+use crate::http::{RetryPolicy, maybe_applied};
+use crate::owner::Owner;
+use crate::provider::catalog::{Attach, KeyHandling, ProviderData};
+use crate::provider::{Firewall, FirewallRequest, Provider, Server, ServerRequest, SshKeyId};
+use crate::render::{HostTarget, PLACEHOLDER_ADDRESS, Renderer};
+use crate::secret::Secret;
+use crate::spec::Spec;
+use crate::wait::{self, Check};
+
+/// Attempts at a create whose answer was lost (5xx, timeout), each after looking for what it may have made.
+const CREATE_ATTEMPTS: u32 = 3;
+
+/// What `up` did in the cloud.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CloudReport {
+    /// The key was registered now.
+    pub key_created: bool,
+    /// `created`, `updated` or `unchanged`.
+    pub firewall: &'static str,
+    /// Servers created now.
+    pub servers_created: Vec<String>,
+    /// Servers deleted now.
+    pub servers_deleted: Vec<String>,
+    /// API requests made (all / mutating).
+    pub requests: u64,
+    /// Mutating API requests made.
+    pub mutating_requests: u64,
+}
+
+impl CloudReport {
+    /// Whether anything in the cloud changed.
+    pub fn changed(&self) -> bool {
+        self.key_created || self.firewall != "unchanged" || !self.servers_created.is_empty() || !self.servers_deleted.is_empty()
+    }
+}
+
+/// A record of something the engine made or removed, saved the moment it happens (the local state is a cache of
+/// IDs: losing it loses nothing, but keeping it saves a lookup).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Saved {
+    /// The SSH key, by ID.
+    Key(String),
+    /// The firewall, by ID.
+    Firewall(String),
+    /// A server, by name and ID.
+    Server(String, String),
+    /// A server that was deleted, by name.
+    ServerGone(String),
+}
+
+/// Where [`Saved`] records go.
+pub type Ledger = Arc<dyn Fn(Saved) -> Result<()> + Send + Sync>;
+
+/// The ledger that writes into a deployment's local state.
+pub fn state_ledger(dep: &Arc<Deployment>) -> Ledger {
+    let dep = Arc::clone(dep);
+    Arc::new(move |saved| {
+        dep.with_state(|s| {
+            match saved {
+                Saved::Key(id) => s.state.resources.insert("ssh_key".into(), id),
+                Saved::Firewall(id) => s.state.resources.insert("firewall".into(), id),
+                Saved::Server(name, id) => s.state.resources.insert(format!("server:{name}"), id),
+                Saved::ServerGone(name) => {
+                    s.state.hosts.remove(&name);
+                    s.state.resources.remove(&format!("server:{name}"))
+                }
+            };
+            s.save()
+        })
+    })
+}
+
+/// `up` in the cloud, then the wait for SSH: returns the hosts to deploy to. For existing hosts this is a
+/// refresh that returns the spec's hosts and changes nothing.
+pub async fn apply(
+    dep: &Arc<Deployment>,
+    provider: Arc<dyn Provider>,
+    renderer: &Renderer,
+    secret: &Secret,
+    timings: &Timings,
+    confirm: impl FnOnce(&[Server]) -> Result<()>,
+) -> Result<(Vec<HostTarget>, CloudReport)> {
+    let spec = &dep.spec;
+    let data = ProviderData::get(spec.provider.kind);
+    let public_key = if data.ssh_key == KeyHandling::None { None } else { Some(public_key(spec, &dep.base_dir)?) };
+    let inputs = Inputs { spec, base_dir: &dep.base_dir, renderer, secret, public_key, timings, ledger: state_ledger(dep) };
+    let (servers, report) = converge(&provider, &inputs, confirm).await?;
+    let hosts = targets(spec, &servers);
+    if data.creates_servers() {
+        let mut ssh_waits = tokio::task::JoinSet::new();
+        for host in hosts.clone() {
+            let (port, timeout) = (spec.ssh.port(), timings.ssh);
+            ssh_waits.spawn(async move { wait_for_ssh(&host, port, timeout).await });
+        }
+        while let Some(joined) = ssh_waits.join_next().await {
+            joined.map_err(anyhow::Error::from).and_then(|r| r)?;
+        }
+    }
+    Ok((hosts, report))
+}
+
+/// What [`converge`] works from.
+pub struct Inputs<'a> {
+    /// The spec.
+    pub spec: &'a Spec,
+    /// The spec's directory.
+    pub base_dir: &'a Path,
+    /// Renders each new server's cloud-init user-data.
+    pub renderer: &'a Renderer,
+    /// The shared secret, for the templates.
+    pub secret: &'a Secret,
+    /// The login key line (`None` where the provider takes no key).
+    pub public_key: Option<String>,
+    /// How long to wait for things.
+    pub timings: &'a Timings,
+    /// Where each ID goes the moment it exists.
+    pub ledger: Ledger,
+}
+
+/// Makes the key, firewall and servers the spec wants, deletes extra servers (`confirm` is asked first) and waits
+/// until every server runs with a public address and the firewall is applied. Returns the servers, in index order.
+pub async fn converge(provider: &Arc<dyn Provider>, inputs: &Inputs<'_>, confirm: impl FnOnce(&[Server]) -> Result<()>) -> Result<(Vec<Server>, CloudReport)> {
+    let spec = inputs.spec;
+    let data = ProviderData::get(spec.provider.kind);
+    let owner = Owner::new(&spec.name);
+    let current = refresh(provider.as_ref(), data, &owner, inputs.public_key.as_deref()).await?;
+    let diff = Diff::new(spec, data, &owner, &current);
+    if !diff.delete.is_empty() {
+        confirm(&diff.delete)?;
+    }
+    let mut report = CloudReport { firewall: "unchanged", ..CloudReport::default() };
+    if !data.creates_servers() {
+        return Ok((diff.keep, report));
+    }
+
+    let key_ids = ensure_key(provider.as_ref(), data, &owner, &current, inputs, &mut report).await?;
+    let firewall = ensure_firewall(provider.as_ref(), data, &owner, &diff, &current, inputs, &mut report).await?;
+    let (created, failures) = create_servers(provider, data, inputs, &diff, key_ids, firewall.as_ref()).await;
+    report.servers_created = created.iter().map(|s| s.name.clone()).collect();
+    if let Some(first) = failures.into_iter().next() {
+        return Err(first.context("creating servers failed; what was created is tagged and saved: run `up` again to continue, or `down` to remove it"));
+    }
+    for server in &diff.delete {
+        provider.delete_server(&server.id).await?;
+        eprintln!("deleted server {} ({})", server.name, server.id);
+        (inputs.ledger)(Saved::ServerGone(server.name.clone()))?;
+        report.servers_deleted.push(server.name.clone());
+    }
+
+    let mut servers: Vec<Server> = diff.keep.iter().chain(created.iter()).cloned().collect();
+    servers.sort_by_key(|s| owner.server_index(&s.name));
+    let servers = wait_until_up(provider, &owner, servers, inputs.timings.server).await?;
+    if let Some(fw) = firewall.filter(|fw| !fw.ready) {
+        wait_until_applied(provider, &fw, inputs.timings.firewall).await?;
+    }
+    Ok((servers, report))
+}
+
+/// Registers the login key where the provider keeps keys; returns the IDs to name at create.
+async fn ensure_key(provider: &dyn Provider, data: &ProviderData, owner: &Owner, current: &Current, inputs: &Inputs<'_>, report: &mut CloudReport) -> Result<Vec<SshKeyId>> {
+    if data.ssh_key != KeyHandling::Register {
+        return Ok(Vec::new());
+    }
+    let key = match (&current.key, inputs.public_key.as_deref()) {
+        (Some(key), _) => key.clone(),
+        (None, Some(public_key)) => {
+            let (key, created) = provider.ensure_ssh_key(&owner.ssh_key_name(), public_key).await?;
+            report.key_created = created;
+            if created {
+                eprintln!("created SSH key {} ({})", owner.ssh_key_name(), key.fingerprint);
+            }
+            (inputs.ledger)(Saved::Key(key.id.0.clone()))?;
+            key
+        }
+        (None, None) => return Ok(Vec::new()),
+    };
+    Ok(vec![key.id])
+}
+
+/// Creates the firewall or brings its rules in line, in place.
+async fn ensure_firewall(
+    provider: &dyn Provider,
+    data: &ProviderData,
+    owner: &Owner,
+    diff: &Diff,
+    current: &Current,
+    inputs: &Inputs<'_>,
+    report: &mut CloudReport,
+) -> Result<Option<Firewall>> {
+    if !data.has_firewall() {
+        return Ok(None);
+    }
+    match (&diff.firewall, &current.firewall) {
+        (FirewallChange::Keep, Some(fw)) => Ok(Some(fw.clone())),
+        (_, existing) => {
+            let fw = provider.put_firewall(&FirewallRequest::for_manifest(owner, &inputs.spec.manifest()), existing.as_ref()).await?;
+            report.firewall = if existing.is_some() { "updated" } else { "created" };
+            eprintln!("{} firewall {} ({})", report.firewall, fw.name, fw.id);
+            (inputs.ledger)(Saved::Firewall(fw.id.0.clone()))?;
+            Ok(Some(fw))
+        }
+    }
+}
+
+/// Creates the missing servers concurrently, within the provider's pacing; each ID is saved the moment the API
+/// returns it. Returns what was created and every failure.
+async fn create_servers(
+    provider: &Arc<dyn Provider>,
+    data: &ProviderData,
+    inputs: &Inputs<'_>,
+    diff: &Diff,
+    key_ids: Vec<SshKeyId>,
+    firewall: Option<&Firewall>,
+) -> (Vec<Server>, Vec<anyhow::Error>) {
+    let spec = inputs.spec;
+    let owner = Owner::new(&spec.name);
+    let gate = Arc::new(Gate::new(data.servers.create_pacing));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut failures = Vec::new();
+    for &i in &diff.create {
+        let host = HostTarget { name: owner.server_name(i), address: PLACEHOLDER_ADDRESS.into(), address_v6: None, listen_ip: "0.0.0.0".into() };
+        let req = inputs.renderer.render_host(spec, inputs.base_dir, &host, inputs.secret).and_then(|files| {
+            let mut req = ServerRequest::for_spec(spec, i, key_ids.clone(), files.cloud_init)?;
+            if data.ssh_key == KeyHandling::Inline {
+                req.public_key = inputs.public_key.clone();
+            }
+            if data.firewall.attach == Attach::Launch {
+                req.firewall_id = firewall.map(|f| f.id.clone());
+            }
+            Ok(req)
+        });
+        let req = match req {
+            Ok(req) => req,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        let (provider, ledger, gate, owner) = (Arc::clone(provider), Arc::clone(&inputs.ledger), Arc::clone(&gate), owner.clone());
+        tasks.spawn(async move {
+            gate.admit().await;
+            let server = create_server(provider.as_ref(), &owner, &req, &RetryPolicy::default()).await?;
+            eprintln!("created server {} ({})", server.name, server.id);
+            ledger(Saved::Server(server.name.clone(), server.id.0.clone()))?;
+            Ok::<Server, anyhow::Error>(server)
+        });
+    }
+    let mut created = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined.map_err(anyhow::Error::from).and_then(|r| r) {
+            Ok(server) => created.push(server),
+            Err(e) => failures.push(e),
+        }
+    }
+    (created, failures)
+}
+
+/// Creates one server. A create whose answer was lost (5xx, timeout: it may have happened) is never simply
+/// sent again: after a pause the owner's servers are listed, and one with the wanted name is taken over.
+pub async fn create_server(provider: &dyn Provider, owner: &Owner, req: &ServerRequest, policy: &RetryPolicy) -> Result<Server> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match provider.create_server(req).await {
+            Ok(server) => return Ok(server),
+            Err(e) if maybe_applied(&e) && attempt < CREATE_ATTEMPTS => {
+                tokio::time::sleep(policy.backoff(attempt)).await;
+                if let Some(found) = provider.list_servers(owner).await?.into_iter().find(|s| s.name == req.name) {
+                    return Ok(found);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits for every server to run with a public IPv4: one list by tag per round, however many servers there are
+/// (polling each one would spend the API's rate limit ten times as fast for ten servers).
+async fn wait_until_up(provider: &Arc<dyn Provider>, owner: &Owner, servers: Vec<Server>, timeout: Duration) -> Result<Vec<Server>> {
+    if servers.iter().all(Server::is_up) {
+        return Ok(servers);
+    }
+    let wanted: Vec<_> = servers.iter().map(|s| s.id.clone()).collect();
+    let what = if wanted.len() == 1 { format!("server {} to run with a public IPv4", servers[0].name) } else { format!("{} servers to run with a public IPv4", wanted.len()) };
+    wait::until(&what, timeout, Duration::from_secs(1), || {
+        let (provider, owner, wanted) = (Arc::clone(provider), owner.clone(), wanted.clone());
+        async move {
+            let listed = provider.list_servers(&owner).await?;
+            let mut found = Vec::new();
+            for id in &wanted {
+                match listed.iter().find(|s| &s.id == id) {
+                    Some(s) if s.is_up() => found.push(s.clone()),
+                    Some(s) => return Ok(Check::NotYet(format!("{} is {}", s.name, s.status))),
+                    // Just created, a list may not show it yet (eventual consistency); gone is an error.
+                    None => match provider.get_server(id).await? {
+                        Some(s) => return Ok(Check::NotYet(format!("{} is {} (not listed yet)", s.name, s.status))),
+                        None => return Err(UserError::failed(format!("server {id} disappeared while sfuctl waited for it")).into()),
+                    },
+                }
+            }
+            Ok(Check::Done(found))
+        }
+    })
+    .await
+}
+
+/// Waits until the firewall's changes are applied.
+async fn wait_until_applied(provider: &Arc<dyn Provider>, firewall: &Firewall, timeout: Duration) -> Result<()> {
+    let id = firewall.id.clone();
+    wait::until(&format!("firewall {} to be applied", firewall.name), timeout, Duration::from_secs(1), || {
+        let (provider, id) = (Arc::clone(provider), id.clone());
+        async move {
+            Ok(match provider.get_firewall(&id).await? {
+                Some(fw) if fw.ready => Check::Done(()),
+                Some(fw) => Check::NotYet(format!("status {}", fw.status)),
+                None => return Err(UserError::failed(format!("firewall {id} disappeared while sfuctl waited for it")).into()),
+            })
+        }
+    })
+    .await
+}

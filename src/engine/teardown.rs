@@ -1,0 +1,94 @@
+//! `down` in the cloud: delete every server with the owner tag, wait until they are gone, then the firewall
+//! (waiting out a provider's "still in use"), then the SSH key when sfuctl registered it. Keeps going past errors
+//! and reports them all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::engine::Timings;
+use crate::engine::refresh::Current;
+use crate::error::UserError;
+use crate::owner::Owner;
+use crate::provider::{FirewallId, Provider, busy_reason};
+use crate::wait::{self, Check};
+
+/// What `down` removed, and what it could not.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Teardown {
+    /// Resources deleted, as `kind name (id)`.
+    pub deleted: Vec<String>,
+    /// Resources that could not be deleted, with the reason.
+    pub failed: Vec<String>,
+}
+
+/// Deletes what `current` holds. The SSH key goes only when sfuctl registered it (named `sfuctl-<name>`; a key
+/// you registered yourself is never touched).
+pub async fn destroy(provider: Arc<dyn Provider>, owner: &Owner, current: &Current, timings: &Timings) -> Teardown {
+    let mut out = Teardown::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    for server in current.servers.clone() {
+        let (provider, timeout) = (Arc::clone(&provider), timings.server);
+        tasks.spawn(async move {
+            let r = provider.delete_server(&server.id).await;
+            if r.is_ok() {
+                // Wait until it is really gone, so the firewall and tag can go after it.
+                let _ = wait::until(&format!("server {} to be deleted", server.name), timeout, Duration::from_secs(1), || {
+                    let (provider, id) = (Arc::clone(&provider), server.id.clone());
+                    async move { Ok(if provider.get_server(&id).await?.is_none() { Check::Done(()) } else { Check::NotYet("still there".into()) }) }
+                })
+                .await;
+            }
+            (server, r)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((s, Ok(()))) => out.deleted.push(format!("server {} ({})", s.name, s.id)),
+            Ok((s, Err(e))) => out.failed.push(format!("server {} ({}): {e:#}", s.name, s.id)),
+            Err(e) => out.failed.push(format!("a delete task stopped: {e}")),
+        }
+    }
+    if let Some(fw) = &current.firewall {
+        match delete_firewall(provider.as_ref(), &fw.id, &fw.name, timings.busy).await {
+            Ok(()) => out.deleted.push(format!("firewall {} ({})", fw.name, fw.id)),
+            Err(e) => out.failed.push(format!("firewall {} ({}): {e:#}", fw.name, fw.id)),
+        }
+    }
+    if let Some(key) = current.key.as_ref().filter(|k| k.name == owner.ssh_key_name()) {
+        match provider.delete_ssh_key(&key.id).await {
+            Ok(()) => out.deleted.push(format!("ssh key {} ({})", key.name, key.fingerprint)),
+            Err(e) => out.failed.push(format!("ssh key {} ({}): {e:#}", key.name, key.fingerprint)),
+        }
+    }
+    if out.failed.is_empty() {
+        if let Err(e) = provider.forget_owner(owner).await {
+            out.failed.push(format!("tag {}: {e:#}", owner.tag()));
+        }
+    }
+    out
+}
+
+/// Deletes a firewall, calling again while the provider answers [`crate::provider::Busy`] (a security group
+/// still used by a terminating instance's network interface), up to `timeout`.
+pub async fn delete_firewall(provider: &dyn Provider, id: &FirewallId, name: &str, timeout: Duration) -> Result<()> {
+    let interval = (timeout / 200).clamp(Duration::from_millis(10), Duration::from_secs(3));
+    wait::until(&format!("firewall {name} to be released by its servers"), timeout, interval, || async {
+        match provider.delete_firewall(id).await {
+            Ok(()) => Ok(Check::Done(())),
+            Err(e) => match busy_reason(&e) {
+                Some(reason) => Ok(Check::NotYet(reason)),
+                None => Err(e),
+            },
+        }
+    })
+    .await
+    .map_err(|e| {
+        UserError::failed(format!("cannot delete firewall {name} ({id}) on {}", provider.name()))
+            .caused_by(e)
+            .hint("a provider keeps a firewall while a server or its network interface still uses it, for some minutes after the server went: run `sfuctl down` again later")
+            .into()
+    })
+}
