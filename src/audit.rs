@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::error::UserError;
 use crate::deploy::{Deployment, ServiceState, Session, run_as_root};
 use crate::service::ServiceScripts;
 use crate::nft_eval::{Packet, Ruleset};
@@ -428,10 +429,11 @@ fn config_consistency(spec: &Spec, host: &HostTarget, g: &Gathered) -> Check {
 async fn udp_reachability(dep: &Arc<Deployment>, session: &Session, host: &HostTarget, opts: AuditOptions, host_drops: &[u16], cloud: Option<&CloudView>) -> Check {
     let id = "udp-reachability";
     match probe_media(dep, session, host, opts).await {
-        Err(e) => check(id, Status::Fail, format!("the probe could not run: {e:#}"), Some("the responder needs python3 on the host".into())),
-        Ok((result, busy)) => {
+        Err(e) => check(id, Status::Fail, format!("the probe could not run: {e:#}"), crate::error::hint_of(&e).or_else(|| Some("see the cause in the detail".into()))),
+        Ok(MediaProbe { result, busy, windows }) => {
+            let windows_note = if windows > 1 { format!(", in {windows} windows (the host's open-file limit is below the range)") } else { String::new() };
             let unreachable = result.unreachable();
-            let busy_note = if busy > 0 { format!(" ({busy} port(s) in use by the server, not probed)") } else { String::new() };
+            let busy_note = if busy > 0 { format!(" ({busy} port(s) in use by the server, not probed){windows_note}") } else { windows_note };
             if result.probed.is_empty() {
                 return check(id, Status::Fail, format!("no free port of the media range to probe{busy_note}"), None);
             }
@@ -457,32 +459,72 @@ async fn udp_reachability(dep: &Arc<Deployment>, session: &Session, host: &HostT
     }
 }
 
-/// Runs the responder on the host and probes it from here. Returns the result and how many ports of the range
-/// were busy (bound by the server itself) and so not probed.
-async fn probe_media(dep: &Arc<Deployment>, session: &Session, host: &HostTarget, opts: AuditOptions) -> Result<(probe::RangeResult, usize)> {
+/// What probing the media range found.
+struct MediaProbe {
+    /// Probed and answered ports, over every window.
+    result: probe::RangeResult,
+    /// Ports bound by the server itself (not probed).
+    busy: usize,
+    /// How many windows the range took (more than one when the host's open-file limit is below the range).
+    windows: usize,
+}
+
+/// Runs the responder on the host and probes it from here, window by window: each run binds what the host's
+/// open-file limit allows and says where to go on (`next=`).
+async fn probe_media(dep: &Arc<Deployment>, session: &Session, host: &HostTarget, opts: AuditOptions) -> Result<MediaProbe> {
     let media = dep.manifest.media();
     let address: IpAddr = host.address.parse()?;
     let mut key = [0u8; 32];
     getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no random bytes: {e}"))?;
     let bind = if address.is_ipv4() { "0.0.0.0" } else { "::" };
     let limit = 30 + opts.probe_timeout.as_secs();
-    // The responder goes as an argument (nothing is written on the host); the key goes on stdin, never in `ps`.
-    let cmd = session.facts.as_root(&format!("exec python3 -c {} {media} {bind} {limit}", q(probe::RESPONDER)));
-    let stdin = format!("{}\n", crate::artifact::hex(&key));
-    let timeout = opts.probe_timeout;
-    let sample = opts.sample;
-    let (result, _) = session
-        .remote
-        .run(move |r| {
-            r.exec_while(&cmd, stdin.as_bytes(), "ready", Duration::from_secs(20), |line| {
-                let bound = probe::parse_ready(line);
-                let busy = media.len() as usize - bound.len();
-                let ports = probe::sample(&bound, sample);
-                probe::udp_range(address, &ports, &key, timeout).map(|r| (r, busy))
+    let mut out = MediaProbe { result: probe::RangeResult::default(), busy: 0, windows: 0 };
+    let mut start = media.start;
+    loop {
+        let window = crate::ports::PortRange { start, end: media.end };
+        // The responder goes as an argument (nothing is written on the host); the key goes on stdin, never in `ps`.
+        let cmd = session.facts.as_root(&format!("exec python3 -c {} {window} {bind} {limit}", q(probe::RESPONDER)));
+        let stdin = format!("{}\n", crate::artifact::hex(&key));
+        let (timeout, sample, share) = (opts.probe_timeout, opts.sample, window.len() as f64 / media.len() as f64);
+        let (found, _) = session
+            .remote
+            .run(move |r| {
+                r.exec_while(&cmd, stdin.as_bytes(), "ready", Duration::from_secs(20), |line| {
+                    let bound = probe::parse_ready(line);
+                    let next = probe::parse_next(line);
+                    let covered = next.map_or(window.len() as usize, |n| usize::from(n - window.start));
+                    let ports = probe::sample(&bound, sample.map(|n| ((n as f64 * share).ceil() as usize).max(1)));
+                    probe::udp_range(address, &ports, &key, timeout).map(|r| (r, next, covered - bound.len()))
+                })
             })
-        })
-        .await?;
-    result
+            .await
+            .map_err(probe_failure)?;
+        let (result, next, busy) = found?;
+        out.windows += 1;
+        out.busy += busy;
+        out.result.probed.extend(result.probed);
+        out.result.reachable.extend(result.reachable);
+        match next {
+            Some(n) if n > start && n <= media.end => start = n,
+            _ => break,
+        }
+    }
+    out.result.probed.sort_unstable();
+    out.result.reachable.sort_unstable();
+    Ok(out)
+}
+
+/// A responder that could not start, with a hint for its real cause (python3 missing is only one of them).
+fn probe_failure(e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    let hint = if text.contains("python3: not found") || text.contains("python3: command not found") || text.contains("No such file or directory") && text.contains("python3") {
+        "the responder needs python3 on the host: install it (`apt-get install -y python3`)"
+    } else if text.contains("Too many open files") {
+        "the host's open-file limit is too low even for one window of the media range: raise the hard limit (`ulimit -Hn`) of the login user"
+    } else {
+        "the UDP responder could not start on the host: see the cause above"
+    };
+    UserError::failed("the UDP responder did not start").caused_by(e).hint(hint).into()
 }
 
 /// The public TCP ports to connect to (the SSH port is proven by the session itself).

@@ -66,6 +66,11 @@ impl UserError {
     }
 }
 
+/// The first hint anywhere in an error's chain.
+pub fn hint_of(err: &anyhow::Error) -> Option<String> {
+    err.chain().find_map(|c| c.downcast_ref::<UserError>().and_then(|u| u.hint.clone()))
+}
+
 impl fmt::Display for UserError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)

@@ -116,27 +116,47 @@ pub fn http_get(target: SocketAddr, path: &str, timeout: Duration) -> Result<(u1
 }
 
 /// The UDP responder the audit runs on the host (Python 3, present on every common cloud image). It reads the key
-/// as a hex line on stdin (so it never shows in `ps`), binds every free port of the range given as argv[1] on the
-/// address argv[2], prints `ready <bound ranges>`, answers each probe with probe + HMAC-SHA256(key, probe)[:16],
-/// and exits when stdin closes or after argv[3] seconds.
-pub const RESPONDER: &str = r#"import hashlib, hmac, os, selectors, socket, sys, time
+/// as a hex line on stdin (so it never shows in `ps`), raises its open-file limit to the hard limit (a stock
+/// login's soft limit of 1024 would stop it near port 1000), binds every free port of the range given as argv[1]
+/// (`40000-41000` or one port) on the address argv[2], prints `ready <bound ranges>` (and ` next=<port>` when the
+/// open-file limit ran out before the end of the range: the caller probes the rest in another window), answers
+/// each probe with probe + HMAC-SHA256(key, probe)[:16], and exits when stdin closes or after argv[3] seconds.
+pub const RESPONDER: &str = r#"import errno, hashlib, hmac, os, selectors, socket, sys, time
+try:
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1048576
+    if want > soft: resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+except (ImportError, ValueError, OSError):
+    pass
 key = bytes.fromhex(sys.stdin.readline().strip())
-lo, hi = map(int, sys.argv[1].split("-")); addr = sys.argv[2]; limit = float(sys.argv[3])
+span = sys.argv[1].split("-"); lo, hi = int(span[0]), int(span[-1]); addr = sys.argv[2]; limit = float(sys.argv[3])
 family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-sel = selectors.DefaultSelector(); bound = []
+sel = selectors.DefaultSelector(); bound = []; nxt = None
+out_of_files = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 for port in range(lo, hi + 1):
-    s = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        s.bind((addr, port))
-    except OSError:
-        s.close(); continue
-    s.setblocking(False); sel.register(s, selectors.EVENT_READ, port); bound.append(port)
+        s = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as e:
+        if e.errno in out_of_files: nxt = port; break
+        raise
+    try:
+        s.bind((addr, port)); s.setblocking(False); sel.register(s, selectors.EVENT_READ, port)
+    except OSError as e:
+        s.close()
+        if e.errno in out_of_files: nxt = port; break
+        continue
+    bound.append(port)
+if nxt is not None and bound:
+    # Keep a little room: the selector and the answers need descriptors too.
+    for _ in range(min(16, len(bound))):
+        p = bound.pop(); k = [k for k in sel.get_map().values() if k.data == p][0]; sel.unregister(k.fileobj); k.fileobj.close(); nxt = p
 os.set_blocking(0, False); sel.register(sys.stdin, selectors.EVENT_READ, None)
 ranges = []
 for p in bound:
     if ranges and ranges[-1][1] == p - 1: ranges[-1][1] = p
     else: ranges.append([p, p])
-print("ready " + ",".join("%d-%d" % (a, b) for a, b in ranges), flush=True)
+print("ready " + ",".join("%d-%d" % (a, b) for a, b in ranges) + (" next=%d" % nxt if nxt is not None else ""), flush=True)
 deadline = time.monotonic() + limit
 while time.monotonic() < deadline:
     for k, _ in sel.select(max(0.0, deadline - time.monotonic())):
@@ -174,7 +194,13 @@ impl RangeResult {
 
 /// Parses the responder's `ready 40000-40499,40501-41000` line into ports.
 pub fn parse_ready(line: &str) -> Vec<u16> {
-    line.trim_start_matches("ready").split(',').filter_map(|r| r.trim().parse::<crate::ports::PortRange>().ok()).flat_map(|r| r.start..=r.end).collect()
+    let ranges = line.trim_start_matches("ready").split_whitespace().find(|w| !w.starts_with("next=")).unwrap_or("");
+    ranges.split(',').filter_map(|r| r.trim().parse::<crate::ports::PortRange>().ok()).flat_map(|r| r.start..=r.end).collect()
+}
+
+/// The port the responder stopped at when it ran out of open files (`next=40980`): the next window starts there.
+pub fn parse_next(line: &str) -> Option<u16> {
+    line.split_whitespace().find_map(|w| w.strip_prefix("next="))?.parse().ok()
 }
 
 /// Up to `n` ports spread evenly over `ports` (always the first and the last); all of them when `n` is `None`.
@@ -327,6 +353,37 @@ mod tests {
         child.wait().unwrap();
     }
 
+    /// Runs the responder under `prlimit` with a hard open-file limit, returns its ready line.
+    fn ready_line_under_limit(range: &str, nofile: u32) -> String {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("prlimit")
+            .args([format!("--nofile={nofile}:{nofile}"), "python3".into(), "-c".into(), RESPONDER.into(), range.into(), "127.0.0.1".into(), "5".into()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("prlimit (util-linux) runs python3");
+        writeln!(child.stdin.as_mut().unwrap(), "{}", crate::artifact::hex(&[1u8; 32])).unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        line
+    }
+
+    #[test]
+    fn the_responder_says_where_to_go_on_when_open_files_run_out() {
+        // 256 descriptors for 2000 ports: it binds what fits, keeps some room, and names the next port.
+        let line = ready_line_under_limit("47200-49199", 256);
+        let bound = parse_ready(&line);
+        let next = parse_next(&line).unwrap_or_else(|| panic!("no next= in {line}"));
+        assert!(bound.len() > 150 && bound.len() < 256, "{line}");
+        assert_eq!(u32::from(next), u32::from(*bound.last().unwrap()) + 1, "{line}");
+        // A single port is a range too (a mediasoup WebRtcServer on one port).
+        let line = ready_line_under_limit("47300", 256);
+        assert_eq!(parse_ready(&line), vec![47300], "{line}");
+        assert_eq!(parse_next(&line), None);
+    }
+
     #[test]
     fn ranges_and_samples() {
         assert_eq!(ranges(&[40000, 40001, 40002, 40005]), vec!["40000-40002", "40005"]);
@@ -335,6 +392,8 @@ mod tests {
         assert_eq!(s, vec![40000, 40250, 40500, 40750, 41000]);
         assert_eq!(sample(&all, None).len(), 1001);
         assert_eq!(parse_ready("ready 40000-40002,40005-40005\n"), vec![40000, 40001, 40002, 40005]);
+        assert_eq!(parse_ready("ready 40000-40001 next=40002\n"), vec![40000, 40001]);
+        assert_eq!(parse_next("ready 40000-40001 next=40002\n"), Some(40002));
     }
 
     #[test]
