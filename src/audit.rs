@@ -123,7 +123,7 @@ impl Default for AuditOptions {
 /// Audits one host, over `session` when the caller has one open (`up` does), else over a new one.
 pub async fn audit_host(dep: &Arc<Deployment>, host: &HostTarget, cloud: Option<&CloudView>, opts: AuditOptions, session: Option<Session>) -> Result<HostAudit> {
     let spec = &dep.spec;
-    let mut checks = vec![cloud_firewall(spec, host, cloud), ssh_exposure(spec, cloud)];
+    let mut checks = vec![cloud_firewall(spec, host, cloud)];
     let session = match session {
         Some(s) => s,
         None => dep.connect(host).await?,
@@ -132,6 +132,7 @@ pub async fn audit_host(dep: &Arc<Deployment>, host: &HostTarget, cloud: Option<
     let gathered = run_as_root(&session, &format!("{}{}{}\n", gather_script(&dep.layout, spec), scripts.status(), crate::health::SOCKETS_SCRIPT)).await?;
     let facts = Gathered::parse(&gathered);
     let host_fw = host_firewall(spec, &facts);
+    checks.push(ssh_exposure(spec, cloud, host_fw.table_missing));
     checks.push(host_fw.check.clone());
     checks.push(service(dep, &session, &gathered));
     checks.push(config_consistency(spec, host, &facts));
@@ -177,9 +178,18 @@ fn cloud_firewall(spec: &Spec, host: &HostTarget, cloud: Option<&CloudView>) -> 
     }
 }
 
-fn ssh_exposure(spec: &Spec, cloud: Option<&CloudView>) -> Check {
+fn ssh_exposure(spec: &Spec, cloud: Option<&CloudView>, host_table_missing: bool) -> Check {
     let id = "ssh-exposure";
     let port = spec.ssh.port();
+    // Without a cloud firewall, the spec's allow_from holds only while sfuctl's table is loaded on the host.
+    if host_table_missing && cloud.and_then(|c| c.firewall.as_ref()).is_none() {
+        return check(
+            id,
+            Status::Warn,
+            format!("SSH (tcp {port}) is limited by nothing sfuctl can see: its host firewall table is not loaded"),
+            Some("run `sfuctl up` to load it again (see host-firewall)".into()),
+        );
+    }
     // The live cloud rule counts when there is one; otherwise the spec's allow_from (which the host firewall gets).
     let sources: Vec<ipnet::IpNet> = match cloud.and_then(|c| c.firewall.as_ref()) {
         Some(fw) => fw.rules.iter().filter(|r| r.protocol == Protocol::Tcp && r.ports.contains(port)).flat_map(|r| r.sources.clone()).collect(),
@@ -265,6 +275,8 @@ struct HostFirewallResult {
     check: Check,
     /// Media ports the host firewall drops (for the UDP check's hint).
     dropped_media: Vec<u16>,
+    /// The spec wants sfuctl's table and the host does not have it (lost at a reboot, or removed by hand).
+    table_missing: bool,
 }
 
 fn host_firewall(spec: &Spec, g: &Gathered) -> HostFirewallResult {
@@ -276,7 +288,7 @@ fn host_firewall(spec: &Spec, g: &Gathered) -> HostFirewallResult {
         } else {
             check(id, Status::Pass, "no host firewall (nft is not installed and no iptables rules are loaded)", None)
         };
-        return HostFirewallResult { check: c, dropped_media: Vec::new() };
+        return HostFirewallResult { check: c, dropped_media: Vec::new(), table_missing: spec.host_firewall };
     };
     let ruleset = match Ruleset::parse(json) {
         Ok(r) => r,
@@ -284,6 +296,7 @@ fn host_firewall(spec: &Spec, g: &Gathered) -> HostFirewallResult {
             return HostFirewallResult {
                 check: check(id, Status::Warn, format!("cannot read the host's nftables ruleset: {e}"), None),
                 dropped_media: Vec::new(),
+                table_missing: false,
             };
         }
     };
@@ -306,8 +319,17 @@ fn host_firewall(spec: &Spec, g: &Gathered) -> HostFirewallResult {
     }
     unknown.sort();
     unknown.dedup();
+    let table = crate::owner::Owner::new(&spec.name).nft_table();
+    let table_missing = spec.host_firewall && !ruleset.has_table("inet", &table);
     let dropped_media: Vec<u16> = dropped.iter().filter(|(p, port, _)| *p == Protocol::Udp && manifest.media().contains(*port)).map(|(_, p, _)| *p).collect();
-    let c = if !dropped.is_empty() {
+    let c = if table_missing {
+        check(
+            id,
+            Status::Fail,
+            format!("sfuctl's table inet {table} is not loaded: the host firewall the spec asks for is not there (lost at a reboot, or removed by hand)"),
+            Some("run `sfuctl up`: it loads the table, and the service unit loads it again at every start".into()),
+        )
+    } else if !dropped.is_empty() {
         let mut groups: Vec<String> = Vec::new();
         for proto in [Protocol::Udp, Protocol::Tcp] {
             let mut chains: Vec<&str> = dropped.iter().filter(|d| d.0 == proto).map(|d| d.2.as_str()).collect();
@@ -323,7 +345,7 @@ fn host_firewall(spec: &Spec, g: &Gathered) -> HostFirewallResult {
     } else {
         check(id, Status::Pass, format!("allows every public port from {saddr} (nftables, arriving on {iif})"), None)
     };
-    HostFirewallResult { check: c, dropped_media }
+    HostFirewallResult { check: c, dropped_media, table_missing }
 }
 
 fn service(dep: &Arc<Deployment>, session: &Session, gathered: &str) -> Check {

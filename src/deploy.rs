@@ -32,11 +32,13 @@ pub struct Timeouts {
     pub connect: Duration,
     /// How long the service may take to become healthy.
     pub health: Duration,
+    /// How long cloud-init may take on a new server (package installs included).
+    pub cloud_init: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { connect: Duration::from_secs(10), health: Duration::from_secs(60) }
+        Self { connect: Duration::from_secs(10), health: Duration::from_secs(60), cloud_init: Duration::from_secs(900) }
     }
 }
 
@@ -199,6 +201,10 @@ impl HostOutcome {
 pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Artifact>, secret: &Secret, renderer: &Renderer) -> Result<HostOutcome> {
     let files = renderer.render_host(&dep.spec, &dep.base_dir, host, secret)?;
     let session = dep.connect(host).await?;
+    if crate::provider::catalog::ProviderData::get(dep.spec.provider.kind).creates_servers() {
+        // A new server is still installing its packages and users: deploying now would race it.
+        wait_for_cloud_init(&session, dep.timeouts.cloud_init).await?;
+    }
     let l = &dep.layout;
     let login = session.facts.user.clone();
     let service_user = run_as(&dep.spec);
@@ -274,6 +280,32 @@ pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Arti
         health,
         session: Some(session),
     })
+}
+
+/// Waits until cloud-init has finished on a new server (`cloud-init status`, polled with progress, bounded). A
+/// host without cloud-init passes at once; cloud-init's own failure is an error with its long status.
+async fn wait_for_cloud_init(session: &Session, timeout: Duration) -> Result<()> {
+    let probe = "if command -v cloud-init >/dev/null 2>&1; then cloud-init status 2>&1; else echo absent; fi";
+    wait::until(&format!("cloud-init to finish on {}", session.host.name), timeout, Duration::from_secs(1), || async move {
+        let out = run_as_root(session, probe).await?;
+        if out.lines().any(|l| l.trim() == "absent") {
+            return Ok(Check::Done(()));
+        }
+        let status = out.lines().find_map(|l| l.trim().strip_prefix("status:")).map(str::trim).unwrap_or("unknown").to_string();
+        match status.as_str() {
+            // "degraded done" (recoverable warnings) counts as done.
+            "done" | "disabled" | "degraded" | "degraded done" => Ok(Check::Done(())),
+            "error" => {
+                let long = run_as_root(session, "cloud-init status --long 2>&1 | tail -n 20").await.unwrap_or_default();
+                Err(UserError::failed(format!("cloud-init failed on {}", session.host.name))
+                    .caused_by(anyhow::anyhow!("{}", long.trim()))
+                    .hint("see /var/log/cloud-init-output.log on the host (`sfuctl up` continues once cloud-init has run cleanly)")
+                    .into())
+            }
+            other => Ok(Check::NotYet(format!("cloud-init is {other}"))),
+        }
+    })
+    .await
 }
 
 /// Uploads the artifact (skipped when the host has the same sha256) and unpacks it when it is an archive.

@@ -54,6 +54,8 @@ pub struct Ruleset {
     chains: HashMap<String, Chain>,
     /// Base chains in the order listed (their keys).
     base: Vec<String>,
+    /// Tables, as `family/name`.
+    tables: Vec<String>,
 }
 
 enum Outcome {
@@ -70,9 +72,12 @@ impl Ruleset {
         let items = doc["nftables"].as_array().ok_or_else(|| anyhow::anyhow!("no `nftables` list in the ruleset"))?;
         let mut chains: HashMap<String, Chain> = HashMap::new();
         let mut base = Vec::new();
+        let mut tables = Vec::new();
         let key = |v: &Value, name: &str| format!("{}/{}/{}", v["family"].as_str().unwrap_or(""), v["table"].as_str().unwrap_or(""), name);
         for item in items {
-            if let Some(c) = item.get("chain") {
+            if let Some(t) = item.get("table") {
+                tables.push(format!("{}/{}", t["family"].as_str().unwrap_or(""), t["name"].as_str().unwrap_or("")));
+            } else if let Some(c) = item.get("chain") {
                 let k = key(c, c["name"].as_str().unwrap_or(""));
                 let hook = c["hook"].as_str().map(str::to_string);
                 if hook.is_some() && c["type"].as_str() == Some("filter") {
@@ -85,7 +90,12 @@ impl Ruleset {
                 chains.entry(k).or_insert(Chain { hook: None, policy_drop: false, rules: Vec::new() }).rules.push(Rule { exprs });
             }
         }
-        Ok(Self { chains, base })
+        Ok(Self { chains, base, tables })
+    }
+
+    /// Whether the ruleset holds table `name` of `family` (`inet`, `ip`, ...).
+    pub fn has_table(&self, family: &str, name: &str) -> bool {
+        self.tables.iter().any(|t| t == &format!("{family}/{name}"))
     }
 
     /// Evaluates a new inbound packet.

@@ -73,6 +73,7 @@ fn node_loads_the_mediasoup_module_with_both_shapes() {
 #[test]
 fn systemd_analyze_verifies_every_unit() {
     require_tool("systemd-analyze", "systemd");
+    require_tool("nft", "nftables");
     for spec in examples() {
         let (_out, hosts) = render(&spec);
         for host in hosts {
@@ -83,6 +84,9 @@ fn systemd_analyze_verifies_every_unit() {
             std::fs::create_dir_all(&system).unwrap();
             assert!(Command::new("cp").args(["-r", "/usr/lib/systemd/system"]).arg(&system).status().unwrap().success());
             assert!(Command::new("cp").arg("-r").arg(host.join("opt")).arg(root.path()).status().unwrap().success());
+            // cloud-init installs nftables on every host; the unit loads the host firewall with it.
+            std::fs::create_dir_all(root.path().join("usr/sbin")).unwrap();
+            std::fs::copy("/usr/sbin/nft", root.path().join("usr/sbin/nft")).unwrap();
             let etc = root.path().join("etc/systemd/system");
             std::fs::create_dir_all(&etc).unwrap();
             let name = unit.file_name().unwrap();

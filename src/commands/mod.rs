@@ -95,6 +95,7 @@ pub fn timeouts(connect: Option<u64>, health: Option<u64>) -> Timeouts {
     Timeouts {
         connect: connect.map_or(default.connect, Duration::from_secs),
         health: health.map_or(default.health, Duration::from_secs),
+        ..default
     }
 }
 
