@@ -27,4 +27,5 @@ pub mod spec;
 pub mod state;
 pub mod wait;
 pub mod http;
+pub mod install;
 pub mod provider;
