@@ -8,18 +8,20 @@
 //!
 //! Scenarios, in order, on one deployment (`run_suite`):
 //! 1. create with `count: 2`: servers run with public IPv4s from the fake's pool, the firewall holds exactly the
-//!    manifest's rules, and the key, the firewall and every server went through the ledger, in that order;
+//!    manifest's rules, is applied and covers them, and the key, the firewall and every server went through the
+//!    ledger, in that order;
 //! 2. converge again: no mutating request, nothing reported changed, nothing saved, the fake unchanged;
 //! 3. a rule change (an extra TCP port): the same firewall updated in place, then a fixed point again;
 //! 4. scale down to 1 (refused first: nothing happens; then confirmed: the highest index goes), then up to 2
-//!    (the same index is made anew);
+//!    (the same index is made anew, and the firewall is applied to it when converge returns);
 //! 5. lost state: a refresh with no ledger data finds the same servers, firewall and key by tag and name;
 //! 7. down leaves nothing: the fake holds nothing of the deployment, a refresh finds nothing, a second down
 //!    sends nothing;
 //!
 //! and on a second deployment:
-//! 6. 429 / throttling and 5xx on the list and create calls (one create acted on with its answer lost): converge
-//!    still succeeds with no duplicate server, every fault was met; then down leaves nothing.
+//! 6. 429 / throttling and 5xx on the list and create calls, and the key, firewall and one server created with
+//!    their answers lost: converge still succeeds with exactly one of each, every fault was met; then down, with
+//!    a server delete whose answer is lost and a firewall delete answered 5xx, still leaves nothing.
 //!
 //! Adding a provider: implement [`CloudFake`] for a harness around its fake (start the fake, put a
 //! [`FaultProxy`] in front, build the provider against the proxy, read the fake's inventory) and add one
@@ -94,6 +96,14 @@ pub enum Call {
     ListServers,
     /// Creating one server.
     CreateServer,
+    /// Registering the login key (providers with `ssh_key: register`).
+    RegisterKey,
+    /// Creating the firewall.
+    CreateFirewall,
+    /// Deleting one server.
+    DeleteServer,
+    /// Deleting the firewall.
+    DeleteFirewall,
 }
 
 /// What a fake holds of one deployment, normalised across fakes.
@@ -406,14 +416,21 @@ async fn create(dep: &Deployment<'_>) -> Inventory {
     let key_names: &[String] = if dep.registers_key() { &[format!("sfuctl-{}", dep.name)] } else { &[] };
     assert_eq!(inv.keys, key_names);
 
-    // And the provider's own reading: the firewall covers every server.
-    let (current, _) = dep.refresh().await;
-    let firewall = current.firewall.expect("the firewall is found");
-    for s in &current.servers {
-        assert!(firewall.covers(s), "{firewall:?} does not cover {s:?}");
-    }
+    firewall_applied(dep, &c.servers, "after create").await;
     assert!(c.stats.mutating >= 4, "key, firewall and two servers at least: {:?}", c.stats);
     inv
+}
+
+/// When converge returns, the firewall's changes are applied and it covers every server (the provider's own
+/// reading, right then: converge promises to wait for both).
+async fn firewall_applied(dep: &Deployment<'_>, servers: &[Server], when: &str) {
+    let (current, _) = dep.refresh().await;
+    let fw = current.firewall.unwrap_or_else(|| panic!("{when}: the firewall is found"));
+    assert!(fw.ready, "{when}: converge returned before the firewall was applied (status {}): {fw:?}", fw.status);
+    for s in servers {
+        let listed = current.servers.iter().find(|c| c.id == s.id).unwrap_or_else(|| panic!("{when}: {} is listed", s.name));
+        assert!(fw.covers(listed), "{when}: the firewall does not cover {}: {fw:?}", s.name);
+    }
 }
 
 /// 2: a second converge reads only, and changes nothing anywhere.
@@ -445,6 +462,7 @@ async fn rule_change_in_place(dep: &Deployment<'_>, before: &Inventory) -> Inven
     assert_eq!(fw.inbound, wanted_rules(&spec));
     assert!(fw.inbound.iter().any(|r| r.starts_with(&format!("tcp {EXTRA_PORT} from "))), "{:?}", fw.inbound);
     assert_eq!(inv.servers, before.servers, "servers untouched by a rule change");
+    firewall_applied(dep, &c.servers, "after a rule change").await;
     converge_is_a_fixed_point(dep, &spec, &inv).await;
     inv
 }
@@ -483,6 +501,7 @@ async fn scale_down_then_up(dep: &Deployment<'_>, before: &Inventory) -> Invento
     assert_eq!(c.saved, [Saved::Server(two.clone(), new_two.clone())]);
     let pool = dep.fake.pool();
     assert!(c.servers.iter().all(|s| s.is_up() && s.public_ipv4.is_some_and(|ip| pool.contains(&ip))), "{:?}", c.servers);
+    firewall_applied(dep, &c.servers, "after scaling up").await;
     let inv = dep.inventory();
     assert_eq!(inv.server_ids(), BTreeMap::from([(one.clone(), ids[&one].clone()), (two, new_two)]), "{inv:#?}");
     assert_eq!(inv.firewalls, before.firewalls);
@@ -520,19 +539,25 @@ async fn down_leaves_nothing(mut dep: Deployment<'_>) {
     dep.down = true;
 }
 
-/// 6: throttling and server errors on the list and create calls, one create acted on with its answer lost:
-/// converge still succeeds, with exactly the servers asked for. Then down leaves nothing.
+/// 6: throttling and server errors on the list and create calls, and creates acted on with their answers lost
+/// (key, firewall, server): converge still succeeds, with exactly one of each thing asked for. Then `down` with a
+/// server delete whose answer is lost and a firewall delete answered 5xx still leaves nothing.
 async fn faults(dep: Deployment<'_>) {
     let fake = dep.fake;
     let proxy = fake.proxy();
-    let (list, create) = (fake.call(Call::ListServers, &dep.owner), fake.call(Call::CreateServer, &dep.owner));
-    let fault = |label: &str, matches: &Match, effect, reply: Reply| Fault { label: label.into(), matches: matches.clone(), count: 1, effect, reply };
-    proxy.inject([
-        Fault { count: 2, ..fault("list servers throttled", &list, Effect::Refuse, fake.throttled()) },
-        fault("list servers 5xx", &list, Effect::Refuse, fake.server_error()),
-        fault("create throttled", &create, Effect::Refuse, fake.throttled()),
-        fault("create acted on, answer lost", &create, Effect::LoseAnswer, fake.server_error()),
-    ]);
+    let on = |call| fake.call(call, &dep.owner);
+    let fault = |label: &str, call, effect, reply: Reply| Fault { label: label.into(), matches: on(call), count: 1, effect, reply };
+    let mut up_faults = vec![
+        Fault { count: 2, ..fault("list servers throttled", Call::ListServers, Effect::Refuse, fake.throttled()) },
+        fault("list servers 5xx", Call::ListServers, Effect::Refuse, fake.server_error()),
+        fault("firewall created, answer lost", Call::CreateFirewall, Effect::LoseAnswer, fake.server_error()),
+        fault("server create throttled", Call::CreateServer, Effect::Refuse, fake.throttled()),
+        fault("server created, answer lost", Call::CreateServer, Effect::LoseAnswer, fake.server_error()),
+    ];
+    if dep.registers_key() {
+        up_faults.push(fault("key registered, answer lost", Call::RegisterKey, Effect::LoseAnswer, fake.server_error()));
+    }
+    proxy.inject(up_faults);
     let c = dep.converge(&dep.spec(2, None), |shown| panic!("nothing to delete, yet asked about {shown:?}")).await;
     let c = c.unwrap_or_else(|e| panic!("converge under faults failed: {e:#}\n{}", proxy.log_text()));
     assert_eq!(proxy.unspent(), Vec::<String>::new(), "every fault was met:\n{}", proxy.log_text());
@@ -540,6 +565,8 @@ async fn faults(dep: Deployment<'_>) {
 
     assert_eq!(names(&c.servers), [dep.server_name(1), dep.server_name(2)]);
     assert!(c.servers.iter().all(Server::is_up));
+    firewall_applied(&dep, &c.servers, "after converging under faults").await;
+    assert!(c.report.key_created == dep.registers_key() && c.report.firewall == "created", "a create whose answer was lost still counts as made now: {:?}", c.report);
     let inv = dep.inventory();
     assert_eq!(
         inv.servers.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
@@ -547,13 +574,25 @@ async fn faults(dep: Deployment<'_>) {
         "no duplicate server: {inv:#?}\n{}",
         proxy.log_text()
     );
+    assert_eq!(inv.firewall().inbound, wanted_rules(&dep.spec(2, None)));
+    assert_eq!(inv.keys.len(), usize::from(dep.registers_key()), "{inv:#?}");
     let returned: BTreeMap<String, String> = c.servers.iter().map(|s| (s.name.clone(), s.id.0.clone())).collect();
     assert_eq!(inv.server_ids(), returned);
     assert_eq!(saved_servers(&c.saved), returned, "the server whose answer was lost is saved too");
+    assert!(c.saved.contains(&Saved::Firewall(inv.firewall().id.clone())), "the firewall whose answer was lost is saved: {:?}", c.saved);
     assert!(c.stats.rate_limited >= 3, "three throttled answers seen: {:?}", c.stats);
     assert!(c.stats.retries >= 4, "{:?}", c.stats);
     converge_is_a_fixed_point(&dep, &dep.spec(2, None), &inv).await;
+
+    proxy.inject([
+        fault("server deleted, answer lost", Call::DeleteServer, Effect::LoseAnswer, fake.server_error()),
+        fault("firewall delete 5xx", Call::DeleteFirewall, Effect::Refuse, fake.server_error()),
+    ]);
+    let log_before = proxy.log().len();
     down_leaves_nothing(dep).await;
+    let log: Vec<String> = proxy.log()[log_before..].iter().map(|s| format!("{} -> {}", s.line, s.status)).collect();
+    assert_eq!(proxy.unspent(), Vec::<String>::new(), "every fault was met: {log:#?}");
+    proxy.clear();
 }
 
 // ------------------------------------------------------------------------------------------------ DigitalOcean
@@ -566,8 +605,10 @@ struct DoHarness {
 }
 
 impl DoHarness {
-    fn start() -> Self {
-        let fake = DoFake::start_with(&["--address-pool", &pool(10)]);
+    /// A droplet boots in 0.5 s, a firewall change applies in `firewall_delay` seconds (on a new droplet: once
+    /// it is active, and no sooner than that), so the engine's waits are exercised.
+    fn start(firewall_delay: &str) -> Self {
+        let fake = DoFake::start_with(&["--address-pool", &pool(10), "--boot-delay", "0.5", "--firewall-delay", firewall_delay]);
         Self { proxy: FaultProxy::start(socket_of(&fake.url())), fake }
     }
 }
@@ -620,6 +661,10 @@ impl CloudFake for DoHarness {
         match call {
             Call::ListServers => Match::new("GET", "/v2/droplets").query(&["tag_name="]),
             Call::CreateServer => Match::new("POST", "/v2/droplets"),
+            Call::RegisterKey => Match::new("POST", "/v2/account/keys"),
+            Call::CreateFirewall => Match::new("POST", "/v2/firewalls"),
+            Call::DeleteServer => Match::new("DELETE", "/v2/droplets/*"),
+            Call::DeleteFirewall => Match::new("DELETE", "/v2/firewalls/*"),
         }
     }
 
@@ -717,6 +762,10 @@ impl CloudFake for AwsHarness {
         match call {
             Call::ListServers => Match::new("POST", "/").body(&["Action=DescribeInstances&", "Filter.1.Name=tag%3Asfuctl"]),
             Call::CreateServer => Match::new("POST", "/").body(&["Action=RunInstances&"]),
+            Call::RegisterKey => Match::new("POST", "/").body(&["Action=ImportKeyPair&"]),
+            Call::CreateFirewall => Match::new("POST", "/").body(&["Action=CreateSecurityGroup&"]),
+            Call::DeleteServer => Match::new("POST", "/").body(&["Action=TerminateInstances&"]),
+            Call::DeleteFirewall => Match::new("POST", "/").body(&["Action=DeleteSecurityGroup&"]),
         }
     }
 
@@ -733,7 +782,18 @@ impl CloudFake for AwsHarness {
 
 #[tokio::test]
 async fn digitalocean_conforms() {
-    let fake = DoHarness::start();
+    let fake = DoHarness::start("0.3");
+    run_suite(&fake).await;
+}
+
+/// The same with a firewall that takes longer to apply to a new droplet than the droplet takes to boot (DO's
+/// `pending_changes` can outlast the boot). Fails at "after scaling up": `converge` waits for the firewall only
+/// when it created or updated it, so a server added to an unchanged firewall is returned (and deployed to)
+/// before the firewall covers it.
+#[tokio::test]
+#[ignore = "engine bug: converge does not wait for an unchanged firewall to apply to servers it just created"]
+async fn digitalocean_conforms_with_a_slow_firewall() {
+    let fake = DoHarness::start("1.5");
     run_suite(&fake).await;
 }
 

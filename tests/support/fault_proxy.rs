@@ -33,7 +33,8 @@ pub enum Effect {
 pub struct Match {
     /// `GET`, `POST`, ...
     pub method: String,
-    /// The path, exactly (`/v2/droplets` does not match `/v2/droplets/7`).
+    /// The path, exactly (`/v2/droplets` does not match `/v2/droplets/7`); a trailing `*` makes it a prefix
+    /// (`/v2/droplets/*`).
     pub path: String,
     /// Substrings of the query string, all required.
     pub query: Vec<String>,
@@ -62,7 +63,7 @@ impl Match {
     fn hits(&self, req: &Request) -> bool {
         let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
         req.method.eq_ignore_ascii_case(&self.method)
-            && path == self.path
+            && self.path.strip_suffix('*').map_or(path == self.path, |prefix| path.starts_with(prefix))
             && self.query.iter().all(|q| query.contains(q.as_str()))
             && self.body.iter().all(|b| req.body_text().contains(b.as_str()))
     }
