@@ -10,3 +10,4 @@ mod support;
 mod do_provider;
 mod aws_provider;
 mod aws_e2e;
+mod conformance;

@@ -5,3 +5,4 @@ pub mod deployment;
 pub mod netns;
 pub mod do_fake;
 pub mod moto;
+pub mod fault_proxy;
