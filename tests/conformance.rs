@@ -787,11 +787,9 @@ async fn digitalocean_conforms() {
 }
 
 /// The same with a firewall that takes longer to apply to a new droplet than the droplet takes to boot (DO's
-/// `pending_changes` can outlast the boot). Fails at "after scaling up": `converge` waits for the firewall only
-/// when it created or updated it, so a server added to an unchanged firewall is returned (and deployed to)
-/// before the firewall covers it.
+/// `pending_changes` can outlast the boot): a server added to an unchanged firewall must not be returned (and
+/// deployed to) before the firewall covers it.
 #[tokio::test]
-#[ignore = "engine bug: converge does not wait for an unchanged firewall to apply to servers it just created"]
 async fn digitalocean_conforms_with_a_slow_firewall() {
     let fake = DoHarness::start("1.5");
     run_suite(&fake).await;

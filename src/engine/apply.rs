@@ -169,7 +169,9 @@ pub async fn converge(provider: &Arc<dyn Provider>, inputs: &Inputs<'_>, confirm
     let mut servers: Vec<Server> = diff.keep.iter().chain(created.iter()).cloned().collect();
     servers.sort_by_key(|s| owner.server_index(&s.name));
     let servers = wait_until_up(provider, &owner, servers, inputs.timings.server).await?;
-    if let Some(fw) = firewall.filter(|fw| !fw.ready) {
+    // A firewall that was ready before may not be any more: attaching it to a new server (by tag or at launch)
+    // puts it back to applying. Re-read it whenever servers were created, so no server is deployed uncovered.
+    if let Some(fw) = firewall.filter(|fw| !fw.ready || !report.servers_created.is_empty()) {
         wait_until_applied(provider, &fw, inputs.timings.firewall).await?;
     }
     Ok((servers, report))
