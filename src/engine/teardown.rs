@@ -32,10 +32,10 @@ pub async fn destroy(provider: Arc<dyn Provider>, owner: &Owner, current: &Curre
     for server in current.servers.clone() {
         let (provider, timeout) = (Arc::clone(&provider), timings.server);
         tasks.spawn(async move {
-            let r = provider.delete_server(&server.id).await;
+            let mut r = provider.delete_server(&server.id).await;
             if r.is_ok() {
-                // Wait until it is really gone, so the firewall and tag can go after it.
-                let _ = wait::until(&format!("server {} to be deleted", server.name), timeout, Duration::from_secs(1), || {
+                // Wait until it is really gone, so the firewall and tag can go after it; one that stays is a failure.
+                r = wait::until(&format!("server {} to be deleted", server.name), timeout, Duration::from_secs(1), || {
                     let (provider, id) = (Arc::clone(&provider), server.id.clone());
                     async move { Ok(if provider.get_server(&id).await?.is_none() { Check::Done(()) } else { Check::NotYet("still there".into()) }) }
                 })
