@@ -274,19 +274,19 @@ pub struct RequestStats {
     pub waited_ms: u64,
 }
 
-/// Request counters shared by a client's clones (the JSON client here, the EC2 Query client).
+/// Request counters shared by a client's clones.
 #[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) total: AtomicU64,
-    pub(crate) mutating: AtomicU64,
-    pub(crate) retries: AtomicU64,
-    pub(crate) rate_limited: AtomicU64,
-    pub(crate) waited_ms: AtomicU64,
+struct Counters {
+    total: AtomicU64,
+    mutating: AtomicU64,
+    retries: AtomicU64,
+    rate_limited: AtomicU64,
+    waited_ms: AtomicU64,
 }
 
 impl Counters {
     /// The counts so far.
-    pub(crate) fn snapshot(&self) -> RequestStats {
+    fn snapshot(&self) -> RequestStats {
         RequestStats {
             total: self.total.load(Ordering::Relaxed),
             mutating: self.mutating.load(Ordering::Relaxed),
@@ -381,7 +381,7 @@ impl fmt::Debug for Client {
 }
 
 /// Installs the ring crypto provider for rustls once (reqwest is built with `rustls-no-provider`).
-pub(crate) fn install_crypto() {
+fn install_crypto() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Err means another provider is already installed, which is just as good.
