@@ -1,19 +1,23 @@
-//! A small JSON client for cloud provider APIs: a base URL, bearer auth, timeouts, bounded retries with capped
-//! exponential backoff and jitter, pacing on the provider's rate-limit headers, and request counters.
+//! The one HTTP transport for cloud provider APIs: a base URL, pluggable auth ([`Auth`]: a bearer token, or a
+//! [`Signer`] such as AWS SigV4 called on every attempt), timeouts, bounded retries with capped exponential backoff
+//! and jitter, pacing on the provider's rate-limit headers, and request counters.
 //!
 //! It knows nothing about any one provider. What differs between providers comes in an [`ApiStyle`]: the name
-//! used in messages, the variable that holds the token (for the 401 hint), and a hook that turns the provider's
-//! error body into one line ([`digitalocean_error`], [`linode_error`]).
+//! used in messages, a hook that reads the provider's error answers (its code and message, and whether an answer
+//! means "slow down" or a passing problem), and one that gives the hint. [`BearerStyle`] is the style of the
+//! bearer-token JSON APIs; each provider module brings its own error body parser, and EC2 its whole style.
 //!
 //! What is retried, and why:
-//! - 429 always (the request was refused, nothing happened), waiting `Retry-After` when the provider sends it;
+//! - throttling always (the request was refused, nothing happened): a 429, or what the style calls throttling
+//!   (EC2 answers `RequestLimitExceeded` with a 503), waiting `Retry-After` when the provider sends it;
 //! - connection failures before the request was sent, always;
-//! - 5xx, 408 and timeouts only for requests marked [`Retry::Always`] (GET, PUT, DELETE and idempotent POSTs).
-//!   A create POST ([`Retry::IfNotSent`]) may have been applied before the failure, so the error comes back at
-//!   once, marked by [`maybe_applied`], and the provider looks up what exists before it creates again.
+//! - 5xx, 408, timeouts (and what the style calls transient) only for requests marked [`Retry::Always`] (GET, PUT,
+//!   DELETE and idempotent POSTs). A create POST ([`Retry::IfNotSent`]) may have been applied before the failure,
+//!   so the error comes back at once, marked by [`maybe_applied`], and the provider looks up what exists before it
+//!   creates again.
 //!
 //! A failed call becomes a [`UserError`] naming the operation (`POST /v2/firewalls returned 422`) whose cause is an
-//! [`ApiFailure`] holding the provider's own message. The token never appears in an error, a `Debug` or a log.
+//! [`ApiFailure`] holding the provider's own message. Credentials never appear in an error, a `Debug` or a log.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,53 +46,158 @@ pub struct ProviderMessage {
 /// Parses a provider's error body; `None` when the body is not in the provider's error format.
 pub type ErrorParser = fn(&[u8]) -> Option<ProviderMessage>;
 
-/// DigitalOcean's error body: `{"id": "...", "message": "...", "request_id": "..."}`.
-pub fn digitalocean_error(body: &[u8]) -> Option<ProviderMessage> {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        id: Option<String>,
-        message: Option<String>,
-    }
-    let body: Body = serde_json::from_slice(body).ok()?;
-    let message = body.message.filter(|m| !m.trim().is_empty()).or_else(|| body.id.clone())?;
-    Some(ProviderMessage { code: body.id, message })
-}
-
-/// Linode's error body: `{"errors": [{"field": "...", "reason": "..."}]}`, joined as `field: reason; reason`.
-pub fn linode_error(body: &[u8]) -> Option<ProviderMessage> {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        errors: Vec<Item>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Item {
-        field: Option<String>,
-        reason: Option<String>,
-    }
-    let body: Body = serde_json::from_slice(body).ok()?;
-    let parts: Vec<String> = body
-        .errors
-        .into_iter()
-        .filter_map(|e| {
-            let reason = e.reason?;
-            Some(match e.field.filter(|f| !f.is_empty()) {
-                Some(field) => format!("{field}: {reason}"),
-                None => reason,
-            })
-        })
-        .collect();
-    (!parts.is_empty()).then(|| ProviderMessage { code: None, message: parts.join("; ") })
-}
-
-/// What differs between providers' APIs, as far as this client cares.
+/// A failed call as a provider's [`ApiStyle::hint`] sees it.
 #[derive(Clone, Copy, Debug)]
-pub struct ApiStyle {
+pub struct Failure<'a> {
+    /// The operation, as the error names it (`POST /v2/firewalls`, `EC2 RunInstances`).
+    pub operation: &'a str,
+    /// The API's base URL, without a trailing slash.
+    pub base_url: &'a str,
+    /// The HTTP status, or `None` when no answer came (connection failure, timeout).
+    pub status: Option<StatusCode>,
+    /// The provider's error code, when it sent one.
+    pub code: Option<&'a str>,
+    /// The `Retry-After` of a throttling answer that was not waited out.
+    pub retry_after: Option<Duration>,
+}
+
+/// What differs between providers' APIs, as far as the transport cares: names in messages, how an error answer
+/// reads and what it means for retrying, and the hint for a failure.
+pub trait ApiStyle: Send + Sync + 'static {
+    /// The provider's name in messages (`DigitalOcean`, `EC2`).
+    fn title(&self) -> &str;
+
+    /// What the base URL is called in messages (`DigitalOcean API URL`).
+    fn url_name(&self) -> String {
+        format!("{} API URL", self.title())
+    }
+
+    /// Where the credentials come from, for hints (`$DIGITALOCEAN_TOKEN`).
+    fn credentials(&self) -> String {
+        format!("the {} credentials", self.title())
+    }
+
+    /// The `Accept` header of every request.
+    fn accept(&self) -> &'static str {
+        "application/json"
+    }
+
+    /// The provider's code and message in an error answer; `None` when the body is not in its format (the
+    /// message is then the status and the start of the body).
+    fn parse_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Option<ProviderMessage>;
+
+    /// Whether an error answer means "slow down": nothing was done, and the request may be sent again after a
+    /// pause (`Retry-After`, or the backoff).
+    fn throttled(&self, status: StatusCode, _code: Option<&str>) -> bool {
+        status == StatusCode::TOO_MANY_REQUESTS
+    }
+
+    /// Whether an error answer is a passing problem, retried when the request allows it ([`Retry::Always`]).
+    fn transient(&self, status: StatusCode, _code: Option<&str>) -> bool {
+        status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT
+    }
+
+    /// The error's first line for an error answer (the attempts are appended): `POST /v2/firewalls returned 422`.
+    fn headline(&self, operation: &str, status: StatusCode, _code: Option<&str>) -> String {
+        format!("{operation} returned {}", status.as_u16())
+    }
+
+    /// What a person can do about a failure, when the style knows.
+    fn hint(&self, failure: &Failure<'_>) -> Option<String>;
+}
+
+/// The style of a JSON API with a bearer token (DigitalOcean, Linode): hints name the token's variable.
+#[derive(Clone, Copy, Debug)]
+pub struct BearerStyle {
     /// The provider's name in messages (`DigitalOcean`).
     pub title: &'static str,
-    /// The variable the token comes from, named in the 401 hint (`DIGITALOCEAN_TOKEN`).
+    /// The variable the token comes from, named in hints (`DIGITALOCEAN_TOKEN`).
     pub token_env: &'static str,
+    /// What a token that lacks a scope needs, for the 403 hint (`give it read and write access (droplet, ...)`).
+    pub scopes: &'static str,
     /// Turns an error body into one line.
     pub parse_error: ErrorParser,
+}
+
+impl ApiStyle for BearerStyle {
+    fn title(&self) -> &str {
+        self.title
+    }
+
+    fn credentials(&self) -> String {
+        format!("${}", self.token_env)
+    }
+
+    fn parse_error(&self, _status: StatusCode, _headers: &HeaderMap, body: &[u8]) -> Option<ProviderMessage> {
+        (self.parse_error)(body)
+    }
+
+    fn hint(&self, failure: &Failure<'_>) -> Option<String> {
+        let (title, token_env) = (self.title, self.token_env);
+        let Some(status) = failure.status else {
+            return Some(format!("check the network and the {title} API URL ({})", failure.base_url));
+        };
+        match status.as_u16() {
+            401 => Some(format!("check ${token_env}: the {title} API did not accept the token (expired, revoked or mistyped?)")),
+            403 => Some(format!("the token in ${token_env} lacks a scope this needs: {}", self.scopes)),
+            429 => Some(match failure.retry_after {
+                Some(after) => format!("{title}'s rate limit was hit; it asks to wait {}s: run again later", after.as_secs()),
+                None => format!("{title}'s rate limit was hit (other tools using the same token count too): wait a minute and run again"),
+            }),
+            500..=599 => Some(format!("{title} had a problem on its side; run again in a little while")),
+            _ => None,
+        }
+    }
+}
+
+/// Signs requests whose signature covers the time (AWS SigV4): called for every attempt, retries included.
+pub trait Signer: Send + Sync {
+    /// Whose signature it is, in messages (`AWS`, as in "signed AWS requests").
+    fn issuer(&self) -> &str;
+
+    /// Adds the signature's headers to one attempt of `request`, signed at `time`.
+    fn sign(&self, request: &mut reqwest::Request, time: SystemTime) -> Result<()>;
+}
+
+/// How requests say who sends them.
+#[derive(Clone)]
+pub enum Auth {
+    /// No credentials (fakes in tests).
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer(Secret),
+    /// Headers from a signer, per attempt.
+    Signed(Arc<dyn Signer>),
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::Bearer(token) => f.debug_tuple("Bearer").field(token).finish(),
+            Auth::Signed(signer) => write!(f, "Signed({})", signer.issuer()),
+        }
+    }
+}
+
+/// [`Auth`] made ready to apply: the bearer header checked and marked sensitive once.
+enum Authorizer {
+    None,
+    Header(HeaderValue),
+    Signer(Arc<dyn Signer>),
+}
+
+impl Authorizer {
+    fn apply(&self, request: &mut reqwest::Request) -> Result<()> {
+        match self {
+            Authorizer::None => Ok(()),
+            Authorizer::Header(value) => {
+                request.headers_mut().insert(reqwest::header::AUTHORIZATION, value.clone());
+                Ok(())
+            }
+            Authorizer::Signer(signer) => signer.sign(request, SystemTime::now()),
+        }
+    }
 }
 
 /// Timeouts, retry bounds and pacing. The defaults suit a CLI talking to a public cloud API.
@@ -155,7 +264,7 @@ pub enum Retry {
 pub struct RequestStats {
     /// Every HTTP attempt, retries included.
     pub total: u64,
-    /// Attempts with a method other than GET or HEAD.
+    /// Attempts that may change something (by default every method but GET and HEAD).
     pub mutating: u64,
     /// Attempts that were retries of an earlier one.
     pub retries: u64,
@@ -165,19 +274,19 @@ pub struct RequestStats {
     pub waited_ms: u64,
 }
 
-/// Request counters shared by a client's clones (the JSON client here, the EC2 Query client).
+/// Request counters shared by a client's clones.
 #[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) total: AtomicU64,
-    pub(crate) mutating: AtomicU64,
-    pub(crate) retries: AtomicU64,
-    pub(crate) rate_limited: AtomicU64,
-    pub(crate) waited_ms: AtomicU64,
+struct Counters {
+    total: AtomicU64,
+    mutating: AtomicU64,
+    retries: AtomicU64,
+    rate_limited: AtomicU64,
+    waited_ms: AtomicU64,
 }
 
 impl Counters {
     /// The counts so far.
-    pub(crate) fn snapshot(&self) -> RequestStats {
+    fn snapshot(&self) -> RequestStats {
         RequestStats {
             total: self.total.load(Ordering::Relaxed),
             mutating: self.mutating.load(Ordering::Relaxed),
@@ -197,7 +306,8 @@ pub struct ApiFailure {
     pub code: Option<String>,
     /// The provider's message (or the transport error), one line.
     pub message: String,
-    /// Whether the request may have taken effect although it failed (a create answered 5xx, or timed out).
+    /// Whether the request may have taken effect although it failed: a change answered 5xx or timed out, and was
+    /// not (or no longer) sent again.
     pub maybe_applied: bool,
 }
 
@@ -250,15 +360,15 @@ impl Reply {
 struct Inner {
     http: reqwest::Client,
     base: String,
-    auth: Option<HeaderValue>,
-    style: ApiStyle,
+    auth: Authorizer,
+    style: Box<dyn ApiStyle>,
     policy: RetryPolicy,
     counters: Counters,
     /// No request starts before this moment (set when the rate limit runs low).
     not_before: Mutex<Option<Instant>>,
 }
 
-/// A JSON API client. Cheap to clone; clones share connections, counters and pacing.
+/// An API client. Cheap to clone; clones share connections, counters and pacing.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -266,12 +376,12 @@ pub struct Client {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client").field("provider", &self.inner.style.title).field("base", &self.inner.base).finish_non_exhaustive()
+        f.debug_struct("Client").field("provider", &self.inner.style.title()).field("base", &self.inner.base).finish_non_exhaustive()
     }
 }
 
 /// Installs the ring crypto provider for rustls once (reqwest is built with `rustls-no-provider`).
-pub(crate) fn install_crypto() {
+fn install_crypto() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Err means another provider is already installed, which is just as good.
@@ -282,31 +392,33 @@ pub(crate) fn install_crypto() {
 impl Client {
     /// A client for the API at `base_url` (paths are appended as given, e.g. `/v2/droplets`).
     ///
-    /// Plain `http://` is accepted only for loopback addresses (fakes in tests): a bearer token never travels
-    /// unencrypted over a network.
-    pub fn new(base_url: &str, token: Option<Secret>, style: ApiStyle, policy: RetryPolicy) -> Result<Self> {
+    /// Plain `http://` is accepted only for loopback addresses (fakes in tests): credentials never travel
+    /// unencrypted over a network, and a URL must not carry any itself.
+    pub fn new(base_url: &str, auth: Auth, style: impl ApiStyle, policy: RetryPolicy) -> Result<Self> {
         let base = base_url.trim().trim_end_matches('/').to_string();
-        let url = Url::parse(&base).map_err(|e| {
-            UserError::input(format!("`{base}` is not a valid {} API URL", style.title)).caused_by(e)
-        })?;
+        let url = Url::parse(&base).map_err(|e| UserError::input(format!("`{base}` is not a valid {}", style.url_name())).caused_by(e))?;
         let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
         let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
         match url.scheme() {
             "https" => {}
             "http" if loopback => {}
             "http" => {
-                return Err(UserError::input(format!("refusing to send the {} token over plain http to `{base}`", style.title))
+                let what = match &auth {
+                    Auth::Signed(signer) => format!("signed {} requests", signer.issuer()),
+                    Auth::None | Auth::Bearer(_) => format!("the {} token", style.title()),
+                };
+                return Err(UserError::input(format!("refusing to send {what} over plain http to `{base}`"))
                     .hint("use an https:// URL (plain http is allowed for 127.0.0.1 and localhost only)")
                     .into());
             }
             other => return Err(UserError::input(format!("`{base}`: unsupported URL scheme `{other}`")).into()),
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(UserError::input(format!("the {} API URL must not carry credentials", style.title)).into());
+            return Err(UserError::input(format!("the {} must not carry credentials", style.url_name())).into());
         }
         install_crypto();
         let mut headers = HeaderMap::new();
-        headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static(style.accept()));
         let http = reqwest::Client::builder()
             .user_agent(concat!("sfuctl/", env!("CARGO_PKG_VERSION")))
             .default_headers(headers)
@@ -314,18 +426,28 @@ impl Client {
             .connect_timeout(policy.connect_timeout)
             .build()
             .map_err(|e| UserError::failed("cannot set up the HTTP client").caused_by(e))?;
-        let auth = match token {
-            Some(token) => {
-                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                    .map_err(|_| UserError::input(format!("the {} token holds characters a header cannot carry", style.title)).hint(format!("check ${}", style.token_env)))?;
+        let auth = match auth {
+            Auth::None => Authorizer::None,
+            Auth::Bearer(token) => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                    UserError::input(format!("the {} token holds characters a header cannot carry", style.title())).hint(format!("check {}", style.credentials()))
+                })?;
                 value.set_sensitive(true);
-                Some(value)
+                Authorizer::Header(value)
             }
-            None => None,
+            Auth::Signed(signer) => Authorizer::Signer(signer),
         };
         let policy = RetryPolicy { max_attempts: policy.max_attempts.max(1), ..policy };
         Ok(Self {
-            inner: Arc::new(Inner { http, base, auth, style, policy, counters: Counters::default(), not_before: Mutex::new(None) }),
+            inner: Arc::new(Inner {
+                http,
+                base,
+                auth,
+                style: Box::new(style),
+                policy,
+                counters: Counters::default(),
+                not_before: Mutex::new(None),
+            }),
         })
     }
 
@@ -340,8 +462,8 @@ impl Client {
     }
 
     /// The provider's name in messages.
-    pub fn title(&self) -> &'static str {
-        self.inner.style.title
+    pub fn title(&self) -> &str {
+        self.inner.style.title()
     }
 
     /// The requests sent so far.
@@ -352,7 +474,17 @@ impl Client {
     /// Starts a request: `client.request(Method::GET, "/v2/droplets").query("tag_name", t).send().await`.
     pub fn request<'c>(&'c self, method: Method, path: &str) -> RequestBuilder<'c> {
         let retry = if method == Method::POST { Retry::IfNotSent } else { Retry::Always };
-        RequestBuilder { client: self, method, path: path.to_string(), query: Vec::new(), body: None, retry, accept: Vec::new() }
+        RequestBuilder {
+            client: self,
+            method,
+            path: path.to_string(),
+            operation: None,
+            query: Vec::new(),
+            body: None,
+            retry,
+            mutating: None,
+            accept: Vec::new(),
+        }
     }
 
     /// `GET path` parsed as JSON.
@@ -370,7 +502,8 @@ impl Client {
         }
     }
 
-    async fn wait(&self, pause: Duration) {
+    /// Waits `pause`, counting it in [`RequestStats::waited_ms`] (for callers' own retries too).
+    pub async fn wait(&self, pause: Duration) {
         self.inner.counters.waited_ms.fetch_add(pause.as_millis() as u64, Ordering::Relaxed);
         tokio::time::sleep(pause).await;
     }
@@ -394,25 +527,25 @@ impl Client {
 
     async fn execute(&self, req: RequestBuilder<'_>) -> Result<Reply> {
         let inner = &self.inner;
-        let operation = format!("{} {}", req.method, req.path);
+        let operation = req.operation.unwrap_or_else(|| format!("{} {}", req.method, req.path));
         let mut url = Url::parse(&format!("{}{}", inner.base, req.path))
             .map_err(|e| UserError::failed(format!("{operation}: cannot build the request URL")).caused_by(e))?;
         if !req.query.is_empty() {
             url.query_pairs_mut().extend_pairs(req.query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         }
-        let mutating = !matches!(req.method, Method::GET | Method::HEAD);
+        let mutating = req.mutating.unwrap_or(!matches!(req.method, Method::GET | Method::HEAD));
         let policy = &inner.policy;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             self.pace().await;
             let mut builder = inner.http.request(req.method.clone(), url.clone());
-            if let Some(auth) = &inner.auth {
-                builder = builder.header(reqwest::header::AUTHORIZATION, auth.clone());
+            if let Some((content_type, body)) = &req.body {
+                builder = builder.header(reqwest::header::CONTENT_TYPE, *content_type).body(body.clone());
             }
-            if let Some(body) = &req.body {
-                builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone());
-            }
+            let mut request = builder.build().map_err(|e| UserError::failed(format!("{operation}: cannot build the request")).caused_by(e))?;
+            // Per attempt: a signature covers the time it was made.
+            inner.auth.apply(&mut request)?;
             inner.counters.total.fetch_add(1, Ordering::Relaxed);
             if mutating {
                 inner.counters.mutating.fetch_add(1, Ordering::Relaxed);
@@ -421,7 +554,7 @@ impl Client {
                 inner.counters.retries.fetch_add(1, Ordering::Relaxed);
             }
             let last = attempt >= policy.max_attempts;
-            let outcome = match builder.send().await {
+            let outcome = match inner.http.execute(request).await {
                 Ok(resp) => {
                     let status = resp.status();
                     let headers = resp.headers().clone();
@@ -441,8 +574,9 @@ impl Client {
                     if status.is_success() || req.accept.contains(&status.as_u16()) {
                         return Ok(Reply { operation, status, body });
                     }
-                    let code = status.as_u16();
-                    if code == 429 {
+                    let parsed = inner.style.parse_error(status, &headers, &body);
+                    let code = parsed.as_ref().and_then(|p| p.code.as_deref());
+                    if inner.style.throttled(status, code) {
                         inner.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                         let after = retry_after(&headers);
                         let too_long = after.is_some_and(|a| a > policy.max_retry_after);
@@ -450,15 +584,16 @@ impl Client {
                             self.wait(after.unwrap_or_else(|| policy.backoff(attempt))).await;
                             continue;
                         }
-                        return Err(self.status_error(&operation, status, &body, attempt, after, false));
+                        return Err(self.status_error(&operation, status, parsed, &body, attempt, after, false));
                     }
-                    let transient = code >= 500 || code == 408;
+                    let transient = inner.style.transient(status, code);
                     if transient && req.retry == Retry::Always && !last {
                         self.wait(retry_after(&headers).filter(|a| *a <= policy.max_delay).unwrap_or_else(|| policy.backoff(attempt))).await;
                         continue;
                     }
-                    let maybe_applied = transient && req.retry == Retry::IfNotSent;
-                    return Err(self.status_error(&operation, status, &body, attempt, None, maybe_applied));
+                    // Given up on a change that may have been made all the same: say so (see [`maybe_applied`]).
+                    let maybe_applied = transient && mutating;
+                    return Err(self.status_error(&operation, status, parsed, &body, attempt, None, maybe_applied));
                 }
                 Err(e) => {
                     // A refused connection never reached the server; anything later might have.
@@ -467,56 +602,50 @@ impl Client {
                         self.wait(policy.backoff(attempt)).await;
                         continue;
                     }
-                    return Err(self.transport_error(&operation, e, attempt, req.retry == Retry::IfNotSent && !not_sent));
+                    return Err(self.transport_error(&operation, e, attempt, mutating && !not_sent));
                 }
             }
         }
     }
 
-    fn status_error(
+    /// The error of an answer with a status the caller does not accept, worded by the provider's style.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn status_error(
         &self,
         operation: &str,
         status: StatusCode,
+        parsed: Option<ProviderMessage>,
         body: &[u8],
         attempts: u32,
         retry_after: Option<Duration>,
         maybe_applied: bool,
     ) -> anyhow::Error {
         let style = &self.inner.style;
-        let code = status.as_u16();
-        let parsed = (style.parse_error)(body);
         let message = match &parsed {
             Some(p) => p.message.clone(),
             None if body.iter().all(u8::is_ascii_whitespace) => format!("{} (empty body)", status_text(status)),
             None => format!("{} (body starts: {})", status_text(status), snippet(body)),
         };
-        let failure = ApiFailure { status: Some(code), code: parsed.and_then(|p| p.code), message, maybe_applied };
+        let code = parsed.and_then(|p| p.code);
         let tries = if attempts > 1 { format!(" (after {attempts} attempts)") } else { String::new() };
-        let mut err = UserError::failed(format!("{operation} returned {code}{tries}"));
-        let hint = match code {
-            401 => Some(format!("check ${}: the {} API did not accept the token (expired, revoked or mistyped?)", style.token_env, style.title)),
-            403 => Some(format!("the token in ${} lacks a scope this needs: give it read and write access (droplet, firewall, ssh_key, tag)", style.token_env)),
-            429 => Some(match retry_after {
-                Some(after) => format!("{}'s rate limit was hit; it asks to wait {}s: run again later", style.title, after.as_secs()),
-                None => format!("{}'s rate limit was hit (other tools using the same token count too): wait a minute and run again", style.title),
-            }),
-            500..=599 => Some(format!("{} had a problem on its side; run again in a little while", style.title)),
-            _ => None,
-        };
-        if let Some(hint) = hint {
+        let mut err = UserError::failed(format!("{}{tries}", style.headline(operation, status, code.as_deref())));
+        let failure = Failure { operation, base_url: &self.inner.base, status: Some(status), code: code.as_deref(), retry_after };
+        if let Some(hint) = style.hint(&failure) {
             err = err.hint(hint);
         }
-        err.caused_by(failure).into()
+        err.caused_by(ApiFailure { status: Some(status.as_u16()), code, message, maybe_applied }).into()
     }
 
     fn transport_error(&self, operation: &str, e: reqwest::Error, attempts: u32, maybe_applied: bool) -> anyhow::Error {
         let what = if e.is_timeout() { "timed out" } else if e.is_connect() { "could not connect" } else { "failed" };
         let message = chain_text(&e.without_url());
         let tries = if attempts > 1 { format!(" (after {attempts} attempts)") } else { String::new() };
-        UserError::failed(format!("{operation} {what}{tries}"))
-            .hint(format!("check the network and the {} API URL ({})", self.inner.style.title, self.inner.base))
-            .caused_by(ApiFailure { status: None, code: None, message, maybe_applied })
-            .into()
+        let mut err = UserError::failed(format!("{operation} {what}{tries}"));
+        let failure = Failure { operation, base_url: &self.inner.base, status: None, code: None, retry_after: None };
+        if let Some(hint) = self.inner.style.hint(&failure) {
+            err = err.hint(hint);
+        }
+        err.caused_by(ApiFailure { status: None, code: None, message, maybe_applied }).into()
     }
 }
 
@@ -525,9 +654,11 @@ pub struct RequestBuilder<'c> {
     client: &'c Client,
     method: Method,
     path: String,
+    operation: Option<String>,
     query: Vec<(String, String)>,
-    body: Option<Vec<u8>>,
+    body: Option<(&'static str, Vec<u8>)>,
     retry: Retry,
+    mutating: Option<bool>,
     accept: Vec<u16>,
 }
 
@@ -541,7 +672,19 @@ impl RequestBuilder<'_> {
     /// Sends `body` as JSON.
     pub fn json<B: Serialize + ?Sized>(mut self, body: &B) -> Self {
         // Serializing our own request types cannot fail (no maps with non-string keys, no custom errors).
-        self.body = Some(serde_json::to_vec(body).unwrap_or_default());
+        self.body = Some(("application/json", serde_json::to_vec(body).unwrap_or_default()));
+        self
+    }
+
+    /// Sends `body` as it is, with its content type (e.g. a form).
+    pub fn body(mut self, content_type: &'static str, body: Vec<u8>) -> Self {
+        self.body = Some((content_type, body));
+        self
+    }
+
+    /// Names the operation in errors (`EC2 RunInstances`); the default is the method and path.
+    pub fn operation(mut self, operation: impl Into<String>) -> Self {
+        self.operation = Some(operation.into());
         self
     }
 
@@ -549,6 +692,13 @@ impl RequestBuilder<'_> {
     /// [`Retry::IfNotSent`], every other method to [`Retry::Always`]).
     pub fn retry(mut self, retry: Retry) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Overrides whether the request counts as mutating in [`RequestStats`] (the default: every method but GET
+    /// and HEAD; an RPC-style API decides by its action).
+    pub fn mutating(mut self, mutating: bool) -> Self {
+        self.mutating = Some(mutating);
         self
     }
 
@@ -609,17 +759,18 @@ fn random_unit() -> f64 {
 mod tests {
     use super::*;
 
-    const STYLE: ApiStyle = ApiStyle { title: "DigitalOcean", token_env: "DIGITALOCEAN_TOKEN", parse_error: digitalocean_error };
-
-    #[test]
-    fn parses_both_error_shapes() {
-        let d = digitalocean_error(br#"{"id":"unprocessable_entity","message":"ports must be a string","request_id":"x"}"#).unwrap();
-        assert_eq!(d, ProviderMessage { code: Some("unprocessable_entity".into()), message: "ports must be a string".into() });
-        assert!(digitalocean_error(b"<html>bad gateway</html>").is_none());
-        let l = linode_error(br#"{"errors":[{"field":"label","reason":"Label too short"},{"reason":"Try again"}]}"#).unwrap();
-        assert_eq!(l.message, "label: Label too short; Try again");
-        assert!(linode_error(br#"{"errors":[]}"#).is_none());
+    /// `{"message": "..."}`, enough of a provider's error body for these tests.
+    fn message_only(body: &[u8]) -> Option<ProviderMessage> {
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        Some(ProviderMessage { code: value["id"].as_str().map(str::to_string), message: value["message"].as_str()?.to_string() })
     }
+
+    const STYLE: BearerStyle = BearerStyle {
+        title: "DigitalOcean",
+        token_env: "DIGITALOCEAN_TOKEN",
+        scopes: "give it read and write access (droplet, firewall, ssh_key, tag)",
+        parse_error: message_only,
+    };
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
@@ -643,7 +794,7 @@ mod tests {
 
     #[test]
     fn few_remaining_requests_space_the_next_ones_out() {
-        let client = Client::new("http://127.0.0.1:9", None, STYLE, RetryPolicy::default()).unwrap();
+        let client = Client::new("http://127.0.0.1:9", Auth::None, STYLE, RetryPolicy::default()).unwrap();
         let pause = |remaining: &'static str| {
             let mut h = HeaderMap::new();
             h.insert("ratelimit-remaining", HeaderValue::from_static(remaining));
@@ -661,27 +812,111 @@ mod tests {
     fn the_token_stays_hidden() {
         let token = Secret::new("dop_v1_supersecret");
         assert_eq!(format!("{token:?} {token}"), "Secret(***) ***");
-        let client = Client::new("https://api.digitalocean.com", Some(token), STYLE, RetryPolicy::default()).unwrap();
+        let client = Client::new("https://api.digitalocean.com", Auth::Bearer(token.clone()), STYLE, RetryPolicy::default()).unwrap();
         assert!(!format!("{client:?}").contains("supersecret"));
+        assert_eq!(format!("{:?}", Auth::Bearer(token)), "Bearer(Secret(***))");
     }
 
     #[test]
     fn plain_http_only_on_loopback() {
-        let err = Client::new("http://api.example.com", Some(Secret::new("t")), STYLE, RetryPolicy::default()).unwrap_err();
+        let err = Client::new("http://api.example.com", Auth::Bearer(Secret::new("t")), STYLE, RetryPolicy::default()).unwrap_err();
         assert!(crate::error::render(&err).contains("plain http"), "{}", crate::error::render(&err));
-        assert!(Client::new("http://127.0.0.1:9/", None, STYLE, RetryPolicy::default()).is_ok());
-        assert!(Client::new("http://localhost:9", None, STYLE, RetryPolicy::default()).is_ok());
-        assert!(Client::new("https://user:pw@api.example.com", None, STYLE, RetryPolicy::default()).is_err());
+        assert!(Client::new("http://127.0.0.1:9/", Auth::None, STYLE, RetryPolicy::default()).is_ok());
+        assert!(Client::new("http://localhost:9", Auth::None, STYLE, RetryPolicy::default()).is_ok());
+        assert!(Client::new("https://user:pw@api.example.com", Auth::None, STYLE, RetryPolicy::default()).is_err());
     }
 
     #[test]
     fn a_failed_create_names_the_operation_and_may_have_applied() {
-        let client = Client::new("http://127.0.0.1:9", None, STYLE, RetryPolicy::default()).unwrap();
+        let client = Client::new("http://127.0.0.1:9", Auth::None, STYLE, RetryPolicy::default()).unwrap();
         let body = br#"{"id":"server_error","message":"boom"}"#;
-        let err = client.status_error("POST /v2/droplets", StatusCode::INTERNAL_SERVER_ERROR, body, 1, None, true);
+        let parsed = STYLE.parse_error(StatusCode::INTERNAL_SERVER_ERROR, &HeaderMap::new(), body);
+        let err = client.status_error("POST /v2/droplets", StatusCode::INTERNAL_SERVER_ERROR, parsed, body, 1, None, true);
         assert!(maybe_applied(&err));
         assert_eq!(api_status(&err), Some(500));
         let text = crate::error::render(&err);
         assert_eq!(text, "error: POST /v2/droplets returned 500\n  Caused by: boom\nhint: DigitalOcean had a problem on its side; run again in a little while\n");
+    }
+
+    /// A signer that numbers its signatures, and a style that reads `{"id": "SlowDown"}` as throttling.
+    struct Numbered(AtomicU64);
+
+    impl Signer for Numbered {
+        fn issuer(&self) -> &str {
+            "test"
+        }
+
+        fn sign(&self, request: &mut reqwest::Request, _time: SystemTime) -> Result<()> {
+            let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;
+            request.headers_mut().insert("x-signature", HeaderValue::from(n));
+            Ok(())
+        }
+    }
+
+    struct SlowDown;
+
+    impl ApiStyle for SlowDown {
+        fn title(&self) -> &str {
+            "Test"
+        }
+
+        fn parse_error(&self, _status: StatusCode, _headers: &HeaderMap, body: &[u8]) -> Option<ProviderMessage> {
+            message_only(body)
+        }
+
+        fn throttled(&self, status: StatusCode, code: Option<&str>) -> bool {
+            status == StatusCode::TOO_MANY_REQUESTS || code == Some("SlowDown")
+        }
+
+        fn hint(&self, _failure: &Failure<'_>) -> Option<String> {
+            None
+        }
+    }
+
+    /// A loopback server answering `replies` in turn, recording each request's head.
+    async fn scripted(replies: Vec<(u16, &'static str)>) -> (String, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&heads);
+        tokio::spawn(async move {
+            for (status, body) in replies {
+                let Ok((mut conn, _)) = listener.accept().await else { return };
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !String::from_utf8_lossy(&raw).contains("\r\n\r\n") {
+                    let n = conn.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    raw.extend_from_slice(&buf[..n]);
+                }
+                seen.lock().unwrap().push(String::from_utf8_lossy(&raw).to_lowercase());
+                let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = conn.write_all(reply.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            }
+        });
+        (url, heads)
+    }
+
+    #[tokio::test]
+    async fn each_attempt_is_signed_anew_and_the_style_decides_what_is_throttling() {
+        let (url, heads) = scripted(vec![(400, r#"{"id":"SlowDown","message":"later"}"#), (200, "{}")]).await;
+        let policy = RetryPolicy { base_delay: Duration::from_millis(5), max_delay: Duration::from_millis(10), ..RetryPolicy::default() };
+        let client = Client::new(&url, Auth::Signed(Arc::new(Numbered(AtomicU64::new(0)))), SlowDown, policy).unwrap();
+        client.request(Method::POST, "/").body("text/plain", b"x".to_vec()).mutating(false).send().await.unwrap();
+        let heads = heads.lock().unwrap().clone();
+        assert!(heads[0].contains("x-signature: 1") && heads[1].contains("x-signature: 2"), "{heads:?}");
+        let stats = client.stats();
+        assert_eq!((stats.total, stats.retries, stats.rate_limited, stats.mutating), (2, 1, 1, 0), "{stats:?}");
+
+        // Any other 400 is the caller's answer at once.
+        let (url, _) = scripted(vec![(400, r#"{"id":"Bad","message":"no such thing"}"#)]).await;
+        let client = Client::new(&url, Auth::None, SlowDown, RetryPolicy::default()).unwrap();
+        let err = client.request(Method::GET, "/x").operation("Test GetX").send().await.unwrap_err();
+        assert_eq!(crate::error::render(&err), "error: Test GetX returned 400\n  Caused by: no such thing\n");
+        assert_eq!(client.stats().total, 1);
     }
 }

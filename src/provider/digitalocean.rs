@@ -30,13 +30,30 @@ use super::{
     ServerStatus, SshKey, SshKeyId,
 };
 use crate::error::UserError;
-use crate::http::{self, ApiStyle, Client, RequestStats, Retry, RetryPolicy, Secret};
+use crate::http::{self, Auth, BearerStyle, Client, ProviderMessage, RequestStats, Retry, RetryPolicy, Secret};
 use crate::ports::{PortRange, Protocol};
 use crate::provider::catalog::ProviderData;
 use crate::spec::ProviderKind;
 
 /// How DigitalOcean's API differs from others, for the HTTP client.
-pub const STYLE: ApiStyle = ApiStyle { title: "DigitalOcean", token_env: "DIGITALOCEAN_TOKEN", parse_error: http::digitalocean_error };
+pub const STYLE: BearerStyle = BearerStyle {
+    title: "DigitalOcean",
+    token_env: "DIGITALOCEAN_TOKEN",
+    scopes: "give it read and write access (droplet, firewall, ssh_key, tag)",
+    parse_error: error_message,
+};
+
+/// DigitalOcean's error body: `{"id": "...", "message": "...", "request_id": "..."}`.
+fn error_message(body: &[u8]) -> Option<ProviderMessage> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        id: Option<String>,
+        message: Option<String>,
+    }
+    let body: Body = serde_json::from_slice(body).ok()?;
+    let message = body.message.filter(|m| !m.trim().is_empty()).or_else(|| body.id.clone())?;
+    Some(ProviderMessage { code: body.id, message })
+}
 
 /// The most items DigitalOcean returns per page.
 pub const MAX_PAGE_SIZE: u32 = 200;
@@ -77,7 +94,7 @@ impl DigitalOcean {
 
     /// For the API at `base_url` (without `/v2`) with `token`.
     pub fn new(base_url: &str, token: Secret, policy: RetryPolicy) -> Result<Self> {
-        Ok(Self { client: Client::new(base_url, Some(token), STYLE, policy)?, page_size: MAX_PAGE_SIZE })
+        Ok(Self { client: Client::new(base_url, Auth::Bearer(token), STYLE, policy)?, page_size: MAX_PAGE_SIZE })
     }
 
     /// Items asked for per page of a list (1-200; the default is 200, the fewest requests).
@@ -715,6 +732,13 @@ mod tests {
 
     // `ssh-keygen -l -E md5` of this key prints MD5:6f:da:2d:83:ce:03:2a:35:30:16:fb:38:1d:95:ac:72.
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMiUZBmwUBMwwQNNV+aldxkNLIDCr5Wa8Hu4X5NRP8Xm test@sfuctl";
+
+    #[test]
+    fn parses_the_error_body() {
+        let d = error_message(br#"{"id":"unprocessable_entity","message":"ports must be a string","request_id":"x"}"#).unwrap();
+        assert_eq!(d, ProviderMessage { code: Some("unprocessable_entity".into()), message: "ports must be a string".into() });
+        assert!(error_message(b"<html>bad gateway</html>").is_none());
+    }
 
     #[test]
     fn fingerprint_is_md5_of_the_blob() {

@@ -1,6 +1,5 @@
-//! The EC2 Query API over reqwest: form-encoded POSTs signed with SigV4 (the `aws-sigv4` crate), bounded retries
-//! with capped exponential backoff and jitter (`http::RetryPolicy`), and EC2's error XML turned into messages that
-//! carry the AWS code and a hint.
+//! The EC2 Query API over the shared transport (`http::Client`): form-encoded POSTs signed with SigV4 (the
+//! `aws-sigv4` crate) on every attempt, and EC2's error XML turned into messages that carry the AWS code and a hint.
 //!
 //! Every call is retried on throttling (`RequestLimitExceeded`, HTTP 503), on 5xx and on transport failures.
 //! That is safe for every action the provider sends: RunInstances carries a ClientToken, and the provider reads
@@ -9,18 +8,17 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use reqwest::{StatusCode, Url};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
 
 use super::config::Credentials;
 use crate::error::UserError;
-use crate::http::{ApiFailure, Counters, RequestStats, RetryPolicy};
+use crate::http::{ApiStyle, Auth, Client, Failure, ProviderMessage, RequestStats, Retry, RetryPolicy, Signer};
 
 /// The EC2 API version every request names.
 pub const VERSION: &str = "2016-11-15";
@@ -98,143 +96,145 @@ pub fn is_mutating(action: &str) -> bool {
 
 
 
-struct Inner {
-    http: reqwest::Client,
-    url: Url,
-    host: String,
-    region: String,
-    credentials: Credentials,
-    policy: RetryPolicy,
-    counters: Counters,
+/// EC2's side of the shared transport: its error XML, its throttling codes and its hints.
+struct Ec2Style {
+    /// Where the credentials came from, for hints.
+    source: String,
 }
 
-/// A signed EC2 Query client. Cheap to clone; clones share connections and counters.
-#[derive(Clone)]
-pub struct Query {
-    inner: Arc<Inner>,
-}
+impl ApiStyle for Ec2Style {
+    fn title(&self) -> &str {
+        "EC2"
+    }
 
-impl fmt::Debug for Query {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Query").field("endpoint", &self.inner.url.as_str()).field("region", &self.inner.region).finish_non_exhaustive()
+    fn url_name(&self) -> String {
+        "EC2 endpoint URL".into()
+    }
+
+    // reqwest's own default; EC2 answers XML whatever is asked.
+    fn accept(&self) -> &'static str {
+        "*/*"
+    }
+
+    // Every answer gets a code (`HTTP 500` when the body is no EC2 error XML), and the message carries it.
+    fn parse_error(&self, status: StatusCode, _headers: &HeaderMap, body: &[u8]) -> Option<ProviderMessage> {
+        let (code, message) = error_of(status, body);
+        let message = if message.is_empty() { code.clone() } else { format!("{code}: {message}") };
+        Some(ProviderMessage { code: Some(code), message })
+    }
+
+    // EC2 throttles with 400 or 503 and a code, not with 429.
+    fn throttled(&self, _status: StatusCode, code: Option<&str>) -> bool {
+        code.is_some_and(|c| THROTTLED.contains(&c))
+    }
+
+    fn transient(&self, status: StatusCode, code: Option<&str>) -> bool {
+        status.is_server_error() || code.is_some_and(|c| TRANSIENT.contains(&c))
+    }
+
+    fn headline(&self, operation: &str, status: StatusCode, code: Option<&str>) -> String {
+        format!("{operation} returned {} {}", status.as_u16(), code.unwrap_or_default())
+    }
+
+    fn hint(&self, failure: &Failure<'_>) -> Option<String> {
+        let Some(status) = failure.status else {
+            return Some(format!("check the network and the EC2 endpoint ({})", failure.base_url));
+        };
+        let action = failure.operation.strip_prefix("EC2 ").unwrap_or(failure.operation);
+        hint_for(action, status, failure.code.unwrap_or_default(), &self.source)
     }
 }
 
-impl Query {
-    /// A client for `endpoint` in `region`. Plain `http://` only for loopback (moto in tests).
-    pub fn new(endpoint: &str, region: &str, credentials: Credentials, policy: RetryPolicy) -> Result<Self> {
-        let raw = endpoint.trim().trim_end_matches('/');
-        let url = Url::parse(&format!("{raw}/")).map_err(|e| UserError::input(format!("`{raw}` is not a valid EC2 endpoint URL")).caused_by(e))?;
-        let host_only = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
-        let loopback = host_only == "localhost" || host_only.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        match url.scheme() {
-            "https" => {}
-            "http" if loopback => {}
-            "http" => {
-                return Err(UserError::input(format!("refusing to send signed AWS requests over plain http to `{raw}`"))
-                    .hint("use an https:// endpoint (plain http is allowed for 127.0.0.1 and localhost only)")
-                    .into());
-            }
-            other => return Err(UserError::input(format!("`{raw}`: unsupported URL scheme `{other}`")).into()),
-        }
-        if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
-            return Err(UserError::input(format!("`{raw}`: an EC2 endpoint is a bare scheme://host[:port]")).into());
-        }
+/// SigV4 for EC2, which the transport applies to every attempt (the signature covers the time).
+struct SigV4 {
+    credentials: Credentials,
+    region: String,
+}
+
+impl Signer for SigV4 {
+    fn issuer(&self) -> &str {
+        "AWS"
+    }
+
+    fn sign(&self, request: &mut reqwest::Request, time: SystemTime) -> Result<()> {
+        let url = request.url();
         let host = match url.port() {
             Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_string(),
         };
-        crate::http::install_crypto();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("sfuctl/", env!("CARGO_PKG_VERSION")))
-            .timeout(policy.timeout)
-            .connect_timeout(policy.connect_timeout)
-            .build()
-            .map_err(|e| UserError::failed("cannot set up the HTTP client").caused_by(e))?;
-        let policy = RetryPolicy { max_attempts: policy.max_attempts.max(1), ..policy };
-        Ok(Self { inner: Arc::new(Inner { http, url, host, region: region.to_string(), credentials, policy, counters: Counters::default() }) })
+        let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(FORM);
+        let body = std::str::from_utf8(request.body().and_then(reqwest::Body::as_bytes).unwrap_or_default())
+            .map_err(|e| UserError::failed("cannot sign the AWS request").caused_by(e))?;
+        let headers = sign_request(&self.credentials, &self.region, "ec2", request.method().as_str(), url.as_str(), &host, content_type, body, time)?;
+        request.headers_mut().extend(headers);
+        Ok(())
+    }
+}
+
+/// A signed EC2 Query client over the shared transport. Cheap to clone; clones share connections and counters.
+#[derive(Clone)]
+pub struct Query {
+    client: Client,
+    region: String,
+}
+
+impl fmt::Debug for Query {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Query").field("endpoint", &self.client.base_url()).field("region", &self.region).finish_non_exhaustive()
+    }
+}
+
+impl Query {
+    /// A client for `endpoint` (a bare `scheme://host[:port]`) in `region`. Plain `http://` only for loopback
+    /// (moto in tests).
+    pub fn new(endpoint: &str, region: &str, credentials: Credentials, policy: RetryPolicy) -> Result<Self> {
+        let style = Ec2Style { source: credentials.source.clone() };
+        let signer = SigV4 { credentials, region: region.to_string() };
+        let client = Client::new(endpoint, Auth::Signed(Arc::new(signer)), style, policy)?;
+        // Requests go to the root: a path or query would sit in every signed URL.
+        let raw = client.base_url();
+        let url = Url::parse(raw).map_err(|e| UserError::input(format!("`{raw}` is not a valid EC2 endpoint URL")).caused_by(e))?;
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(UserError::input(format!("`{raw}`: an EC2 endpoint is a bare scheme://host[:port]")).into());
+        }
+        Ok(Self { client, region: region.to_string() })
     }
 
     /// The region requests are signed for.
     pub fn region(&self) -> &str {
-        &self.inner.region
+        &self.region
     }
 
     /// The retry policy in force.
     pub fn policy(&self) -> &RetryPolicy {
-        &self.inner.policy
+        self.client.policy()
     }
 
     /// The requests sent so far.
     pub fn stats(&self) -> RequestStats {
-        self.inner.counters.snapshot()
+        self.client.stats()
     }
 
-    /// The signed headers of one request at `time` (`authorization`, `x-amz-date`, `x-amz-security-token`).
-    pub fn signed_headers(&self, body: &str, time: SystemTime) -> Result<HeaderMap> {
-        sign_request(&self.inner.credentials, &self.inner.region, "ec2", "POST", self.inner.url.as_str(), &self.inner.host, FORM, body, time)
-    }
-
-    /// Calls `action`, retrying throttling, 5xx and transport failures; returns the answer body of a 200.
+    /// Calls `action` (a form-encoded POST to the endpoint's root); returns the answer body of a 200.
+    ///
+    /// Every action is sent again after throttling, 5xx and transport failures ([`Retry::Always`], see the
+    /// module's doc); only `Describe*` counts as not mutating.
     pub async fn call(&self, action: &str, params: &Params) -> Result<Vec<u8>> {
-        let inner = &self.inner;
-        let body = params.body(action);
-        let policy = &inner.policy;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let last = attempt >= policy.max_attempts;
-            let headers = self.signed_headers(&body, SystemTime::now())?;
-            inner.counters.total.fetch_add(1, Ordering::Relaxed);
-            if is_mutating(action) {
-                inner.counters.mutating.fetch_add(1, Ordering::Relaxed);
-            }
-            if attempt > 1 {
-                inner.counters.retries.fetch_add(1, Ordering::Relaxed);
-            }
-            let sent = inner.http.post(inner.url.clone()).headers(headers).body(body.clone()).send().await;
-            let outcome = match sent {
-                Ok(resp) => {
-                    let status = resp.status();
-                    resp.bytes().await.map(|b| (status, b.to_vec()))
-                }
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok((status, bytes)) if status.is_success() => return Ok(bytes),
-                Ok((status, bytes)) => {
-                    let (code, message) = error_of(status, &bytes);
-                    let throttled = THROTTLED.contains(&code.as_str());
-                    if throttled {
-                        inner.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let retry = throttled || TRANSIENT.contains(&code.as_str()) || status.is_server_error();
-                    if retry && !last {
-                        self.wait(policy.backoff(attempt)).await;
-                        continue;
-                    }
-                    return Err(api_error(action, status, &code, &message, attempt, &inner.credentials.source));
-                }
-                Err(e) => {
-                    if !last {
-                        self.wait(policy.backoff(attempt)).await;
-                        continue;
-                    }
-                    let what = if e.is_timeout() { "timed out" } else if e.is_connect() { "could not connect" } else { "failed" };
-                    let tries = if attempt > 1 { format!(" (after {attempt} attempts)") } else { String::new() };
-                    return Err(UserError::failed(format!("EC2 {action} {what}{tries}"))
-                        .hint(format!("check the network and the EC2 endpoint ({})", inner.url.as_str().trim_end_matches('/')))
-                        .caused_by(ApiFailure { status: None, code: None, message: crate::http::chain_text(&e.without_url()), maybe_applied: is_mutating(action) })
-                        .into());
-                }
-            }
-        }
+        let reply = self
+            .client
+            .request(Method::POST, "/")
+            .operation(format!("EC2 {action}"))
+            .body(FORM, params.body(action).into_bytes())
+            .retry(Retry::Always)
+            .mutating(is_mutating(action))
+            .send()
+            .await?;
+        Ok(reply.body)
     }
 
     /// Waits `pause`, counting it.
     pub async fn wait(&self, pause: Duration) {
-        self.inner.counters.waited_ms.fetch_add(pause.as_millis() as u64, Ordering::Relaxed);
-        tokio::time::sleep(pause).await;
+        self.client.wait(pause).await;
     }
 }
 
@@ -299,18 +299,6 @@ pub fn error_of(status: StatusCode, body: &[u8]) -> (String, String) {
     let cut: String = one_line.chars().take(120).collect();
     let reason = status.canonical_reason().unwrap_or("error");
     (format!("HTTP {}", status.as_u16()), if cut.is_empty() { format!("{reason} (empty body)") } else { format!("{reason} (body starts: `{cut}`)") })
-}
-
-/// The error of a failed call: `EC2 <Action> returned <status> <Code>`, caused by the AWS message, with a hint
-/// for the codes a person can act on.
-pub fn api_error(action: &str, status: StatusCode, code: &str, message: &str, attempts: u32, source: &str) -> anyhow::Error {
-    let tries = if attempts > 1 { format!(" (after {attempts} attempts)") } else { String::new() };
-    let mut err = UserError::failed(format!("EC2 {action} returned {} {code}{tries}", status.as_u16()));
-    if let Some(hint) = hint_for(action, status, code, source) {
-        err = err.hint(hint);
-    }
-    let message = if message.is_empty() { code.to_string() } else { format!("{code}: {message}") };
-    err.caused_by(ApiFailure { status: Some(status.as_u16()), code: Some(code.to_string()), message, maybe_applied: false }).into()
 }
 
 fn hint_for(action: &str, status: StatusCode, code: &str, source: &str) -> Option<String> {
@@ -405,6 +393,29 @@ mod tests {
         let (code, message) = error_of(StatusCode::INTERNAL_SERVER_ERROR, html);
         assert_eq!(code, "HTTP 500");
         assert!(message.contains("Internal Server Error"), "{message}");
+    }
+
+    /// The error the transport makes of an EC2 error answer to `action`.
+    fn api_error(action: &str, status: StatusCode, code: &str, message: &str, attempts: u32, source: &str) -> anyhow::Error {
+        let credentials = Credentials { source: source.into(), ..creds("s") };
+        let q = Query::new("http://127.0.0.1:9", "us-east-1", credentials, RetryPolicy::default()).unwrap();
+        let body = format!("<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors></Response>");
+        let parsed = Ec2Style { source: source.into() }.parse_error(status, &HeaderMap::new(), body.as_bytes());
+        q.client.status_error(&format!("EC2 {action}"), status, parsed, body.as_bytes(), attempts, None, false)
+    }
+
+    #[test]
+    fn every_attempt_is_signed_for_the_url_and_form_it_carries() {
+        let signer = SigV4 { credentials: creds("s"), region: "us-east-1".into() };
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160);
+        let body = "Action=DescribeRegions&Version=2016-11-15";
+        let mut request = reqwest::Request::new(Method::POST, Url::parse("http://127.0.0.1:5000/").unwrap());
+        request.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(FORM));
+        *request.body_mut() = Some(body.into());
+        signer.sign(&mut request, time).unwrap();
+        let direct = sign_request(&signer.credentials, "us-east-1", "ec2", "POST", "http://127.0.0.1:5000/", "127.0.0.1:5000", FORM, body, time).unwrap();
+        assert_eq!(request.headers()["authorization"], direct["authorization"]);
+        assert_eq!(request.headers()["x-amz-date"], "20150830T123600Z");
     }
 
     #[test]
