@@ -282,10 +282,12 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as e:  # a bug in the fake: make it visible
             status, resp = 500, {"id": "fake_internal_error", "message": repr(e),
                                  "request_id": request_id}
-        self._send(status, resp, headers)
         entry["status"] = status
         entry["duration_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        # Logged before the answer leaves: a client that reads /_fake/requests right after its own request must
+        # find it there (recording after the send raced such reads under load).
         fake.record(entry)
+        self._send(status, resp, headers)
 
     def route(self, vr, path: str):
         """Returns (status, body, headers). Called with the state lock held."""
