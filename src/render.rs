@@ -21,21 +21,9 @@ use crate::spec::{ProviderKind, SfuKind, Spec, resolve_path};
 /// The address written into configs when the real one is not known yet (`render` without `--address`).
 pub const PLACEHOLDER_ADDRESS: &str = "198.51.100.1";
 
-/// Every template sfuctl ships, by the name a `--templates DIR` override uses.
-const TEMPLATES: &[(&str, &str)] = &[
-    ("service/sfuctl.env.j2", include_str!("../templates/service/sfuctl.env.j2")),
-    ("service/start.sh.j2", include_str!("../templates/service/start.sh.j2")),
-    ("service/systemd.service.j2", include_str!("../templates/service/systemd.service.j2")),
-    ("service/supervise.sh.j2", include_str!("../templates/service/supervise.sh.j2")),
-    ("host/nftables.nft.j2", include_str!("../templates/host/nftables.nft.j2")),
-    ("host/cloud-init.yaml.j2", include_str!("../templates/host/cloud-init.yaml.j2")),
-    ("mediasoup/config.js.j2", include_str!("../templates/mediasoup/config.js.j2")),
-    ("mediasoup/mediasoup.env.j2", include_str!("../templates/mediasoup/mediasoup.env.j2")),
-    ("janus/janus.jcfg.j2", include_str!("../templates/janus/janus.jcfg.j2")),
-    ("janus/janus.transport.http.jcfg.j2", include_str!("../templates/janus/janus.transport.http.jcfg.j2")),
-    ("livekit/livekit.yaml.j2", include_str!("../templates/livekit/livekit.yaml.j2")),
-    ("coturn/turnserver.conf.j2", include_str!("../templates/coturn/turnserver.conf.j2")),
-];
+/// Every template sfuctl ships (every `templates/**/*.j2`, embedded by `build.rs`), by the name a
+/// `--templates DIR` override uses.
+const TEMPLATES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/templates.rs"));
 
 /// Peer ranges coturn must never relay to: private, loopback, link-local, shared, multicast and documentation
 /// networks (the lock-down bbb-install and STUNner's security notes recommend).
