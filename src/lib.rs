@@ -25,4 +25,5 @@ pub mod spec;
 pub mod state;
 pub mod wait;
 pub mod http;
+pub mod kind;
 pub mod provider;
