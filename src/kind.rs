@@ -331,6 +331,7 @@ pub fn kinds_with(field: PortField) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::PortRole;
     use crate::spec::Spec;
 
     const TEMPLATES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/templates.rs"));
@@ -378,5 +379,51 @@ mod tests {
         assert!(KindDescriptor::parse("t", no_range).unwrap_err().contains("rtc_max"));
         let wrong_file = "title: t\nread_back: { file: config/x.conf, format: env, announced: A, rtc_range: R }\n";
         assert!(KindDescriptor::parse("t", wrong_file).unwrap_err().contains("read_back.file"));
+    }
+
+    /// A kind that exists only in this test drives the file plan, the port manifest and the audit's read-back
+    /// without any code knowing it.
+    #[test]
+    fn a_made_up_kind_needs_no_code() {
+        let yaml = r#"
+title: Example SFU
+config_files:
+  - { template: example.toml.j2, file: example.toml, mode: "0600" }
+  - { template: example.env.j2, file: example.env, mode: "0644", env_file: true }
+command: "{bin:example-sfu} --config {config:example.toml}"
+own_ports:
+  - field: listen_port
+    default: 9443
+    rules:
+      - { protocol: tcp, purpose: Example signaling }
+      - { protocol: udp, purpose: Example QUIC }
+ports_per_participant: 3
+media_purpose: example media
+needs_secret: true
+read_back:
+  file: config/example.toml
+  format: key_value
+  announced: public_ip
+  listen: { fixed: "::" }
+  rtc_range: ports
+health: { probe: http_get, path: /healthz, json_key: status, json_value: ok }
+install: { packages: [example-sfu] }
+"#;
+        let kind = KindDescriptor::parse("example", yaml).unwrap();
+        let spec = Spec::parse("name: t\nprovider: { kind: ssh, hosts: [{ name: a, address: 203.0.113.9 }] }\nsfu: { kind: custom, command: x, rtc_ports: 40000-41000 }\n").unwrap();
+
+        let files: Vec<(String, String, u32)> = crate::render::file_plan_for(&spec, &kind).into_iter().map(|(t, p, m)| (t.to_string(), p, m)).collect();
+        assert!(files.contains(&("example/example.toml.j2".into(), "/opt/sfuctl/t/config/example.toml".into(), 0o600)), "{files:?}");
+        assert!(files.contains(&("example/example.env.j2".into(), "/opt/sfuctl/t/config/example.env".into(), 0o644)), "{files:?}");
+
+        let m = crate::ports::Manifest::derive_for(&spec, &kind);
+        let lines: Vec<String> = m.rules.iter().filter(|r| r.role != PortRole::Ssh).map(|r| format!("{} {} {} {}", r.protocol, r.ports, r.purpose, r.field)).collect();
+        assert_eq!(lines, ["udp 40000-41000 example media sfu.rtc_ports", "tcp 9443 Example signaling sfu.listen_port", "udp 9443 Example QUIC sfu.listen_port"]);
+
+        let v = crate::audit::read_config(&kind.read_back, "public_ip = \"203.0.113.9\"\nports = \"40000-41000\"\n");
+        assert_eq!((v.announced.as_deref(), v.listen.as_deref(), v.min, v.max), (Some("203.0.113.9"), Some("::"), Some(40000), Some(41000)));
+
+        assert_eq!(kind.default_command("/c", None).as_deref(), Some("example-sfu --config /c/example.toml"));
+        assert_eq!(kind.install.unwrap().packages, ["example-sfu"]);
     }
 }

@@ -11,7 +11,7 @@ use crate::commands::{base_dir, load_valid_spec};
 use crate::error::{Exit, UserError, warn};
 use crate::secret::Secret;
 use crate::render::{PLACEHOLDER_ADDRESS, Renderer, host_targets};
-use crate::spec::{FileCheck, ProviderKind, SfuKind};
+use crate::spec::{FileCheck, ProviderKind};
 
 /// Runs `render`.
 pub fn execute(args: &RenderArgs, output: Output) -> Result<Exit> {
@@ -31,7 +31,7 @@ pub fn execute(args: &RenderArgs, output: Output) -> Result<Exit> {
     let renderer = Renderer::new(args.templates.as_deref())?;
     let secret_env = spec.sfu.secret_env();
     let (secret, from_env) = Secret::from_env_or_random(secret_env)?;
-    if !from_env && matches!(spec.sfu.kind, SfuKind::Coturn | SfuKind::Livekit) {
+    if !from_env && spec.sfu.kind.descriptor().needs_secret {
         warn(format!("${secret_env} is unset: the {} config got a new random secret; export {secret_env} to keep it stable", spec.sfu.kind.as_str()));
     }
 
