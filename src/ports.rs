@@ -9,8 +9,8 @@ use std::fmt;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::providers::FirewallData;
 use crate::kind::KindDescriptor;
+use crate::providers::FirewallData;
 use crate::spec::{Spec, parse_cidr};
 
 /// A transport protocol a firewall rule covers.
