@@ -1,4 +1,4 @@
-//! The provisioning half of `sfuctl up` on a cloud, for `scripts/bench/aws-vs-ansible`: exactly `cloud::apply`
+//! The provisioning half of `sfuctl up` on a cloud, for `scripts/bench/aws-vs-ansible`: exactly `engine::apply`
 //! (refresh, key pair, security group and its rules, instances, wait for running with a public IPv4, wait for
 //! the SSH port), then stop before the SSH deploy. Prints one JSON line: wall seconds and the API requests made.
 //!
@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use sfuctl::cloud;
+use sfuctl::engine::{self, Timings};
+use sfuctl::provider::catalog;
 use sfuctl::commands::timeouts;
 use sfuctl::deploy::Deployment;
 use sfuctl::render::Renderer;
@@ -32,10 +33,10 @@ async fn run(path: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     let spec = Spec::load(path)?.spec;
     let base = path.parent().unwrap_or(Path::new("."));
-    let provider = cloud::require_provider(&spec)?;
+    let provider = catalog::require(&spec)?;
     let renderer = Renderer::new(None)?;
     let dep = Deployment::new(spec, base, timeouts(None, None))?;
-    let (hosts, report) = cloud::apply(&dep, provider, &renderer, &Secret::new("bench"), |_| Ok(())).await?;
+    let (hosts, report) = engine::apply(&dep, provider, &renderer, &Secret::new(String::from("bench")), &Timings::default(), |_| Ok(())).await?;
     let seconds = started.elapsed().as_secs_f64();
     let addresses: Vec<&str> = hosts.iter().map(|h| h.address.as_str()).collect();
     println!(

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::error::UserError;
 use crate::deploy::{Deployment, ServiceState, Session, run_as_root};
+use crate::kind::{ConfigFormat, ReadBack, ReadField};
 use crate::service::ServiceScripts;
 use crate::nft_eval::{Packet, Ruleset};
 use crate::ports::{PortRole, Protocol};
@@ -23,7 +24,7 @@ use crate::probe;
 use crate::provider::{Firewall, Server};
 use crate::remote::shell_quote as q;
 use crate::render::{HostTarget, Layout, service_name};
-use crate::spec::{SfuKind, Spec};
+use crate::spec::Spec;
 
 /// The order checks run and are reported in; the first failing one is a host's cause.
 pub const CHECK_IDS: [&str; 7] =
@@ -219,16 +220,9 @@ fn gather_script(l: &Layout, spec: &Spec) -> String {
     )
 }
 
-/// The config files whose values are read back, per kind.
+/// The config files whose values are read back: the one the kind's descriptor names.
 fn config_files(l: &Layout, spec: &Spec) -> Vec<String> {
-    let config = |f: &str| format!("{}/{f}", l.config);
-    match spec.sfu.kind {
-        SfuKind::Coturn => vec![config("turnserver.conf")],
-        SfuKind::Janus => vec![config("janus.jcfg")],
-        SfuKind::Livekit => vec![config("livekit.yaml")],
-        SfuKind::Mediasoup => vec![config("mediasoup-config.js")],
-        SfuKind::Custom => vec![l.env_file.clone()],
-    }
+    vec![format!("{}/{}", l.root, spec.sfu.kind.descriptor().read_back.file)]
 }
 
 struct Gathered {
@@ -366,11 +360,15 @@ fn service(dep: &Arc<Deployment>, session: &Session, gathered: &str) -> Check {
 
 /// What a config file says: the announced address, the listen address and the media range.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct ConfigValues {
-    announced: Option<String>,
-    listen: Option<String>,
-    min: Option<u16>,
-    max: Option<u16>,
+pub(crate) struct ConfigValues {
+    /// The announced (public) address.
+    pub(crate) announced: Option<String>,
+    /// The listen address.
+    pub(crate) listen: Option<String>,
+    /// The media range's first port.
+    pub(crate) min: Option<u16>,
+    /// The media range's last port.
+    pub(crate) max: Option<u16>,
 }
 
 fn value_after<'a>(text: &'a str, key: &str, separators: &[char]) -> Option<&'a str> {
@@ -382,39 +380,43 @@ fn value_after<'a>(text: &'a str, key: &str, separators: &[char]) -> Option<&'a 
     })
 }
 
-fn read_config(kind: SfuKind, text: &str) -> ConfigValues {
-    let port = |s: Option<&str>| s.and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok());
-    match kind {
-        SfuKind::Coturn => ConfigValues {
-            announced: value_after(text, "external-ip", &['=']).map(str::to_string),
-            listen: value_after(text, "listening-ip", &['=']).map(str::to_string),
-            min: port(value_after(text, "min-port", &['='])),
-            max: port(value_after(text, "max-port", &['='])),
-        },
-        SfuKind::Janus => {
-            let range = value_after(text, "rtp_port_range", &['=']).unwrap_or("");
-            let (a, b) = range.split_once('-').unwrap_or(("", ""));
-            ConfigValues { announced: value_after(text, "nat_1_1_mapping", &['=']).map(str::to_string), listen: Some("0.0.0.0".into()), min: a.parse().ok(), max: b.parse().ok() }
-        }
-        SfuKind::Livekit => ConfigValues {
-            announced: value_after(text, "node_ip", &[':']).map(str::to_string),
-            listen: text.lines().map(str::trim).find_map(|l| l.strip_prefix("- ")).map(|v| v.trim_matches('"').to_string()),
-            min: port(value_after(text, "port_range_start", &[':'])),
-            max: port(value_after(text, "port_range_end", &[':'])),
-        },
-        SfuKind::Mediasoup => ConfigValues {
-            announced: value_after(text, "const announcedAddress", &['=']).map(str::to_string),
-            listen: value_after(text, "const listenIp", &['=']).map(str::to_string),
-            min: port(value_after(text, "const rtcMinPort", &['='])),
-            max: port(value_after(text, "const rtcMaxPort", &['='])),
-        },
-        SfuKind::Custom => ConfigValues {
-            announced: value_after(text, "SFU_ANNOUNCED_IP", &['=']).map(str::to_string),
-            listen: value_after(text, "SFU_LISTEN_IP", &['=']).map(str::to_string),
-            min: port(value_after(text, "SFU_RTC_MIN_PORT", &['='])),
-            max: port(value_after(text, "SFU_RTC_MAX_PORT", &['='])),
+/// The first item of the YAML list under `key:` (`bind_addresses:` then `  - "0.0.0.0"`).
+fn first_list_item<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let mut lines = text.lines().map(str::trim);
+    lines.find(|l| l.strip_prefix(key).is_some_and(|rest| rest.trim() == ":"))?;
+    lines.find_map(|l| l.strip_prefix("- ")).map(|v| v.trim_matches('"'))
+}
+
+/// The raw value of field `key` in a config file of `format`.
+fn lookup<'a>(format: ConfigFormat, text: &'a str, key: &str) -> Option<&'a str> {
+    match format {
+        ConfigFormat::KeyValue | ConfigFormat::Jcfg | ConfigFormat::Env => value_after(text, key, &['=']),
+        ConfigFormat::JsConst => value_after(text, &format!("const {key}"), &['=']),
+        ConfigFormat::Yaml => match key.strip_suffix("[0]") {
+            Some(list) => first_list_item(text, list),
+            None => value_after(text, key, &[':']),
         },
     }
+}
+
+/// Reads the announced address, the listen address and the media range from a config file, as the kind's
+/// descriptor says where they are.
+pub(crate) fn read_config(rb: &ReadBack, text: &str) -> ConfigValues {
+    let get = |key: &str| lookup(rb.format, text, key);
+    let port = |key: &Option<String>| key.as_deref().and_then(get).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok());
+    let (min, max) = match &rb.rtc_range {
+        Some(key) => {
+            let (a, b) = get(key).unwrap_or("").split_once('-').unwrap_or(("", ""));
+            (a.parse().ok(), b.parse().ok())
+        }
+        None => (port(&rb.rtc_min), port(&rb.rtc_max)),
+    };
+    let listen = match &rb.listen {
+        Some(ReadField::Key(key)) => get(key).map(str::to_string),
+        Some(ReadField::Fixed(f)) => Some(f.fixed.clone()),
+        None => None,
+    };
+    ConfigValues { announced: get(&rb.announced).map(str::to_string), listen, min, max }
 }
 
 fn config_consistency(spec: &Spec, host: &HostTarget, g: &Gathered) -> Check {
@@ -423,7 +425,7 @@ fn config_consistency(spec: &Spec, host: &HostTarget, g: &Gathered) -> Check {
         let file = g.files.first().map(|(f, _)| f.clone()).unwrap_or_default();
         return check(id, Status::Fail, format!("the config {file} is not on the host"), Some("run `sfuctl up` to deploy it".into()));
     };
-    let v = read_config(spec.sfu.kind, text);
+    let v = read_config(&spec.sfu.kind.descriptor().read_back, text);
     let media = spec.manifest().media();
     let mut problems = Vec::new();
     match v.announced.as_deref() {
@@ -614,6 +616,12 @@ pub fn to_text(audits: &[HostAudit]) -> String {
 mod tests {
     use super::*;
 
+    use crate::spec::SfuKind;
+
+    fn read_config(kind: SfuKind, text: &str) -> ConfigValues {
+        super::read_config(&kind.descriptor().read_back, text)
+    }
+
     #[test]
     fn reads_every_kind_of_config() {
         let coturn = read_config(SfuKind::Coturn, "listening-ip=0.0.0.0\nexternal-ip=203.0.113.5\nmin-port=40000\nmax-port=40999\n");
@@ -626,6 +634,38 @@ mod tests {
         assert_eq!((ms.announced.as_deref(), ms.min, ms.max), (Some("203.0.113.5"), Some(40000), Some(41000)));
         let custom = read_config(SfuKind::Custom, "SFU_ANNOUNCED_IP=203.0.113.5\nSFU_LISTEN_IP=0.0.0.0\nSFU_RTC_MIN_PORT=40000\nSFU_RTC_MAX_PORT=40099\n");
         assert_eq!((custom.announced.as_deref(), custom.max), (Some("203.0.113.5"), Some(40099)));
+    }
+
+    #[test]
+    fn each_format_finds_its_fields() {
+        let t = "a=1\nb = \"x y\";\n";
+        assert_eq!(lookup(ConfigFormat::KeyValue, t, "a"), Some("1"));
+        assert_eq!(lookup(ConfigFormat::Jcfg, t, "b"), Some("x y"));
+        assert_eq!(lookup(ConfigFormat::Env, t, "c"), None);
+        assert_eq!(lookup(ConfigFormat::JsConst, "const port = 5;\nconst portRange = 1;\n", "port"), Some("5"));
+        let y = "other:\n  - \"10.0.0.1\"\nbind_addresses:\n  - \"0.0.0.0\"\nrtc:\n  node_ip: '203.0.113.5'\n";
+        assert_eq!(lookup(ConfigFormat::Yaml, y, "bind_addresses[0]"), Some("0.0.0.0"));
+        assert_eq!(lookup(ConfigFormat::Yaml, y, "node_ip"), Some("203.0.113.5"));
+        assert_eq!(lookup(ConfigFormat::Yaml, y, "missing[0]"), None);
+    }
+
+    #[test]
+    fn every_shipped_config_is_read_back() {
+        // What sfuctl renders, the audit reads back: each kind's rendered config against its descriptor.
+        for kind in SfuKind::ALL {
+            let spec = crate::spec::Spec::parse(&format!(
+                "name: t\nprovider: {{ kind: ssh, hosts: [{{ name: a, address: 203.0.113.9 }}] }}\nsfu: {{ kind: {}, command: x, rtc_ports: 40000-40999 }}\n",
+                kind.as_str()
+            ))
+            .unwrap();
+            let host = &crate::render::host_targets(&spec, crate::render::PLACEHOLDER_ADDRESS)[0];
+            let files = crate::render::Renderer::new(None).unwrap().render_host(&spec, std::path::Path::new("."), host, &crate::secret::Secret::new("s")).unwrap();
+            let wanted = &config_files(&Layout::of(&spec), &spec)[0];
+            let file = files.files.iter().find(|f| &f.path == wanted).unwrap_or_else(|| panic!("{}: {wanted} is not rendered", kind.as_str()));
+            let v = read_config(kind, &file.contents);
+            assert_eq!((v.announced.as_deref(), v.min, v.max), (Some("203.0.113.9"), Some(40000), Some(40999)), "{}", kind.as_str());
+            assert_eq!(v.listen.as_deref(), Some("0.0.0.0"), "{}", kind.as_str());
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Is the server healthy? Three layers: the process is alive, the ports it should own are bound, and the server
-//! answers a kind-specific probe from outside (Janus `GET /janus/info`, coturn a STUN Binding request).
+//! answers its kind's probe (the descriptor's `health`: Janus `GET /janus/info`, coturn a STUN Binding request).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -9,7 +9,8 @@ use anyhow::{Result, bail};
 
 use crate::ports::{Manifest, PortRole, Protocol};
 use crate::probe;
-use crate::spec::{SfuKind, Spec};
+use crate::kind::HealthProbe;
+use crate::spec::Spec;
 
 /// A shell command that prints the host's socket tables (bound UDP, listening TCP), read by [`bound_ports`].
 /// `/proc/net` is there on every Linux host, unlike `ss` or `netstat`.
@@ -58,36 +59,38 @@ pub fn missing_ports(manifest: &Manifest, bound: &BTreeSet<(Protocol, u16)>) -> 
 /// prints nothing for kinds without a probe, and `probe: unavailable` without python3.
 pub fn kind_probe_script(spec: &Spec) -> String {
     let Some(port) = spec.sfu.listen_port() else { return String::new() };
-    let program = match spec.sfu.kind {
-        SfuKind::Janus => format!(
-            "import json, urllib.request\ntry:\n    b = urllib.request.urlopen('http://127.0.0.1:{port}/janus/info', timeout=1).read()\n    print('probe: ok GET /janus/info on tcp 127.0.0.1:{port} answered' if json.loads(b).get('janus') == 'server_info' else 'probe: fail not server_info')\nexcept Exception as e:\n    print('probe: fail GET /janus/info on tcp 127.0.0.1:{port}: %s' % e)\n"
+    let program = match &spec.sfu.kind.descriptor().health {
+        None => return String::new(),
+        Some(HealthProbe::HttpGet { path, json_key, json_value }) => format!(
+            "import json, urllib.request\ntry:\n    b = urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=1).read()\n    print('probe: ok GET {path} on tcp 127.0.0.1:{port} answered' if json.loads(b).get('{json_key}') == '{json_value}' else 'probe: fail not {json_value}')\nexcept Exception as e:\n    print('probe: fail GET {path} on tcp 127.0.0.1:{port}: %s' % e)\n"
         ),
-        SfuKind::Coturn => format!(
+        Some(HealthProbe::StunBinding {}) => format!(
             "import os, socket, struct\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)\ntx = os.urandom(12)\ntry:\n    s.sendto(struct.pack('!HHI', 1, 0, 0x2112A442) + tx, ('127.0.0.1', {port}))\n    d = s.recv(1500)\n    print('probe: ok STUN Binding on udp 127.0.0.1:{port} answered' if d[:2] == b'\\x01\\x01' and d[8:20] == tx and b'\\x00\\x20' in d[20:] else 'probe: fail not a STUN Binding success')\nexcept Exception as e:\n    print('probe: fail STUN Binding on udp 127.0.0.1:{port}: %s' % e)\n"
         ),
-        _ => return String::new(),
     };
     format!("if command -v python3 >/dev/null 2>&1; then python3 -c {}; else echo 'probe: unavailable'; fi\n", crate::remote::shell_quote(&program))
 }
 
-/// The kind-specific probe, from this machine to the host's public address (used where the host has no python3): Janus answers `GET /janus/info`,
-/// coturn a STUN Binding request. Other kinds have none (alive and bound is their health).
+/// The kind-specific probe, from this machine to the host's public address (used where the host has no python3):
+/// the descriptor's `health`, e.g. Janus answers `GET /janus/info`, coturn a STUN Binding request. Kinds without
+/// one have none (alive and bound is their health).
 pub fn kind_probe(spec: &Spec, address: IpAddr, timeout: Duration) -> Result<Option<String>> {
     let Some(port) = spec.sfu.listen_port() else { return Ok(None) };
     let target = SocketAddr::new(address, port);
-    match spec.sfu.kind {
-        SfuKind::Janus => {
-            let (status, body) = probe::http_get(target, "/janus/info", timeout)?;
-            if status != 200 || !body.contains("server_info") {
-                bail!("GET http://{target}/janus/info answered {status}, not Janus's server_info");
+    let kind = spec.sfu.kind.descriptor();
+    match &kind.health {
+        None => Ok(None),
+        Some(HealthProbe::HttpGet { path, json_value, .. }) => {
+            let (status, body) = probe::http_get(target, path, timeout)?;
+            if status != 200 || !body.contains(json_value.as_str()) {
+                bail!("GET http://{target}{path} answered {status}, not {}'s {json_value}", kind.title);
             }
-            Ok(Some(format!("GET /janus/info on tcp {target} answered")))
+            Ok(Some(format!("GET {path} on tcp {target} answered")))
         }
-        SfuKind::Coturn => {
+        Some(HealthProbe::StunBinding {}) => {
             let mapped = probe::stun_binding(target, timeout)?;
             Ok(Some(format!("STUN Binding on udp {target} answered (mapped {mapped})")))
         }
-        _ => Ok(None),
     }
 }
 
@@ -112,6 +115,18 @@ mod tests {
     fn reads_listening_tcp_and_bound_udp() {
         let ports = bound_ports(PROC);
         assert_eq!(ports, BTreeSet::from([(Protocol::Tcp, 8088), (Protocol::Udp, 3478)]));
+    }
+
+    #[test]
+    fn janus_probe_script_is_unchanged() {
+        let spec = Spec::parse("name: t\nprovider: { kind: ssh, hosts: [{ name: a, address: 203.0.113.9 }] }\nsfu: { kind: janus, rtc_ports: 40000-41000 }\n").unwrap();
+        let port = 8088;
+        let program = format!(
+            "import json, urllib.request\ntry:\n    b = urllib.request.urlopen('http://127.0.0.1:{port}/janus/info', timeout=1).read()\n    print('probe: ok GET /janus/info on tcp 127.0.0.1:{port} answered' if json.loads(b).get('janus') == 'server_info' else 'probe: fail not server_info')\nexcept Exception as e:\n    print('probe: fail GET /janus/info on tcp 127.0.0.1:{port}: %s' % e)\n"
+        );
+        assert!(kind_probe_script(&spec).contains(&crate::remote::shell_quote(&program)));
+        let mediasoup = Spec::parse("name: t\nprovider: { kind: ssh, hosts: [{ name: a, address: 203.0.113.9 }] }\nsfu: { kind: mediasoup, rtc_ports: 40000-41000 }\n").unwrap();
+        assert_eq!(kind_probe_script(&mediasoup), "");
     }
 
     #[test]

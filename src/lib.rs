@@ -28,4 +28,5 @@ pub mod state;
 pub mod wait;
 pub mod http;
 pub mod install;
+pub mod kind;
 pub mod provider;

@@ -9,8 +9,9 @@ use std::fmt;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::kind::KindDescriptor;
 use crate::provider::catalog::FirewallData;
-use crate::spec::{SfuKind, Spec, parse_cidr};
+use crate::spec::{Spec, parse_cidr};
 
 /// A transport protocol a firewall rule covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -175,6 +176,12 @@ pub fn anywhere() -> Vec<IpNet> {
 impl Manifest {
     /// Derives the manifest from a spec. Invalid CIDRs are left out here; validation reports them.
     pub fn derive(spec: &Spec) -> Self {
+        Self::derive_for(spec, spec.sfu.kind.descriptor())
+    }
+
+    /// Derives the manifest from a spec for the server kind `kind` (its descriptor gives the media range's purpose
+    /// and the kind's own ports).
+    pub fn derive_for(spec: &Spec, kind: &KindDescriptor) -> Self {
         let sfu = &spec.sfu;
         let ssh_sources = match &spec.ssh.allow_from {
             Some(list) => list.iter().filter_map(|raw| parse_cidr(raw).ok()).collect(),
@@ -188,36 +195,26 @@ impl Manifest {
             sources: ssh_sources,
             field: "ssh.port",
         }];
-        let media_purpose = if sfu.kind == SfuKind::Coturn { "TURN relay range" } else { "media (RTP/RTCP)" };
         rules.push(PortRule {
             protocol: Protocol::Udp,
             ports: sfu.rtc_ports,
-            purpose: media_purpose.into(),
+            purpose: kind.media_purpose.clone(),
             role: PortRole::Media,
             sources: anywhere(),
             field: "sfu.rtc_ports",
         });
-        let mut service = |protocol, port: u16, purpose: &str, field| {
-            rules.push(PortRule {
-                protocol,
-                ports: PortRange::single(port),
-                purpose: purpose.into(),
-                role: PortRole::Service,
-                sources: anywhere(),
-                field,
-            });
-        };
-        match (sfu.kind, sfu.listen_port()) {
-            (SfuKind::Janus, Some(p)) => service(Protocol::Tcp, p, "Janus HTTP API", "sfu.listen_port"),
-            (SfuKind::Livekit, Some(p)) => service(Protocol::Tcp, p, "LiveKit signaling (HTTP/WebSocket)", "sfu.listen_port"),
-            (SfuKind::Coturn, Some(p)) => {
-                service(Protocol::Udp, p, "STUN/TURN", "sfu.listen_port");
-                service(Protocol::Tcp, p, "TURN over TCP", "sfu.listen_port");
+        for own in &kind.own_ports {
+            let port = own.field.in_spec(sfu).unwrap_or(own.default);
+            for rule in &own.rules {
+                rules.push(PortRule {
+                    protocol: rule.protocol,
+                    ports: PortRange::single(port),
+                    purpose: rule.purpose.clone(),
+                    role: PortRole::Service,
+                    sources: anywhere(),
+                    field: own.field.path(),
+                });
             }
-            _ => {}
-        }
-        if let Some(p) = sfu.ice_tcp_port() {
-            service(Protocol::Tcp, p, "ICE over TCP", "sfu.ice_tcp_port");
         }
         for (protocol, ports, field) in [(Protocol::Tcp, &sfu.tcp_ports, "sfu.tcp_ports"), (Protocol::Udp, &sfu.udp_ports, "sfu.udp_ports")] {
             for &port in ports {

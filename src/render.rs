@@ -16,28 +16,17 @@ use crate::error::UserError;
 use crate::remote::shell_quote;
 use crate::secret::Secret;
 use crate::ports::{Manifest, PortRole, Protocol};
+use crate::kind::KindDescriptor;
 use crate::owner::Owner;
 use crate::provider::catalog::ProviderData;
-use crate::spec::{SfuKind, Spec, resolve_path};
+use crate::spec::{Spec, resolve_path};
 
 /// The address written into configs when the real one is not known yet (`render` without `--address`).
 pub const PLACEHOLDER_ADDRESS: &str = "198.51.100.1";
 
-/// Every template sfuctl ships, by the name a `--templates DIR` override uses.
-const TEMPLATES: &[(&str, &str)] = &[
-    ("service/sfuctl.env.j2", include_str!("../templates/service/sfuctl.env.j2")),
-    ("service/start.sh.j2", include_str!("../templates/service/start.sh.j2")),
-    ("service/systemd.service.j2", include_str!("../templates/service/systemd.service.j2")),
-    ("service/supervise.sh.j2", include_str!("../templates/service/supervise.sh.j2")),
-    ("host/nftables.nft.j2", include_str!("../templates/host/nftables.nft.j2")),
-    ("host/cloud-init.yaml.j2", include_str!("../templates/host/cloud-init.yaml.j2")),
-    ("mediasoup/config.js.j2", include_str!("../templates/mediasoup/config.js.j2")),
-    ("mediasoup/mediasoup.env.j2", include_str!("../templates/mediasoup/mediasoup.env.j2")),
-    ("janus/janus.jcfg.j2", include_str!("../templates/janus/janus.jcfg.j2")),
-    ("janus/janus.transport.http.jcfg.j2", include_str!("../templates/janus/janus.transport.http.jcfg.j2")),
-    ("livekit/livekit.yaml.j2", include_str!("../templates/livekit/livekit.yaml.j2")),
-    ("coturn/turnserver.conf.j2", include_str!("../templates/coturn/turnserver.conf.j2")),
-];
+/// Every template sfuctl ships (every `templates/**/*.j2`, embedded by `build.rs`), by the name a
+/// `--templates DIR` override uses.
+const TEMPLATES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/templates.rs"));
 
 /// Peer ranges coturn must never relay to: private, loopback, link-local, shared, multicast and documentation
 /// networks (the lock-down bbb-install and STUNner's security notes recommend).
@@ -198,6 +187,11 @@ pub struct HostFiles {
 
 /// Which templates a spec uses, where each lands on the host and with which mode, in a stable order.
 pub fn file_plan(spec: &Spec) -> Vec<(&'static str, String, u32)> {
+    file_plan_for(spec, spec.sfu.kind.descriptor())
+}
+
+/// [`file_plan`] for the server kind `kind`: the service's and the host's files, then the kind's config files.
+pub fn file_plan_for<'k>(spec: &Spec, kind: &'k KindDescriptor) -> Vec<(&'k str, String, u32)> {
     let l = Layout::of(spec);
     let mut files = vec![
         ("service/sfuctl.env.j2", l.env_file.clone(), 0o600),
@@ -208,19 +202,8 @@ pub fn file_plan(spec: &Spec) -> Vec<(&'static str, String, u32)> {
     if spec.host_firewall {
         files.push(("host/nftables.nft.j2", l.nftables.clone(), 0o644));
     }
-    let config = |name: &str| format!("{}/{name}", l.config);
-    match spec.sfu.kind {
-        SfuKind::Mediasoup => {
-            files.push(("mediasoup/config.js.j2", config("mediasoup-config.js"), 0o644));
-            files.push(("mediasoup/mediasoup.env.j2", config("mediasoup.env"), 0o644));
-        }
-        SfuKind::Janus => {
-            files.push(("janus/janus.jcfg.j2", config("janus.jcfg"), 0o644));
-            files.push(("janus/janus.transport.http.jcfg.j2", config("janus.transport.http.jcfg"), 0o644));
-        }
-        SfuKind::Livekit => files.push(("livekit/livekit.yaml.j2", config("livekit.yaml"), 0o600)),
-        SfuKind::Coturn => files.push(("coturn/turnserver.conf.j2", config("turnserver.conf"), 0o600)),
-        SfuKind::Custom => {}
+    for f in &kind.config_files {
+        files.push((f.template_name.as_str(), format!("{}/{}", l.config, f.file), f.mode));
     }
     files
 }
@@ -360,12 +343,11 @@ impl Context {
             // A directory is uploaded as the app directory itself; a file keeps its name inside it.
             (!path.is_dir()).then(|| path.file_name().map(|n| n.to_string_lossy().into_owned())).flatten()
         });
-        let command = spec.sfu.command.clone().unwrap_or_else(|| default_command(spec, &layout, artifact_name.as_deref()));
+        let kind = spec.sfu.kind.descriptor();
+        let command = spec.sfu.command.clone().unwrap_or_else(|| default_command(kind, &layout, artifact_name.as_deref()));
         let run_as = run_as(spec);
         let mut env_files = vec![layout.env_file.clone()];
-        if spec.sfu.kind == SfuKind::Mediasoup {
-            env_files.push(format!("{}/mediasoup.env", layout.config));
-        }
+        env_files.extend(kind.config_files.iter().filter(|f| f.env_file).map(|f| format!("{}/{}", layout.config, f.file)));
         let privileged_ports = if run_as == "root" {
             Vec::new()
         } else {
@@ -403,19 +385,12 @@ impl Context {
     }
 }
 
-/// The start command when the spec gives none: the uploaded binary when the artifact is a single file, else the
-/// one on the host's PATH.
-fn default_command(spec: &Spec, layout: &Layout, artifact_file: Option<&str>) -> String {
-    let bin = |name: &str| artifact_file.map_or_else(|| name.to_string(), |f| format!("./{}", shell_quote(f)));
-    let config = |file: &str| shell_quote(&format!("{}/{file}", layout.config));
-    match spec.sfu.kind {
-        SfuKind::Mediasoup => "npm start".into(),
-        SfuKind::Janus => format!("{} --configs-folder={}", bin("janus"), shell_quote(&layout.config)),
-        SfuKind::Coturn => format!("{} -c {}", bin("turnserver"), config("turnserver.conf")),
-        SfuKind::Livekit => format!("{} --config {}", bin("livekit-server"), config("livekit.yaml")),
-        // Validation requires a command for custom.
-        SfuKind::Custom => artifact_file.map_or_else(|| "false".into(), |f| format!("./{}", shell_quote(f))),
-    }
+/// The start command when the spec gives none: the kind's (with the uploaded binary when the artifact is a single
+/// file, else the one on the host's PATH).
+fn default_command(kind: &KindDescriptor, layout: &Layout, artifact_file: Option<&str>) -> String {
+    kind.default_command(&layout.config, artifact_file)
+        // Validation requires a command for kinds without a default.
+        .unwrap_or_else(|| artifact_file.map_or_else(|| "false".into(), |f| format!("./{}", shell_quote(f))))
 }
 
 #[cfg(test)]

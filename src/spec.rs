@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::error::UserError;
+use crate::kind::PortField;
 use crate::locate;
 use crate::ports::{Manifest, PortRange};
 use crate::provider::catalog::ProviderData;
@@ -65,11 +66,6 @@ impl ProviderKind {
             Self::Aws => "aws",
             Self::Ssh => "ssh",
         }
-    }
-
-    /// Whether sfuctl creates the hosts (a cloud) or is given them (`ssh`).
-    pub fn is_cloud(self) -> bool {
-        self != Self::Ssh
     }
 }
 
@@ -153,6 +149,9 @@ pub enum SfuKind {
 }
 
 impl SfuKind {
+    /// Every kind, in the order above. Each has a descriptor, `templates/<kind>/kind.yaml` (see `kind.rs`).
+    pub const ALL: [SfuKind; 5] = [Self::Mediasoup, Self::Janus, Self::Livekit, Self::Coturn, Self::Custom];
+
     /// The name used in the spec and in messages.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -161,27 +160,6 @@ impl SfuKind {
             Self::Livekit => "livekit",
             Self::Coturn => "coturn",
             Self::Custom => "custom",
-        }
-    }
-
-    /// The default `sfu.listen_port`, for the kinds that have one.
-    pub fn default_listen_port(self) -> Option<u16> {
-        match self {
-            Self::Janus => Some(8088),
-            Self::Livekit => Some(7880),
-            Self::Coturn => Some(3478),
-            Self::Mediasoup | Self::Custom => None,
-        }
-    }
-
-    /// About how many ports of the media range one participant holds, where the kind lets us estimate it:
-    /// mediasoup and LiveKit use a send and a receive transport each; Janus one PeerConnection per handle; coturn
-    /// one relay port per allocation.
-    pub fn ports_per_participant(self) -> Option<u32> {
-        match self {
-            Self::Mediasoup | Self::Livekit => Some(2),
-            Self::Janus | Self::Coturn => Some(1),
-            Self::Custom => None,
         }
     }
 }
@@ -234,12 +212,12 @@ pub struct SfuSpec {
 impl SfuSpec {
     /// The server's own main port, where the kind has one.
     pub fn listen_port(&self) -> Option<u16> {
-        self.listen_port.or(self.kind.default_listen_port())
+        self.listen_port.or(self.kind.descriptor().own_port(PortField::ListenPort).map(|p| p.default))
     }
 
-    /// LiveKit's ICE-over-TCP port.
+    /// The ICE-over-TCP port, where the kind has one (LiveKit).
     pub fn ice_tcp_port(&self) -> Option<u16> {
-        (self.kind == SfuKind::Livekit).then(|| self.ice_tcp_port.unwrap_or(7881))
+        self.kind.descriptor().port(PortField::IceTcpPort, self)
     }
 
     /// The name of the environment variable that holds the shared secret.
@@ -657,17 +635,18 @@ impl Validator<'_> {
                 }
             }
         }
-        if sfu.listen_port.is_some() && sfu.kind.default_listen_port().is_none() {
+        let descriptor = sfu.kind.descriptor();
+        if sfu.listen_port.is_some() && descriptor.own_port(PortField::ListenPort).is_none() {
             self.error("sfu.listen_port", format!("kind `{kind}` has no listen port of its own"), Some("put the app's ports in `tcp_ports` / `udp_ports`".to_string()));
         }
         if sfu.listen_port == Some(0) || sfu.ice_tcp_port == Some(0) {
             self.error(if sfu.listen_port == Some(0) { "sfu.listen_port" } else { "sfu.ice_tcp_port" }, "0 is not a port", None);
         }
-        if sfu.ice_tcp_port.is_some() && sfu.kind != SfuKind::Livekit {
-            self.error("sfu.ice_tcp_port", "only applies to kind `livekit`", Some("remove it".to_string()));
+        if sfu.ice_tcp_port.is_some() && descriptor.own_port(PortField::IceTcpPort).is_none() {
+            self.error("sfu.ice_tcp_port", format!("only applies to kind {}", crate::kind::kinds_with(PortField::IceTcpPort)), Some("remove it".to_string()));
         }
-        if sfu.kind == SfuKind::Custom && sfu.command.is_none() {
-            self.error("sfu", "kind `custom` needs a `command`: how to start your server", Some("add e.g. `command: ./my-sfu --config /opt/sfuctl/<name>/sfuctl.env`".to_string()));
+        if descriptor.command.is_none() && sfu.command.is_none() {
+            self.error("sfu", format!("kind `{kind}` needs a `command`: how to start your server"), Some("add e.g. `command: ./my-sfu --config /opt/sfuctl/<name>/sfuctl.env`".to_string()));
         }
         if sfu.command.as_deref().is_some_and(|c| c.trim().is_empty() || c.contains('\n')) {
             self.error("sfu.command", "must be one non-empty line", None);
@@ -703,7 +682,7 @@ impl Validator<'_> {
             }
         }
         if r.start <= r.end {
-            if let Some(per) = sfu.kind.ports_per_participant() {
+            if let Some(per) = descriptor.ports_per_participant {
                 let capacity = r.len() / per;
                 let wanted = sfu.participants.unwrap_or(10);
                 if capacity < wanted {

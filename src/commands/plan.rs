@@ -17,7 +17,7 @@ use crate::plan::{Plan, host_changes};
 use crate::provider::catalog::{self, ProviderData};
 use crate::render::{HostTarget, PLACEHOLDER_ADDRESS, Renderer, host_targets};
 use crate::secret::Secret;
-use crate::spec::{FileCheck, SfuKind, resolve_path};
+use crate::spec::{FileCheck, resolve_path};
 use crate::state::StateFile;
 
 /// Arguments of `plan`.
@@ -96,7 +96,7 @@ pub async fn execute(args: &PlanArgs, output: Output) -> Result<Exit> {
         resources.extend(host_changes(spec, &spec.manifest(), host));
     }
     if !known.is_empty() {
-        if !secret_from_env && matches!(spec.sfu.kind, SfuKind::Coturn | SfuKind::Livekit) {
+        if !secret_from_env && spec.sfu.kind.descriptor().needs_secret {
             notes.push(format!("${} is unset: files holding the shared secret show as changed.", spec.sfu.secret_env()));
         }
         let artifact = match spec.sfu.artifact.as_deref().map(|raw| resolve_path(raw, base)).filter(|p| p.exists()) {

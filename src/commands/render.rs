@@ -13,7 +13,8 @@ use crate::commands::{base_dir, load_valid_spec};
 use crate::error::{Exit, UserError, warn};
 use crate::secret::Secret;
 use crate::render::{PLACEHOLDER_ADDRESS, Renderer, host_targets};
-use crate::spec::{FileCheck, ProviderKind, SfuKind};
+use crate::provider::catalog::ProviderData;
+use crate::spec::FileCheck;
 
 /// Arguments of `render`.
 #[derive(Debug, Args)]
@@ -42,7 +43,7 @@ pub fn execute(args: &RenderArgs, output: Output) -> Result<Exit> {
             .hint("give the public IPv4 or IPv6 address the server should announce, e.g. `--address 203.0.113.5`")
             .into());
     }
-    if spec.provider.kind == ProviderKind::Ssh && args.address.is_some() {
+    if !ProviderData::get(spec.provider.kind).creates_servers() && args.address.is_some() {
         return Err(UserError::input("--address applies to cloud hosts only")
             .hint("existing hosts (kind ssh) announce the `address` given for them in the spec")
             .into());
@@ -50,7 +51,7 @@ pub fn execute(args: &RenderArgs, output: Output) -> Result<Exit> {
     let renderer = Renderer::new(args.templates.as_deref())?;
     let secret_env = spec.sfu.secret_env();
     let (secret, from_env) = Secret::from_env_or_random(secret_env)?;
-    if !from_env && matches!(spec.sfu.kind, SfuKind::Coturn | SfuKind::Livekit) {
+    if !from_env && spec.sfu.kind.descriptor().needs_secret {
         warn(format!("${secret_env} is unset: the {} config got a new random secret; export {secret_env} to keep it stable", spec.sfu.kind.as_str()));
     }
 

@@ -21,7 +21,7 @@ use crate::deploy::{Deployment, for_each_host, up_host};
 use crate::error::{Exit, UserError};
 use crate::render::Renderer;
 use crate::secret::Secret;
-use crate::spec::{FileCheck, SfuKind, resolve_path};
+use crate::spec::{FileCheck, resolve_path};
 
 /// Arguments of `up`.
 #[derive(Debug, Args)]
@@ -59,7 +59,7 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     let secret_env = spec.sfu.secret_env().to_string();
     let secret = match std::env::var(&secret_env) {
         Ok(v) if !v.is_empty() => Secret::new(v),
-        _ if matches!(spec.sfu.kind, SfuKind::Coturn | SfuKind::Livekit) => {
+        _ if spec.sfu.kind.descriptor().needs_secret => {
             return Err(UserError::input(format!("${secret_env} is not set: {} needs a shared secret", spec.sfu.kind.as_str()))
                 .hint(format!("export {secret_env}=$(openssl rand -hex 32), and keep it: clients derive their credentials from it"))
                 .into());

@@ -174,6 +174,8 @@ pub async fn converge(provider: &Arc<dyn Provider>, inputs: &Inputs<'_>, confirm
     if let Some(fw) = firewall.filter(|fw| !fw.ready || !report.servers_created.is_empty()) {
         wait_until_applied(provider, &fw, inputs.timings.firewall).await?;
     }
+    let stats = provider.requests();
+    (report.requests, report.mutating_requests) = (stats.total, stats.mutating);
     Ok((servers, report))
 }
 
