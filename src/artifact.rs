@@ -4,6 +4,9 @@
 //! A directory is packed into a tar with sorted entries, zero timestamps and zero owners, so packing the same
 //! tree twice gives the same bytes (and the same sha256). A `.tar`, `.tar.gz` or `.tgz` file is uploaded as it is
 //! and unpacked on the host; any other file is placed in the app directory under its own name, executable.
+//!
+//! An npm app (a directory with `package-lock.json`) is packed without its top-level `node_modules`: dependencies
+//! with native parts (mediasoup's worker) are installed on the host by `npm ci`, never copied from a laptop.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -98,6 +101,9 @@ fn pack_directory(dir: &Path) -> Result<tempfile::NamedTempFile> {
     builder.follow_symlinks(false);
     let mut entries = Vec::new();
     collect(dir, dir, &mut entries).map_err(fail)?;
+    if dir.join("package-lock.json").is_file() {
+        entries.retain(|rel| !rel.starts_with("node_modules"));
+    }
     entries.sort();
     for rel in entries {
         let full = dir.join(&rel);
@@ -133,6 +139,23 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_npm_app_is_packed_without_its_node_modules() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("package-lock.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("server.js"), "").unwrap();
+        std::fs::create_dir_all(dir.path().join("node_modules/x")).unwrap();
+        std::fs::write(dir.path().join("node_modules/x/index.js"), "laptop build").unwrap();
+        let packed = pack_directory(dir.path()).unwrap();
+        let mut names: Vec<String> = tar::Archive::new(std::fs::File::open(packed.path()).unwrap())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["package-lock.json", "server.js"]);
+    }
 
     #[test]
     fn packing_the_same_tree_twice_gives_the_same_bytes() {

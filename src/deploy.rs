@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::artifact::{Artifact, Placement};
 use crate::error::UserError;
 use crate::health;
+use crate::install::{self, InstallPlan, Installed};
 use crate::plan::{Action, Change};
 use crate::ports::{Manifest, Protocol};
 use crate::remote::{RemoteHandle, SshTarget, connect_async, key_needs_passphrase, shell_quote as q};
@@ -185,6 +186,8 @@ pub struct HostOutcome {
     pub service: &'static str,
     /// What the health check saw.
     pub health: Vec<String>,
+    /// What was installed now (packages, masked units, Node.js, npm dependencies).
+    pub installed: Installed,
     /// The SSH session, kept for the audit that ends `up`.
     #[serde(skip)]
     pub session: Option<Session>,
@@ -193,7 +196,7 @@ pub struct HostOutcome {
 impl HostOutcome {
     /// Whether `up` changed anything on this host.
     pub fn changed_anything(&self) -> bool {
-        !self.changed.is_empty() || matches!(self.host_firewall, "loaded" | "removed") || self.service != "unchanged"
+        !self.installed.is_empty() || !self.changed.is_empty() || matches!(self.host_firewall, "loaded" | "removed") || self.service != "unchanged"
     }
 }
 
@@ -220,12 +223,33 @@ pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Arti
             root = q(&l.root)
         ));
     }
+    // The one directory the service may write (pid files, coturn's database), owned by its user and group.
+    prep.push_str(&format!("mkdir -p {run}\nchown {u}:\"$(id -gn {u})\" {run}\n", run = q(&l.run), u = q(&service_user)));
+    // What the server needs on a fresh host, each step idempotent and quiet when there is nothing to do.
+    let plan = InstallPlan::for_spec(&dep.spec, &l.node);
+    let mut install = String::new();
+    if !plan.packages.names.is_empty() || !plan.packages.mask_units.is_empty() {
+        install.push_str(&format!("(\n{})\n", install::packages_script(&plan.packages)));
+    }
+    if let Some(node) = &plan.node {
+        install.push_str(&format!("(\n{})\n", install::node_script(node)));
+    }
+    if let Some(binary) = &plan.binary {
+        install.push_str(&install::binary_check_script(binary, plan.path_prefix().as_deref()));
+    }
     // One round trip learns everything the unchanged case needs: what the host has, and how the service runs.
     let scripts = ServiceScripts { manager: session.facts.manager, name: &service_name(&dep.spec), layout: l, run_as: &service_user };
     let stored_artifact = artifact_path(l, artifact);
     let managed: Vec<&str> = files.files.iter().map(|f| f.path.as_str()).chain(stored_artifact.as_deref()).collect();
-    let inspect = format!("{prep}{}{}", inspect_script(&managed, l, &nft_table(&dep.spec)), scripts.status());
-    let seen = HostInspection::parse(&run_as_root(&session, &inspect).await.with_context(|| format!("cannot prepare {} on host `{}`", l.root, host.name))?);
+    let inspect = format!("{prep}{install}{}{}", inspect_script(&managed, l, &nft_table(&dep.spec)), scripts.status());
+    let out = run_as_root(&session, &inspect).await.with_context(|| format!("cannot prepare {} on host `{}`", l.root, host.name))?;
+    let mut installed = Installed::parse(&out);
+    if let Some(missing) = out.lines().find_map(|l| l.strip_prefix("missing=")) {
+        return Err(UserError::failed(format!("`{missing}` is not installed on host `{}`: the service would fail to start", host.name))
+            .hint(format!("give the server as `sfu.artifact`, or let sfuctl install the distribution's package by leaving `sfu.artifact` and `sfu.command` unset; `{missing}` must be on the service's PATH"))
+            .into());
+    }
+    let seen = HostInspection::parse(&out);
 
     let mut changed = Vec::new();
     let mut artifact_bytes = 0;
@@ -238,9 +262,19 @@ pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Arti
     }
     let (file_bytes, changed_files) = upload_files(&session, &files, &seen).await?;
     changed.extend(changed_files);
+    if plan.npm && artifact.is_some() {
+        // As the login user, who owns app/; with the service's environment (npm_config_registry, MEDIASOUP_WORKER_BIN).
+        let node_bin = plan.path_prefix().unwrap_or_default();
+        let npm = install::npm_script(&l.app, &node_bin, &crate::render::env_files(&dep.spec), &format!("{}/.npm-lock.sha256", l.root));
+        let out = session.remote.exec_checked(format!("sh -c {}", q(&npm))).await.with_context(|| format!("`npm ci` failed on host `{}`", host.name))?;
+        if Installed::parse(&out.stdout).npm {
+            installed.npm = true;
+            changed.push(format!("{}/node_modules", l.app));
+        }
+    }
     if !changed.is_empty() && service_user != login && service_user != "root" {
         // The service reads its config through its group; the login user keeps ownership for the next upload.
-        run_as_root(&session, &format!("chgrp -R {u} {root} && chmod -R g+rX {root}", u = q(&service_user), root = q(&l.root))).await?;
+        run_as_root(&session, &format!("g=$(id -gn {u}) && chgrp -R \"$g\" {root} && chmod -R g+rX {root}", u = q(&service_user), root = q(&l.root))).await?;
     }
 
     let host_firewall = converge_host_firewall(dep, &session, changed.contains(&l.nftables), seen.table_present).await?;
@@ -278,6 +312,7 @@ pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Arti
         host_firewall,
         service,
         health,
+        installed,
         session: Some(session),
     })
 }
@@ -331,7 +366,7 @@ async fn upload_artifact(session: &Session, l: &Layout, artifact: &Artifact, see
         Placement::Archive { gzip } => {
             let stored = path;
             let unpack = format!(
-                "set -e\nif [ \"$(cat {marker} 2>/dev/null)\" != {sha} ]; then\n  rm -rf {new}\n  mkdir -p {new}\n  tar -x{z}f {stored} -C {new}\n  rm -rf {app}\n  mv {new} {app}\n  echo {sha} > {marker}\n  echo unpacked\nfi\n",
+                "set -e\nif [ \"$(cat {marker} 2>/dev/null)\" != {sha} ]; then\n  rm -rf {new}\n  mkdir -p {new}\n  tar -x{z}f {stored} -C {new}\n  if [ -d {app}/node_modules ] && [ ! -e {new}/node_modules ]; then mv {app}/node_modules {new}/; fi\n  rm -rf {app}\n  mv {new} {app}\n  echo {sha} > {marker}\n  echo unpacked\nfi\n",
                 new = q(&format!("{}.new", l.app)),
                 app = q(&l.app),
                 z = if *gzip { "z" } else { "" },

@@ -8,7 +8,9 @@
 
 use serde::Serialize;
 
+use crate::kind::Deps;
 use crate::remote::shell_quote as q;
+use crate::spec::Spec;
 
 /// The default Node.js mirror, as nvm and node-gyp spell it (`NODEJS_ORG_MIRROR` overrides it).
 pub const NODE_MIRROR: &str = "https://nodejs.org/dist";
@@ -43,6 +45,48 @@ impl NodeRuntime {
     }
 }
 
+/// Everything a spec's hosts need installed, from the kind's descriptor and the spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallPlan {
+    /// Distribution packages: the kind's when the spec gives no artifact, plus `sfu.packages`.
+    pub packages: Packages,
+    /// The program to check for before start (none when an artifact brings it).
+    pub binary: Option<String>,
+    /// The Node.js runtime, for kinds that run on it.
+    pub node: Option<NodeRuntime>,
+    /// Whether `npm ci` installs the app's dependencies.
+    pub npm: bool,
+}
+
+impl InstallPlan {
+    /// The plan for a spec; `node_dir` is where the runtime goes on the host.
+    pub fn for_spec(spec: &Spec, node_dir: &str) -> Self {
+        let install = &spec.sfu.kind.descriptor().install;
+        let from_distribution = spec.sfu.artifact.is_none();
+        let mut names: Vec<String> = if from_distribution { install.packages.clone() } else { Vec::new() };
+        names.extend(spec.sfu.packages.iter().cloned());
+        let mask_units = if from_distribution { install.mask_units.clone() } else { Vec::new() };
+        Self {
+            packages: Packages { names, mask_units },
+            binary: install.binary.clone().filter(|_| from_distribution && spec.sfu.command.is_none()),
+            node: install.node.map(|default| NodeRuntime { major: spec.sfu.node_version.unwrap_or(default), dir: node_dir.to_string(), mirror: NodeRuntime::mirror_from_env() }),
+            npm: install.deps == Some(Deps::Npm),
+        }
+    }
+
+    /// The directory to put in front of PATH for the service (the runtime's `bin`), if any.
+    pub fn path_prefix(&self) -> Option<String> {
+        self.node.as_ref().map(|n| format!("{}/bin", n.dir))
+    }
+}
+
+/// Checks that `binary` is on the PATH the service gets (with `path_prefix` in front); prints `missing=<binary>`
+/// when it is not.
+pub fn binary_check_script(binary: &str, path_prefix: Option<&str>) -> String {
+    let path = path_prefix.map(|p| format!("PATH={}:$PATH; ", q(p))).unwrap_or_default();
+    format!("( {path}command -v {b} >/dev/null 2>&1 ) || echo missing={b}\n", b = q(binary))
+}
+
 /// Masks `units`, then installs whichever of `names` is missing. Prints `installed=<names>` when it installed
 /// something, `masked=<unit>` for each unit it masked now.
 pub fn packages_script(p: &Packages) -> String {
@@ -50,7 +94,7 @@ pub fn packages_script(p: &Packages) -> String {
     let units: Vec<String> = p.mask_units.iter().map(|u| q(u)).collect();
     format!(
         r#"set -e
-if command -v systemctl >/dev/null 2>&1; then
+if [ -d /run/systemd/system ]; then
   for u in {units}; do
     if [ "$(systemctl is-enabled "$u" 2>/dev/null)" != masked ]; then
       systemctl stop "$u" >/dev/null 2>&1 || true

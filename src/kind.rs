@@ -55,10 +55,10 @@ pub struct KindDescriptor {
     /// ports is the server's health.
     #[serde(default)]
     pub health: Option<HealthProbe>,
-    /// Not used yet: where the kind's installation steps go (distro packages, a runtime), for the step that
-    /// installs each kind's server on the host. Parsed so descriptors may already carry it.
+    /// What a fresh host needs before the server can start: distribution packages (when the spec gives no
+    /// artifact), the distribution units to mask, the binary to check for, a runtime and the app's dependencies.
     #[serde(default)]
-    pub install: Option<Install>,
+    pub install: Install,
 }
 
 fn default_media_purpose() -> String {
@@ -219,14 +219,36 @@ pub enum HealthProbe {
     StunBinding {},
 }
 
-/// Installation steps for a kind, not used yet. The next step (installing each kind's server on the host) reads
-/// it: e.g. `install: { packages: [coturn] }`.
+/// What a fresh host needs before a kind's server can start.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Install {
-    /// Distribution packages the server needs.
+    /// Distribution packages that bring the server, installed when the spec gives no artifact (`[coturn]`).
     #[serde(default)]
     pub packages: Vec<String>,
+    /// Units those packages enable with a stock config on the ports sfuctl opens (`coturn.service`, an open relay
+    /// on 3478): masked before the packages are installed, so only sfuctl's unit owns the ports.
+    #[serde(default)]
+    pub mask_units: Vec<String>,
+    /// The program the start command runs when no artifact replaces it; checked before start, so a missing one is
+    /// a clear error instead of a crash loop.
+    #[serde(default)]
+    pub binary: Option<String>,
+    /// The Node.js major the app runs on (installed from the official release tarballs; `sfu.node_version`
+    /// overrides it).
+    #[serde(default)]
+    pub node: Option<u32>,
+    /// How the app's dependencies are installed on the host (never copied from where sfuctl runs).
+    #[serde(default)]
+    pub deps: Option<Deps>,
+}
+
+/// How an app's dependencies are installed on the host.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Deps {
+    /// `npm ci --omit=dev` whenever `package-lock.json` changed.
+    Npm,
 }
 
 impl KindDescriptor {
@@ -407,7 +429,7 @@ read_back:
   listen: { fixed: "::" }
   rtc_range: ports
 health: { probe: http_get, path: /healthz, json_key: status, json_value: ok }
-install: { packages: [example-sfu] }
+install: { packages: [example-sfu], mask_units: [example-sfu.service], binary: example-sfu, node: 20, deps: npm }
 "#;
         let kind = KindDescriptor::parse("example", yaml).unwrap();
         let spec = Spec::parse("name: t\nprovider: { kind: ssh, hosts: [{ name: a, address: 203.0.113.9 }] }\nsfu: { kind: custom, command: x, rtc_ports: 40000-41000 }\n").unwrap();
@@ -424,6 +446,7 @@ install: { packages: [example-sfu] }
         assert_eq!((v.announced.as_deref(), v.listen.as_deref(), v.min, v.max), (Some("203.0.113.9"), Some("::"), Some(40000), Some(41000)));
 
         assert_eq!(kind.default_command("/c", None).as_deref(), Some("example-sfu --config /c/example.toml"));
-        assert_eq!(kind.install.unwrap().packages, ["example-sfu"]);
+        assert_eq!((kind.install.packages.as_slice(), kind.install.binary.as_deref()), (&["example-sfu".to_string()][..], Some("example-sfu")));
+        assert_eq!((kind.install.node, kind.install.deps), (Some(20), Some(Deps::Npm)));
     }
 }

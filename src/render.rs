@@ -81,6 +81,10 @@ pub struct Layout {
     pub supervisor: String,
     /// The pid file of the server the fallback supervisor runs (its mtime: when it started).
     pub child_pid: String,
+    /// The one directory the service user may write: pid files, the server's own state (coturn's user database).
+    pub run: String,
+    /// Where sfuctl installs a runtime the app needs (Node.js).
+    pub node: String,
     /// The sha256 of the artifact last deployed.
     pub artifact_marker: String,
 }
@@ -99,7 +103,9 @@ impl Layout {
             log: format!("{root}/service.log"),
             pid: format!("{root}/service.pid"),
             supervisor: format!("{root}/supervise.sh"),
-            child_pid: format!("{root}/service.child.pid"),
+            child_pid: format!("{root}/run/service.child.pid"),
+            run: format!("{root}/run"),
+            node: format!("{root}/node"),
             artifact_marker: format!("{root}/.artifact.sha256"),
             root,
         }
@@ -125,6 +131,14 @@ pub fn ssh_user(spec: &Spec) -> String {
 /// user on existing hosts.
 pub fn run_as(spec: &Spec) -> String {
     spec.sfu.run_as.clone().unwrap_or_else(|| if ProviderData::get(spec.provider.kind).creates_servers() { "sfuctl".into() } else { ssh_user(spec) })
+}
+
+/// The service's environment files on the host: `sfuctl.env`, then the kind's config files marked `env_file`.
+pub fn env_files(spec: &Spec) -> Vec<String> {
+    let layout = Layout::of(spec);
+    let mut files = vec![layout.env_file.clone()];
+    files.extend(spec.sfu.kind.descriptor().config_files.iter().filter(|f| f.env_file).map(|f| format!("{}/{}", layout.config, f.file)));
+    files
 }
 
 /// A host to render for.
@@ -288,6 +302,16 @@ struct Context {
     host_firewall: bool,
     denied_peer_ranges: &'static [&'static str],
     nftables: String,
+    install: InstallContext,
+}
+
+/// What a fresh host installs (cloud-init installs it early on cloud hosts; `up` checks it over SSH everywhere).
+#[derive(Serialize)]
+struct InstallContext {
+    packages: Vec<String>,
+    mask_units: Vec<String>,
+    /// Put in front of the service's PATH (a runtime sfuctl installed, e.g. Node.js).
+    path_prefix: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -346,8 +370,7 @@ impl Context {
         let kind = spec.sfu.kind.descriptor();
         let command = spec.sfu.command.clone().unwrap_or_else(|| default_command(kind, &layout, artifact_name.as_deref()));
         let run_as = run_as(spec);
-        let mut env_files = vec![layout.env_file.clone()];
-        env_files.extend(kind.config_files.iter().filter(|f| f.env_file).map(|f| format!("{}/{}", layout.config, f.file)));
+        let env_files = env_files(spec);
         let privileged_ports = if run_as == "root" {
             Vec::new()
         } else {
@@ -380,6 +403,10 @@ impl Context {
             host_firewall: spec.host_firewall,
             denied_peer_ranges: DENIED_PEER_RANGES,
             nftables: String::new(),
+            install: {
+                let plan = crate::install::InstallPlan::for_spec(spec, &layout.node);
+                InstallContext { path_prefix: plan.path_prefix(), packages: plan.packages.names, mask_units: plan.packages.mask_units }
+            },
             paths: layout,
         }
     }

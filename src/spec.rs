@@ -207,6 +207,13 @@ pub struct SfuSpec {
     /// Extra variables for the templates (`vars.x` in a template), for templates you override with `--templates`.
     #[serde(default)]
     pub vars: BTreeMap<String, serde_yaml::Value>,
+    /// Extra distribution packages every host gets (Debian/Ubuntu names), e.g. what a `custom` server needs.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// The Node.js major version for kinds that run on Node.js (mediasoup; default 22), installed from the
+    /// official release tarballs (`NODEJS_ORG_MIRROR` overrides the mirror, as for nvm).
+    #[serde(default)]
+    pub node_version: Option<u32>,
 }
 
 impl SfuSpec {
@@ -693,6 +700,19 @@ impl Validator<'_> {
                         Some(format!("widen the range to at least {need} ports, e.g. `{}-{}`", r.start, r.start as u32 + need - 1)),
                     );
                 }
+            }
+        }
+        for (i, name) in sfu.packages.iter().enumerate() {
+            let ok = name.len() >= 2 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b)) && name.as_bytes()[0].is_ascii_alphanumeric();
+            if !ok {
+                self.error(&format!("sfu.packages[{i}]"), format!("`{name}` is not a Debian/Ubuntu package name"), Some("package names are lowercase letters, digits and `+-.`, e.g. `ffmpeg`".to_string()));
+            }
+        }
+        if let Some(v) = sfu.node_version {
+            if sfu.kind.descriptor().install.node.is_none() {
+                self.error("sfu.node_version", format!("`{kind}` does not run on Node.js"), Some("remove `node_version`".to_string()));
+            } else if !(18..=99).contains(&v) {
+                self.error("sfu.node_version", format!("{v} is not a Node.js major version sfuctl installs"), Some("use a current major, e.g. `node_version: 22`".to_string()));
             }
         }
     }

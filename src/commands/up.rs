@@ -140,6 +140,9 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
                 if !o.changed.is_empty() {
                     parts.push(format!("{} path(s) changed", o.changed.len()));
                 }
+                if !o.installed.is_empty() {
+                    parts.push(o.installed.summary());
+                }
                 parts.push(format!("host firewall {}", o.host_firewall));
                 parts.push(format!("service {} ({})", o.service, o.manager.as_str()));
                 println!("{} ({}): {}", o.name, o.address, parts.join("; "));
