@@ -111,13 +111,21 @@ pub struct CloudView {
 pub struct AuditOptions {
     /// Probe this many ports of the media range, spread evenly; all of them when `None`.
     pub sample: Option<usize>,
-    /// How long to wait for UDP answers.
-    pub probe_timeout: Duration,
+    /// How long to wait for UDP answers; `None`: 2 s plus 1 s per 10,000 ports probed (a large range answered by
+    /// a busy host needs the time, and only silent ports ever wait it out).
+    pub probe_timeout: Option<Duration>,
 }
 
 impl Default for AuditOptions {
     fn default() -> Self {
-        Self { sample: None, probe_timeout: Duration::from_millis(2000) }
+        Self { sample: None, probe_timeout: None }
+    }
+}
+
+impl AuditOptions {
+    /// The UDP wait for probing `ports` ports.
+    pub fn probe_timeout_for(&self, ports: usize) -> Duration {
+        self.probe_timeout.unwrap_or_else(|| Duration::from_millis(2000 + ports as u64 / 10))
     }
 }
 
@@ -501,7 +509,7 @@ async fn probe_media(dep: &Arc<Deployment>, session: &Session, host: &HostTarget
     let mut key = [0u8; 32];
     getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no random bytes: {e}"))?;
     let bind = if address.is_ipv4() { "0.0.0.0" } else { "::" };
-    let limit = 30 + opts.probe_timeout.as_secs();
+    let limit = 30 + opts.probe_timeout_for(media.len() as usize).as_secs();
     let mut out = MediaProbe { result: probe::RangeResult::default(), busy: 0, windows: 0 };
     let mut start = media.start;
     loop {
@@ -509,7 +517,7 @@ async fn probe_media(dep: &Arc<Deployment>, session: &Session, host: &HostTarget
         // The responder goes as an argument (nothing is written on the host); the key goes on stdin, never in `ps`.
         let cmd = session.facts.as_root(&format!("exec python3 -c {} {window} {bind} {limit}", q(probe::RESPONDER)));
         let stdin = format!("{}\n", crate::artifact::hex(&key));
-        let (timeout, sample, share) = (opts.probe_timeout, opts.sample, window.len() as f64 / media.len() as f64);
+        let (sample, share) = (opts.sample, window.len() as f64 / media.len() as f64);
         let (found, _) = session
             .remote
             .run(move |r| {
@@ -518,7 +526,7 @@ async fn probe_media(dep: &Arc<Deployment>, session: &Session, host: &HostTarget
                     let next = probe::parse_next(line);
                     let covered = next.map_or(window.len() as usize, |n| usize::from(n - window.start));
                     let ports = probe::sample(&bound, sample.map(|n| ((n as f64 * share).ceil() as usize).max(1)));
-                    probe::udp_range(address, &ports, &key, timeout).map(|r| (r, next, covered - bound.len()))
+                    probe::udp_range(address, &ports, &key, opts.probe_timeout_for(ports.len())).map(|r| (r, next, covered - bound.len()))
                 })
             })
             .await

@@ -121,7 +121,7 @@ impl Deployment {
         target.passphrase = self.passphrase.clone();
         target.expected_host_key = pinned_by_spec.clone().or(pinned_in_state.clone());
         target.connect_timeout = self.timeouts.connect;
-        let (remote, fingerprint) = connect_async(target).await.map_err(|e| {
+        let (remote, fingerprint) = connect_retrying(target, self.timeouts.connect).await.map_err(|e| {
             let mut err = UserError::failed(format!("cannot connect to host `{}`", host.name));
             if pinned_by_spec.is_none() && pinned_in_state.is_some() && format!("{e:#}").contains("CHANGED") {
                 let path = self.with_state(|s| s.path().display().to_string());
@@ -143,6 +143,26 @@ impl Deployment {
                 .into());
         }
         Ok(Session { host: host.clone(), remote, facts })
+    }
+}
+
+/// Connects, calling again while the host refuses or drops the connection for up to `within`: a fresh server's
+/// sshd restarts while cloud-init configures it, and a rebooting one comes back a moment later. Anything else
+/// (a wrong key, a changed host key, a timeout) fails at once.
+async fn connect_retrying(target: SshTarget, within: Duration) -> Result<(RemoteHandle, String)> {
+    let started = std::time::Instant::now();
+    loop {
+        match connect_async(target.clone()).await {
+            Ok(done) => return Ok(done),
+            Err(e) => {
+                let text = format!("{e:#}");
+                let passing = ["Connection refused", "Connection reset", "connection refused", "banner exchange", "Failed getting banner"].iter().any(|t| text.contains(t));
+                if !passing || started.elapsed() + Duration::from_millis(500) >= within {
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
     }
 }
 
@@ -204,10 +224,9 @@ impl HostOutcome {
 pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Artifact>, secret: &Secret, renderer: &Renderer) -> Result<HostOutcome> {
     let files = renderer.render_host(&dep.spec, &dep.base_dir, host, secret)?;
     let session = dep.connect(host).await?;
-    if crate::provider::catalog::ProviderData::get(dep.spec.provider.kind).creates_servers() {
-        // A new server is still installing its packages and users: deploying now would race it.
-        wait_for_cloud_init(&session, dep.timeouts.cloud_init).await?;
-    }
+    // A new server (or a fresh one you were given) may still be installing packages and users: deploying now would
+    // race it, apt's lock included. Done at once where cloud-init is finished or absent.
+    wait_for_cloud_init(&session, dep.timeouts.cloud_init).await?;
     let l = &dep.layout;
     let login = session.facts.user.clone();
     let service_user = run_as(&dep.spec);
@@ -234,9 +253,6 @@ pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Arti
     if let Some(node) = &plan.node {
         install.push_str(&format!("(\n{})\n", install::node_script(node)));
     }
-    if let Some(binary) = &plan.binary {
-        install.push_str(&install::binary_check_script(binary, plan.path_prefix().as_deref()));
-    }
     // One round trip learns everything the unchanged case needs: what the host has, and how the service runs.
     let scripts = ServiceScripts { manager: session.facts.manager, name: &service_name(&dep.spec), layout: l, run_as: &service_user };
     let stored_artifact = artifact_path(l, artifact);
@@ -244,11 +260,6 @@ pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Arti
     let inspect = format!("{prep}{install}{}{}", inspect_script(&managed, l, &nft_table(&dep.spec)), scripts.status());
     let out = run_as_root(&session, &inspect).await.with_context(|| format!("cannot prepare {} on host `{}`", l.root, host.name))?;
     let mut installed = Installed::parse(&out);
-    if let Some(missing) = out.lines().find_map(|l| l.strip_prefix("missing=")) {
-        return Err(UserError::failed(format!("`{missing}` is not installed on host `{}`: the service would fail to start", host.name))
-            .hint(format!("give the server as `sfu.artifact`, or let sfuctl install the distribution's package by leaving `sfu.artifact` and `sfu.command` unset; `{missing}` must be on the service's PATH"))
-            .into());
-    }
     let seen = HostInspection::parse(&out);
 
     let mut changed = Vec::new();
@@ -281,6 +292,9 @@ pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Arti
 
     let restart = changed.iter().any(|p| p != &l.nftables);
     let running = seen.service.state == "active";
+    if restart || !running {
+        check_program(dep, &session, &plan).await?;
+    }
     let service = if restart {
         run_as_root(&session, &scripts.install_and_start(true)).await?;
         if running { "restarted" } else { "started" }
@@ -315,6 +329,23 @@ pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Arti
         installed,
         session: Some(session),
     })
+}
+
+/// Before the service starts: the program its command runs is there (else a clear error, not a crash loop).
+async fn check_program(dep: &Deployment, session: &Session, plan: &InstallPlan) -> Result<()> {
+    let command = crate::render::start_command(&dep.spec, &dep.base_dir);
+    let Some(program) = install::program_of(&command) else { return Ok(()) };
+    let out = run_as_root(session, &install::program_check_script(&program, &dep.layout.app, plan.path_prefix().as_deref())).await?;
+    if out.lines().any(|l| l.starts_with("missing=")) {
+        return Err(UserError::failed(format!("`{program}` is not on host `{}`: the service (`{command}`) would fail to start", session.host.name))
+            .hint(if dep.spec.sfu.kind.descriptor().install.packages.is_empty() {
+                format!("upload it as `sfu.artifact`, or install it with `sfu.packages` (e.g. `packages: [{}]`)", program.trim_start_matches("./"))
+            } else {
+                "leave `sfu.artifact` and `sfu.command` unset to get the distribution's package, or upload the server as `sfu.artifact`".to_string()
+            })
+            .into());
+    }
+    Ok(())
 }
 
 /// Waits until cloud-init has finished on a new server (`cloud-init status`, polled with progress, bounded). A

@@ -50,8 +50,6 @@ impl NodeRuntime {
 pub struct InstallPlan {
     /// Distribution packages: the kind's when the spec gives no artifact, plus `sfu.packages`.
     pub packages: Packages,
-    /// The program to check for before start (none when an artifact brings it).
-    pub binary: Option<String>,
     /// The Node.js runtime, for kinds that run on it.
     pub node: Option<NodeRuntime>,
     /// Whether `npm ci` installs the app's dependencies.
@@ -68,7 +66,6 @@ impl InstallPlan {
         let mask_units = if from_distribution { install.mask_units.clone() } else { Vec::new() };
         Self {
             packages: Packages { names, mask_units },
-            binary: install.binary.clone().filter(|_| from_distribution && spec.sfu.command.is_none()),
             node: install.node.map(|default| NodeRuntime { major: spec.sfu.node_version.unwrap_or(default), dir: node_dir.to_string(), mirror: NodeRuntime::mirror_from_env() }),
             npm: install.deps == Some(Deps::Npm),
         }
@@ -80,11 +77,20 @@ impl InstallPlan {
     }
 }
 
-/// Checks that `binary` is on the PATH the service gets (with `path_prefix` in front); prints `missing=<binary>`
-/// when it is not.
-pub fn binary_check_script(binary: &str, path_prefix: Option<&str>) -> String {
+/// The program a start command runs, when it can be told from the command: its first word (after `exec` and
+/// variable assignments); `None` for anything a shell would have to work out (quotes, `$`, pipes).
+pub fn program_of(command: &str) -> Option<String> {
+    let mut words = command.split_whitespace().skip_while(|w| *w == "exec" || (w.contains('=') && !w.starts_with('=')));
+    let first = words.next()?;
+    let plain = first.bytes().all(|b| b.is_ascii_alphanumeric() || b"./_+-".contains(&b));
+    plain.then(|| first.to_string())
+}
+
+/// Checks, in the app directory and with the service's PATH (`path_prefix` in front), that `program` can run;
+/// prints `missing=<program>` when it cannot.
+pub fn program_check_script(program: &str, app: &str, path_prefix: Option<&str>) -> String {
     let path = path_prefix.map(|p| format!("PATH={}:$PATH; ", q(p))).unwrap_or_default();
-    format!("( {path}command -v {b} >/dev/null 2>&1 ) || echo missing={b}\n", b = q(binary))
+    format!("( cd {app} 2>/dev/null; {path}command -v {p} >/dev/null 2>&1 ) || echo missing={p}\n", app = q(app), p = q(program))
 }
 
 /// Masks `units`, then installs whichever of `names` is missing. Prints `installed=<names>` when it installed
@@ -235,6 +241,18 @@ impl Installed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_program_of_a_start_command() {
+        assert_eq!(program_of("turnserver -c /x").as_deref(), Some("turnserver"));
+        assert_eq!(program_of("exec FOO=1 ./livekit-server --config x").as_deref(), Some("./livekit-server"));
+        assert_eq!(program_of("npm start").as_deref(), Some("npm"));
+        assert_eq!(program_of("\"$HOME/x\" run"), None);
+        let out = std::process::Command::new("sh").args(["-c", &program_check_script("no-such-program-here", "/", None)]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "missing=no-such-program-here\n");
+        let out = std::process::Command::new("sh").args(["-c", &program_check_script("sh", "/", Some("/nonexistent"))]).output().unwrap();
+        assert!(out.stdout.is_empty());
+    }
 
     #[test]
     fn reads_what_was_installed() {

@@ -230,10 +230,6 @@ pub struct Install {
     /// on 3478): masked before the packages are installed, so only sfuctl's unit owns the ports.
     #[serde(default)]
     pub mask_units: Vec<String>,
-    /// The program the start command runs when no artifact replaces it; checked before start, so a missing one is
-    /// a clear error instead of a crash loop.
-    #[serde(default)]
-    pub binary: Option<String>,
     /// The Node.js major the app runs on (installed from the official release tarballs; `sfu.node_version`
     /// overrides it).
     #[serde(default)]
@@ -429,7 +425,7 @@ read_back:
   listen: { fixed: "::" }
   rtc_range: ports
 health: { probe: http_get, path: /healthz, json_key: status, json_value: ok }
-install: { packages: [example-sfu], mask_units: [example-sfu.service], binary: example-sfu, node: 20, deps: npm }
+install: { packages: [example-sfu], mask_units: [example-sfu.service], node: 20, deps: npm }
 "#;
         let kind = KindDescriptor::parse("example", yaml).unwrap();
         let spec = Spec::parse("name: t\nprovider: { kind: ssh, hosts: [{ name: a, address: 203.0.113.9 }] }\nsfu: { kind: custom, command: x, rtc_ports: 40000-41000 }\n").unwrap();
@@ -446,7 +442,7 @@ install: { packages: [example-sfu], mask_units: [example-sfu.service], binary: e
         assert_eq!((v.announced.as_deref(), v.listen.as_deref(), v.min, v.max), (Some("203.0.113.9"), Some("::"), Some(40000), Some(41000)));
 
         assert_eq!(kind.default_command("/c", None).as_deref(), Some("example-sfu --config /c/example.toml"));
-        assert_eq!((kind.install.packages.as_slice(), kind.install.binary.as_deref()), (&["example-sfu".to_string()][..], Some("example-sfu")));
+        assert_eq!(kind.install.packages, ["example-sfu"]);
         assert_eq!((kind.install.node, kind.install.deps), (Some(20), Some(Deps::Npm)));
     }
 }

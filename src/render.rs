@@ -141,6 +141,20 @@ pub fn env_files(spec: &Spec) -> Vec<String> {
     files
 }
 
+/// The name the artifact gets inside `app/` when it is a single file (a directory becomes `app/` itself).
+fn artifact_name(spec: &Spec, base_dir: &Path) -> Option<String> {
+    spec.sfu.artifact.as_deref().and_then(|raw| {
+        let path: PathBuf = resolve_path(raw, base_dir);
+        (!path.is_dir()).then(|| path.file_name().map(|n| n.to_string_lossy().into_owned())).flatten()
+    })
+}
+
+/// The command `start.sh` runs in `app/`: `sfu.command`, else the kind's default.
+pub fn start_command(spec: &Spec, base_dir: &Path) -> String {
+    let layout = Layout::of(spec);
+    spec.sfu.command.clone().unwrap_or_else(|| default_command(spec.sfu.kind.descriptor(), &layout, artifact_name(spec, base_dir).as_deref()))
+}
+
 /// A host to render for.
 #[derive(Clone, Debug, Serialize)]
 pub struct HostTarget {
@@ -362,13 +376,8 @@ impl Context {
                 }
             })
             .collect();
-        let artifact_name = spec.sfu.artifact.as_deref().and_then(|raw| {
-            let path: PathBuf = resolve_path(raw, base_dir);
-            // A directory is uploaded as the app directory itself; a file keeps its name inside it.
-            (!path.is_dir()).then(|| path.file_name().map(|n| n.to_string_lossy().into_owned())).flatten()
-        });
-        let kind = spec.sfu.kind.descriptor();
-        let command = spec.sfu.command.clone().unwrap_or_else(|| default_command(kind, &layout, artifact_name.as_deref()));
+        let artifact_name = artifact_name(spec, base_dir);
+        let command = start_command(spec, base_dir);
         let run_as = run_as(spec);
         let env_files = env_files(spec);
         let privileged_ports = if run_as == "root" {

@@ -3,6 +3,7 @@
 mod audit;
 mod deploy_ssh;
 mod do_e2e;
+mod fresh_vm;
 mod offline_cli;
 mod remote_ssh;
 mod rendered_configs;

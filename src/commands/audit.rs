@@ -24,7 +24,8 @@ pub struct AuditArgs {
     /// Probe only N ports of the media range, spread evenly (default: every free port).
     #[arg(long, value_name = "N")]
     pub sample: Option<usize>,
-    /// Milliseconds to wait for UDP answers [default: 2000]. A fully dropped range takes this long, by design.
+    /// Milliseconds to wait for UDP answers [default: 2000, plus 100 per 1000 ports probed]. A fully dropped range
+    /// takes this long, by design.
     #[arg(long, value_name = "MS")]
     pub probe_timeout_ms: Option<u64>,
     /// Seconds to wait for SSH [default: 10].
@@ -40,7 +41,7 @@ pub async fn execute(args: &AuditArgs, output: Output) -> Result<Exit> {
     let (hosts, current) = engine::existing_hosts(&spec, provider.as_ref()).await?;
     let view = cloud_view(&spec, provider.as_ref(), current);
     let dep = Deployment::new(spec, base_dir(&args.spec), timeouts(args.connect_timeout, None))?;
-    let opts = AuditOptions { sample: args.sample, probe_timeout: args.probe_timeout_ms.map_or(AuditOptions::default().probe_timeout, Duration::from_millis) };
+    let opts = AuditOptions { sample: args.sample, probe_timeout: args.probe_timeout_ms.map(Duration::from_millis) };
     let results = audit_all(&dep, &hosts, view, opts, Vec::new()).await;
     output.emit(&to_json(&results), || to_text(&results))?;
     Ok(exit_of(&results))

@@ -19,6 +19,7 @@ const CLEARED: &[&str] = &[
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_EC2",
     "SFUCTL_SECRET",
+    "NODEJS_ORG_MIRROR",
     "SSH_AUTH_SOCK",
 ];
 
