@@ -208,9 +208,26 @@ pub struct HostOutcome {
     pub health: Vec<String>,
     /// What was installed now (packages, masked units, Node.js, npm dependencies).
     pub installed: Installed,
+    /// Seconds spent in each phase on this host.
+    pub seconds: Phases,
     /// The SSH session, kept for the audit that ends `up`.
     #[serde(skip)]
     pub session: Option<Session>,
+}
+
+/// Seconds per phase of `up` on one host (for `--output json`, benchmarks and `-v`).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Phases {
+    /// SSH connect, handshake, login and the host probe.
+    pub connect: f64,
+    /// Waiting for cloud-init to finish.
+    pub cloud_init: f64,
+    /// The first round trip: preparing directories, installing what is missing, inspecting what the host has.
+    pub install: f64,
+    /// Uploading the artifact and the files, and `npm ci`.
+    pub upload: f64,
+    /// The host firewall, (re)starting the service and waiting until it is healthy.
+    pub start: f64,
 }
 
 impl HostOutcome {
@@ -223,10 +240,18 @@ impl HostOutcome {
 /// `up` on one host.
 pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Artifact>, secret: &Secret, renderer: &Renderer) -> Result<HostOutcome> {
     let files = renderer.render_host(&dep.spec, &dep.base_dir, host, secret)?;
+    let mut seconds = Phases::default();
+    let mut clock = std::time::Instant::now();
+    let mut lap = |slot: &mut f64| {
+        *slot = clock.elapsed().as_secs_f64();
+        clock = std::time::Instant::now();
+    };
     let session = dep.connect(host).await?;
+    lap(&mut seconds.connect);
     // A new server (or a fresh one you were given) may still be installing packages and users: deploying now would
     // race it, apt's lock included. Done at once where cloud-init is finished or absent.
     wait_for_cloud_init(&session, dep.timeouts.cloud_init).await?;
+    lap(&mut seconds.cloud_init);
     let l = &dep.layout;
     let login = session.facts.user.clone();
     let service_user = run_as(&dep.spec);
@@ -261,6 +286,7 @@ pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Arti
     let out = run_as_root(&session, &inspect).await.with_context(|| format!("cannot prepare {} on host `{}`", l.root, host.name))?;
     let mut installed = Installed::parse(&out);
     let seen = HostInspection::parse(&out);
+    lap(&mut seconds.install);
 
     let mut changed = Vec::new();
     let mut artifact_bytes = 0;
@@ -288,6 +314,7 @@ pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Arti
         run_as_root(&session, &format!("g=$(id -gn {u}) && chgrp -R \"$g\" {root} && chmod -R g+rX {root}", u = q(&service_user), root = q(&l.root))).await?;
     }
 
+    lap(&mut seconds.upload);
     let host_firewall = converge_host_firewall(dep, &session, changed.contains(&l.nftables), seen.table_present).await?;
 
     let restart = changed.iter().any(|p| p != &l.nftables);
@@ -305,6 +332,7 @@ pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Arti
         "unchanged"
     };
     let health = wait_healthy(dep, &session, &scripts).await?;
+    lap(&mut seconds.start);
     dep.with_state(|s| {
         s.state.hosts.insert(
             host.name.clone(),
@@ -327,6 +355,7 @@ pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Arti
         service,
         health,
         installed,
+        seconds,
         session: Some(session),
     })
 }
@@ -623,7 +652,14 @@ pub async fn status_host(dep: &Deployment, host: &HostTarget) -> Result<HostStat
 /// empty list means the host matches the spec.
 pub async fn preview_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Artifact>, secret: &Secret, renderer: &Renderer) -> Result<Vec<Change>> {
     let files = renderer.render_host(&dep.spec, &dep.base_dir, host, secret)?;
+    let mut seconds = Phases::default();
+    let mut clock = std::time::Instant::now();
+    let mut lap = |slot: &mut f64| {
+        *slot = clock.elapsed().as_secs_f64();
+        clock = std::time::Instant::now();
+    };
     let session = dep.connect(host).await?;
+    lap(&mut seconds.connect);
     let l = &dep.layout;
     let scripts = ServiceScripts { manager: session.facts.manager, name: &service_name(&dep.spec), layout: l, run_as: "" };
     let stored_artifact = artifact_path(l, artifact);

@@ -50,6 +50,7 @@ pub struct UpArgs {
 
 /// Runs `up`.
 pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
+    let started = std::time::Instant::now();
     let loaded = load_valid_spec(&args.spec, FileCheck::Required)?;
     let spec = loaded.spec;
     let base = base_dir(&args.spec);
@@ -81,6 +82,7 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     // Existing hosts have no cloud side to report.
     let mut cloud_report = creates_servers.then_some(report);
     let secret = Arc::new(secret);
+    let cloud_seconds = started.elapsed().as_secs_f64();
     let results = for_each_host(&dep, &hosts, |dep, host| {
         let (artifact, secret, renderer) = (artifact.clone(), Arc::clone(&secret), Arc::clone(&renderer));
         async move { up_host(&dep, &host, artifact.as_deref(), &secret, &renderer).await }
@@ -89,6 +91,7 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
 
     // Every host deployed: prove it from outside, unless asked not to.
     let all_deployed = results.iter().all(|(_, r)| r.is_ok());
+    let deploy_seconds = started.elapsed().as_secs_f64() - cloud_seconds;
     let audit = if all_deployed && !args.no_audit {
         let (_, current) = engine::existing_hosts(&dep.spec, provider.as_ref()).await?;
         let view = audit_all::cloud_view(&dep.spec, provider.as_ref(), current);
@@ -118,7 +121,12 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
                 })
                 .collect();
             let audit_json = audit.as_ref().map(|a| audit_all::to_json(a));
-            println!("{}", serde_json::to_string_pretty(&json!({ "changed": changed, "cloud": cloud_report, "hosts": hosts, "audit": audit_json }))?);
+            println!("{}", serde_json::to_string_pretty(&json!({ "changed": changed, "cloud": cloud_report, "hosts": hosts, "audit": audit_json, "seconds": {
+                "cloud": cloud_seconds,
+                "hosts": deploy_seconds,
+                "audit": started.elapsed().as_secs_f64() - cloud_seconds - deploy_seconds,
+                "total": started.elapsed().as_secs_f64(),
+            } }))?);
         }
         Output::Text => {
             if let Some(r) = &cloud_report {
