@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::ports::Protocol;
+use crate::port_range::Protocol;
 use crate::remote::shell_quote;
 use crate::spec::{SfuKind, SfuSpec};
 
@@ -217,6 +217,18 @@ pub enum HealthProbe {
     },
     /// A STUN Binding request over UDP gets a success answer.
     StunBinding {},
+}
+
+impl SfuSpec {
+    /// The server's own main port, where the kind has one.
+    pub fn listen_port(&self) -> Option<u16> {
+        self.listen_port.or(self.kind.descriptor().own_port(PortField::ListenPort).map(|p| p.default))
+    }
+
+    /// The ICE-over-TCP port, where the kind has one (LiveKit).
+    pub fn ice_tcp_port(&self) -> Option<u16> {
+        self.kind.descriptor().port(PortField::IceTcpPort, self)
+    }
 }
 
 /// What a fresh host needs before a kind's server can start.

@@ -4,117 +4,13 @@
 //! host firewall ruleset, the ports in the SFU's own config, and the audit. No layer types a port list of its own,
 //! so the layers cannot drift apart.
 
-use std::fmt;
-
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::Serialize;
 
 use crate::kind::KindDescriptor;
-use crate::provider::catalog::FirewallData;
 use crate::spec::{Spec, parse_cidr};
 
-/// A transport protocol a firewall rule covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// UDP.
-    Udp,
-    /// TCP.
-    Tcp,
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Udp => "udp",
-            Self::Tcp => "tcp",
-        })
-    }
-}
-
-/// An inclusive range of ports; a single port is a range of one. Written `"40000-41000"` or `"443"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PortRange {
-    /// The first port.
-    pub start: u16,
-    /// The last port (equal to `start` for a single port).
-    pub end: u16,
-}
-
-impl PortRange {
-    /// A single port.
-    pub fn single(port: u16) -> Self {
-        Self { start: port, end: port }
-    }
-
-    /// How many ports the range holds (0 when inverted).
-    pub fn len(&self) -> u32 {
-        if self.end < self.start { 0 } else { u32::from(self.end) - u32::from(self.start) + 1 }
-    }
-
-    /// Whether the range holds no port (only an inverted range does).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Whether `port` is inside the range.
-    pub fn contains(&self, port: u16) -> bool {
-        self.start <= port && port <= self.end
-    }
-
-    /// Whether the two ranges share at least one port.
-    pub fn overlaps(&self, other: &PortRange) -> bool {
-        self.start <= other.end && other.start <= self.end
-    }
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.start == self.end { write!(f, "{}", self.start) } else { write!(f, "{}-{}", self.start, self.end) }
-    }
-}
-
-impl std::str::FromStr for PortRange {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let port = |p: &str| {
-            p.trim().parse::<u16>().map_err(|_| format!("`{s}` is not a port range like `40000-41000` (ports are 1-65535)"))
-        };
-        match s.split_once('-') {
-            Some((a, b)) => Ok(Self { start: port(a)?, end: port(b)? }),
-            None => port(s).map(Self::single),
-        }
-    }
-}
-
-impl Serialize for PortRange {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for PortRange {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct RangeVisitor;
-        impl serde::de::Visitor<'_> for RangeVisitor {
-            type Value = PortRange;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a port range like \"40000-41000\"")
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PortRange, E> {
-                u16::try_from(v).map(PortRange::single).map_err(|_| E::custom(format!("{v} is not a port (1-65535)")))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PortRange, E> {
-                Err(E::custom(format!("{v} is not a port (1-65535)")))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PortRange, E> {
-                v.parse().map_err(E::custom)
-            }
-        }
-        d.deserialize_any(RangeVisitor)
-    }
-}
+pub use crate::port_range::{PortRange, Protocol};
 
 /// What a public port is for; the audit and the templates pick ports by role, not by number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -281,12 +177,12 @@ impl Manifest {
         merged.sort_by_key(position);
         merged
     }
+}
 
-    /// How many rules the provider's firewall needs for this manifest, counted the provider's way.
-    pub fn cloud_rule_count(&self, firewall: &FirewallData) -> u32 {
-        let rules = self.cloud_rules();
-        let inbound: usize = if firewall.count_per_cidr { rules.iter().map(|r| r.sources.len()).sum() } else { rules.len() };
-        inbound as u32 + firewall.fixed_rules
+impl Spec {
+    /// The port manifest of this spec (see [`Manifest`]).
+    pub fn manifest(&self) -> Manifest {
+        Manifest::derive(self)
     }
 }
 
@@ -339,11 +235,6 @@ mod tests {
         let m = spec("livekit", "  tcp_ports: [7882, 9000]\n").manifest();
         let rules: Vec<String> = m.cloud_rules().iter().map(|r| format!("{} {}", r.protocol, r.ports)).collect();
         assert_eq!(rules, ["tcp 22", "udp 40000-41000", "tcp 7880-7882", "tcp 9000"]);
-        let do_fw = &crate::provider::catalog::ProviderData::get(crate::spec::ProviderKind::Digitalocean).firewall;
-        assert_eq!((do_fw.rule_limit, do_fw.count_per_cidr, do_fw.fixed_rules), (Some(50), false, 3));
-        assert_eq!(m.cloud_rule_count(do_fw), 7);
-        let aws_fw = &crate::provider::catalog::ProviderData::get(crate::spec::ProviderKind::Aws).firewall;
-        assert_eq!((aws_fw.rule_limit, aws_fw.count_per_cidr, aws_fw.fixed_rules), (Some(60), true, 0));
-        assert_eq!(m.cloud_rule_count(aws_fw), 7, "SSH has one source, the other three rules two each");
+        assert_eq!(rules.len(), 4);
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Every field's `///` comment is the user's contract and is mirrored in README.md ("Spec reference"). Parsing
 //! ([`Spec::load`]) turns YAML errors into messages with line, column and a "did you mean"; validation
-//! ([`Spec::validate`]) checks what types cannot (names, ranges, overlaps, CIDRs, provider rules) and reports
-//! every problem at once, each naming its field and line.
+//! (`validate.rs`) checks what types cannot. This module is the leaf the others build on: it knows no server
+//! kind, manifest or provider.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -14,10 +14,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::error::UserError;
-use crate::kind::PortField;
 use crate::locate;
-use crate::ports::{Manifest, PortRange};
-use crate::provider::catalog::ProviderData;
+use crate::port_range::PortRange;
 
 /// A deployment spec: one YAML file describing the hosts, who may reach them and the media server they run.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -217,16 +215,6 @@ pub struct SfuSpec {
 }
 
 impl SfuSpec {
-    /// The server's own main port, where the kind has one.
-    pub fn listen_port(&self) -> Option<u16> {
-        self.listen_port.or(self.kind.descriptor().own_port(PortField::ListenPort).map(|p| p.default))
-    }
-
-    /// The ICE-over-TCP port, where the kind has one (LiveKit).
-    pub fn ice_tcp_port(&self) -> Option<u16> {
-        self.kind.descriptor().port(PortField::IceTcpPort, self)
-    }
-
     /// The name of the environment variable that holds the shared secret.
     pub fn secret_env(&self) -> &str {
         self.secret_env.as_deref().unwrap_or("SFUCTL_SECRET")
@@ -309,17 +297,6 @@ impl Spec {
         serde_yaml::from_str::<Spec>(source).map_err(|e| diagnose_parse_error(source, &e))
     }
 
-    /// The port manifest of this spec (see [`Manifest`]).
-    pub fn manifest(&self) -> Manifest {
-        Manifest::derive(self)
-    }
-
-    /// Checks everything types cannot. Returns every error and warning, each naming its field and line.
-    pub fn validate(&self, source: &str, base_dir: &Path, files: FileCheck) -> Findings {
-        let mut v = Validator { source, findings: Findings::default() };
-        v.check(self, base_dir, files);
-        v.findings
-    }
 }
 
 impl Diagnostic {
@@ -443,318 +420,6 @@ pub fn parse_cidr(raw: &str) -> std::result::Result<IpNet, String> {
         return Err(format!("`{raw}` has host bits set; the network is `{}`", net.trunc()));
     }
     Ok(net)
-}
-
-struct Validator<'a> {
-    source: &'a str,
-    findings: Findings,
-}
-
-impl Validator<'_> {
-    fn diag(&self, field: &str, message: String, hint: Option<String>) -> Diagnostic {
-        Diagnostic { field: field.to_string(), location: locate::find(self.source, field), message, hint }
-    }
-
-    fn error(&mut self, field: &str, message: impl Into<String>, hint: impl Into<Option<String>>) {
-        let d = self.diag(field, message.into(), hint.into());
-        self.findings.errors.push(d);
-    }
-
-    fn warning(&mut self, field: &str, message: impl Into<String>, hint: impl Into<Option<String>>) {
-        let d = self.diag(field, message.into(), hint.into());
-        self.findings.warnings.push(d);
-    }
-
-    fn check(&mut self, spec: &Spec, base_dir: &Path, files: FileCheck) {
-        let data = ProviderData::get(spec.provider.kind);
-        if let Some(problem) = name_problem(&spec.name) {
-            self.error("name", format!("`{}` {problem}", spec.name), Some("e.g. `name: clearcomms`".to_string()));
-        } else if let Some(limit) = data.names.max_name_len {
-            let resource = crate::owner::Owner::new(&spec.name).prefix();
-            if resource.len() > limit {
-                self.error(
-                    "name",
-                    format!("`{resource}` is longer than {limit} characters, the most {} allows for {}", data.title, data.names.longest_resource),
-                    Some(format!("use a name of at most {} characters", limit - "sfuctl-".len())),
-                );
-            }
-        }
-        self.check_provider(spec, &data);
-        self.check_ssh(spec, base_dir, files);
-        self.check_sfu(spec, base_dir, files);
-        if self.findings.errors.is_empty() {
-            self.check_manifest(spec, &data);
-        }
-    }
-
-    fn check_provider(&mut self, spec: &Spec, data: &ProviderData) {
-        let p = &spec.provider;
-        let kind = p.kind.as_str();
-        if data.creates_servers() {
-            if !p.hosts.is_empty() {
-                self.error(
-                    "provider.hosts",
-                    format!("`hosts` lists existing servers, but provider.kind is `{kind}`, which creates its own"),
-                    Some("remove `hosts`, or use `kind: ssh` to deploy to servers you already have".to_string()),
-                );
-            }
-            if p.region.is_none() && data.region_required {
-                self.error("provider", format!("provider.kind `{kind}` needs a `region`"), Some(format!("add e.g. `region: {}`", data.example_region)));
-            }
-            if let Some(region) = &p.region {
-                if !data.regions.is_empty() && !data.regions.iter().any(|r| r == region) {
-                    let hint = closest(region, &data.regions).map_or_else(
-                        || format!("known regions: {}", data.regions.join(", ")),
-                        |best| format!("did you mean `{best}`?"),
-                    );
-                    self.warning("provider.region", format!("`{region}` is not a {} region sfuctl knows", data.title), Some(hint));
-                }
-            }
-            if p.count == Some(0) {
-                self.error("provider.count", "must be at least 1", Some("remove `count` for one host".to_string()));
-            }
-        } else {
-            for field in ["region", "size", "image", "count"] {
-                let set = match field {
-                    "region" => p.region.is_some(),
-                    "size" => p.size.is_some(),
-                    "image" => p.image.is_some(),
-                    _ => p.count.is_some(),
-                };
-                if set {
-                    self.error(
-                        &format!("provider.{field}"),
-                        format!("`{field}` only applies to cloud providers; kind `ssh` uses the servers in `hosts`"),
-                        Some(format!("remove `{field}`")),
-                    );
-                }
-            }
-            if p.ipv6 {
-                self.error("provider.ipv6", "`ipv6` only applies to cloud providers", Some("remove it; give a host's IPv6 address as its `address` instead".to_string()));
-            }
-            if p.hosts.is_empty() {
-                self.error(
-                    "provider",
-                    "provider.kind `ssh` needs `hosts`: the servers to deploy to",
-                    Some("add e.g. `hosts: [{ name: media-1, address: 203.0.113.10 }]`".to_string()),
-                );
-            }
-            let mut seen = std::collections::HashSet::new();
-            for (i, host) in p.hosts.iter().enumerate() {
-                if let Some(problem) = name_problem(&host.name) {
-                    self.error(&format!("provider.hosts[{i}].name"), format!("`{}` {problem}", host.name), None);
-                }
-                if !seen.insert(host.name.as_str()) {
-                    self.error(&format!("provider.hosts[{i}].name"), format!("two hosts are named `{}`", host.name), Some("give every host its own name".to_string()));
-                }
-                if host.address.parse::<IpAddr>().is_err() {
-                    self.error(
-                        &format!("provider.hosts[{i}].address"),
-                        format!("`{}` is not an IP address", host.address),
-                        Some("give the host's public IP address: the SFU announces it to clients, so a hostname will not do".to_string()),
-                    );
-                }
-                if let Some(fp) = &host.host_key {
-                    self.check_fingerprint(&format!("provider.hosts[{i}].host_key"), fp);
-                }
-            }
-        }
-    }
-
-    fn check_fingerprint(&mut self, field: &str, fp: &str) {
-        let ok = fp.strip_prefix("SHA256:").is_some_and(|b| b.len() == 43 && b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/'));
-        if !ok {
-            self.error(field, format!("`{fp}` is not a SHA256 host key fingerprint"), Some("use what `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints on the host, e.g. `SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s`".to_string()));
-        }
-    }
-
-    fn check_ssh(&mut self, spec: &Spec, base_dir: &Path, files: FileCheck) {
-        let ssh = &spec.ssh;
-        if ssh.port == Some(0) {
-            self.error("ssh.port", "0 is not a port", Some("remove it for 22".to_string()));
-        }
-        match &ssh.allow_from {
-            None => self.warning(
-                "ssh",
-                "SSH is open to the whole internet (ssh.allow_from defaults to 0.0.0.0/0 and ::/0)",
-                Some("set `ssh.allow_from: [<your address>/32]`".to_string()),
-            ),
-            Some(list) if list.is_empty() => self.error("ssh.allow_from", "is empty: nobody, sfuctl included, could reach SSH", Some("list at least your own address, e.g. `[203.0.113.7/32]`".to_string())),
-            Some(list) => {
-                for (i, raw) in list.iter().enumerate() {
-                    match parse_cidr(raw) {
-                        Err(why) => self.error(&format!("ssh.allow_from[{i}]"), why, Some("write a CIDR such as `203.0.113.7/32`".to_string())),
-                        Ok(net) if net.prefix_len() == 0 => self.warning(
-                            &format!("ssh.allow_from[{i}]"),
-                            format!("`{raw}` opens SSH to the whole internet"),
-                            Some("limit it to your own address, e.g. `203.0.113.7/32`".to_string()),
-                        ),
-                        Ok(_) => {}
-                    }
-                }
-            }
-        }
-        if let Some(fp) = &ssh.host_key {
-            self.check_fingerprint("ssh.host_key", fp);
-        }
-        if let Some(user) = &ssh.user {
-            if user.is_empty() || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') {
-                self.error("ssh.user", format!("`{user}` is not a valid user name"), None);
-            }
-        }
-        // Key files: only the ones the user named (the defaults may legitimately be absent: ssh-agent).
-        let private = ssh.private_key.as_deref();
-        for (field, raw) in [("ssh.private_key", private), ("ssh.public_key", ssh.public_key.as_deref())] {
-            if let Some(raw) = raw {
-                let path = resolve_path(raw, base_dir);
-                if !path.is_file() {
-                    self.file_missing(field, &path, files, "point it at an existing key file");
-                }
-            }
-        }
-    }
-
-    fn file_missing(&mut self, field: &str, path: &Path, files: FileCheck, fix: &str) {
-        let message = format!("`{}` does not exist", path.display());
-        match files {
-            FileCheck::Required => self.error(field, message, Some(fix.to_string())),
-            FileCheck::Warn => self.warning(field, format!("{message} (needed by `up`)"), Some(fix.to_string())),
-        }
-    }
-
-    fn check_sfu(&mut self, spec: &Spec, base_dir: &Path, files: FileCheck) {
-        let sfu = &spec.sfu;
-        let kind = sfu.kind.as_str();
-        let r = sfu.rtc_ports;
-        if r.start > r.end {
-            self.error("sfu.rtc_ports", format!("range {}-{} is inverted", r.start, r.end), Some(format!("write the lower port first: `{}-{}`", r.end, r.start)));
-        }
-        if r.start.min(r.end) < 1024 {
-            self.error("sfu.rtc_ports", format!("range {r} reaches below 1024"), Some("media ports must be within 1024-65535, e.g. `40000-41000`".to_string()));
-        }
-        for (field, ports) in [("sfu.tcp_ports", &sfu.tcp_ports), ("sfu.udp_ports", &sfu.udp_ports)] {
-            let mut seen = std::collections::HashSet::new();
-            for (i, &p) in ports.iter().enumerate() {
-                if p == 0 {
-                    self.error(&format!("{field}[{i}]"), "0 is not a port", None);
-                } else if !seen.insert(p) {
-                    self.error(&format!("{field}[{i}]"), format!("port {p} is listed twice"), Some("list each port once".to_string()));
-                }
-            }
-        }
-        let descriptor = sfu.kind.descriptor();
-        if sfu.listen_port.is_some() && descriptor.own_port(PortField::ListenPort).is_none() {
-            self.error("sfu.listen_port", format!("kind `{kind}` has no listen port of its own"), Some("put the app's ports in `tcp_ports` / `udp_ports`".to_string()));
-        }
-        if sfu.listen_port == Some(0) || sfu.ice_tcp_port == Some(0) {
-            self.error(if sfu.listen_port == Some(0) { "sfu.listen_port" } else { "sfu.ice_tcp_port" }, "0 is not a port", None);
-        }
-        if sfu.ice_tcp_port.is_some() && descriptor.own_port(PortField::IceTcpPort).is_none() {
-            self.error("sfu.ice_tcp_port", format!("only applies to kind {}", crate::kind::kinds_with(PortField::IceTcpPort)), Some("remove it".to_string()));
-        }
-        if descriptor.command.is_none() && sfu.command.is_none() {
-            self.error("sfu", format!("kind `{kind}` needs a `command`: how to start your server"), Some("add e.g. `command: ./my-sfu --config /opt/sfuctl/<name>/sfuctl.env`".to_string()));
-        }
-        if sfu.command.as_deref().is_some_and(|c| c.trim().is_empty() || c.contains('\n')) {
-            self.error("sfu.command", "must be one non-empty line", None);
-        }
-        if let Some(raw) = &sfu.artifact {
-            let path = resolve_path(raw, base_dir);
-            if !path.exists() {
-                self.file_missing("sfu.artifact", &path, files, "build the artifact first, or point `artifact` at an existing file or directory");
-            }
-        }
-        for key in sfu.env.keys() {
-            let ok = key.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_') && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !ok {
-                self.error(&format!("sfu.env.{key}"), format!("`{key}` is not a valid environment variable name"), Some("use letters, digits and `_`, not starting with a digit".to_string()));
-            } else if key.starts_with("SFU_") {
-                self.error(&format!("sfu.env.{key}"), format!("`{key}` is set by sfuctl from the spec (SFU_* variables are derived)"), Some("remove it; sfuctl writes SFU_ANNOUNCED_IP, SFU_LISTEN_IP, SFU_RTC_MIN_PORT and SFU_RTC_MAX_PORT itself".to_string()));
-            }
-        }
-        let secret_env = sfu.secret_env();
-        if secret_env.is_empty() || !secret_env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            self.error("sfu.secret_env", format!("`{secret_env}` is not an environment variable name"), None);
-        }
-        if let Some(domain) = &sfu.domain {
-            let ok = domain.split('.').count() >= 2
-                && domain.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !l.starts_with('-'));
-            if !ok {
-                self.error("sfu.domain", format!("`{domain}` is not a domain name"), Some("e.g. `turn.example.com`".to_string()));
-            }
-        }
-        if let Some(user) = &sfu.run_as {
-            if user.is_empty() || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                self.error("sfu.run_as", format!("`{user}` is not a valid user name"), None);
-            }
-        }
-        if r.start <= r.end {
-            if let Some(per) = descriptor.ports_per_participant {
-                let capacity = r.len() / per;
-                let wanted = sfu.participants.unwrap_or(10);
-                if capacity < wanted {
-                    let need = wanted * per;
-                    self.warning(
-                        "sfu.rtc_ports",
-                        format!("{} ports carry about {capacity} participants on {kind} (about {per} port(s) each), fewer than {wanted}", r.len()),
-                        Some(format!("widen the range to at least {need} ports, e.g. `{}-{}`", r.start, r.start as u32 + need - 1)),
-                    );
-                }
-            }
-        }
-        for (i, name) in sfu.packages.iter().enumerate() {
-            let ok = name.len() >= 2 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b)) && name.as_bytes()[0].is_ascii_alphanumeric();
-            if !ok {
-                self.error(&format!("sfu.packages[{i}]"), format!("`{name}` is not a Debian/Ubuntu package name"), Some("package names are lowercase letters, digits and `+-.`, e.g. `ffmpeg`".to_string()));
-            }
-        }
-        if let Some(v) = sfu.node_version {
-            if sfu.kind.descriptor().install.node.is_none() {
-                self.error("sfu.node_version", format!("`{kind}` does not run on Node.js"), Some("remove `node_version`".to_string()));
-            } else if !(18..=99).contains(&v) {
-                self.error("sfu.node_version", format!("{v} is not a Node.js major version sfuctl installs"), Some("use a current major, e.g. `node_version: 22`".to_string()));
-            }
-        }
-    }
-
-    fn check_manifest(&mut self, spec: &Spec, data: &ProviderData) {
-        let manifest = spec.manifest();
-        // Overlaps within one protocol: two purposes claiming the same port.
-        let rules = &manifest.rules;
-        for (i, a) in rules.iter().enumerate() {
-            for b in &rules[i + 1..] {
-                if a.protocol == b.protocol && a.ports.overlaps(&b.ports) {
-                    self.error(
-                        b.field,
-                        format!("{} {} ({}) overlaps {} {} ({}, from {})", b.protocol, b.ports, b.purpose, a.protocol, a.ports, a.purpose, a.field),
-                        Some("give every purpose its own ports".to_string()),
-                    );
-                }
-            }
-        }
-        let ssh_port = spec.ssh.port();
-        if spec.sfu.rtc_ports.contains(ssh_port) {
-            self.error(
-                "sfu.rtc_ports",
-                format!("range {} contains the SSH port {ssh_port}", spec.sfu.rtc_ports),
-                Some("move the media range or the SSH port so they do not meet".to_string()),
-            );
-        }
-        if let Some(limit) = data.firewall.rule_limit {
-            let count = manifest.cloud_rule_count(&data.firewall);
-            if count > limit {
-                self.error(
-                    "sfu",
-                    format!(
-                        "the port manifest needs {count} {} firewall rules{}, more than its limit of {limit}",
-                        data.title,
-                        if data.firewall.count_per_cidr { " (IPv4 and IPv6 sources count separately)" } else { "" }
-                    ),
-                    Some("use fewer separate ports or sources: adjacent ports merge into one range, e.g. `tcp_ports` 7000 and 7001".to_string()),
-                );
-            }
-        }
-    }
 }
 
 #[cfg(test)]

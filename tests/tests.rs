@@ -1,5 +1,6 @@
 //! The one integration-test binary: drives the real `sfuctl` binary and the real test bed.
 
+mod architecture;
 mod audit;
 mod deploy_ssh;
 mod do_e2e;

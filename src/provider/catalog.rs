@@ -263,6 +263,14 @@ impl ProviderData {
         format!("{} {}{placement}, {attached}", self.title, self.firewall.noun)
     }
 
+    /// How many rules the provider's firewall needs for `manifest`, counted the provider's way (per CIDR on AWS,
+    /// per rule elsewhere), with the rules sfuctl always adds.
+    pub fn rules_needed(&self, manifest: &crate::ports::Manifest) -> u32 {
+        let rules = manifest.cloud_rules();
+        let inbound: usize = if self.firewall.count_per_cidr { rules.iter().map(|r| r.sources.len()).sum() } else { rules.len() };
+        inbound as u32 + self.firewall.fixed_rules
+    }
+
     /// The plan's line for the outbound rules sfuctl adds, where the provider needs them.
     pub fn outbound_line(&self) -> Option<String> {
         self.firewall.explicit_outbound.then(|| {
@@ -294,6 +302,11 @@ mod tests {
             assert_eq!(data.has_firewall(), data.firewall.rule_limit.is_some());
             assert!(!data.has_firewall() || !data.firewall.noun.is_empty());
         }
+        // SSH from one source, the other three rules from two each (IPv4 and IPv6): AWS counts CIDRs.
+        let spec = Spec::parse("name: t\nprovider: { kind: ssh, hosts: [{ name: a, address: 203.0.113.9 }] }\nssh: { allow_from: [203.0.113.7/32] }\nsfu: { kind: livekit, rtc_ports: 40000-41000, tcp_ports: [7882, 9000] }\n").unwrap();
+        let m = spec.manifest();
+        assert_eq!(ProviderData::get(ProviderKind::Digitalocean).rules_needed(&m), 4 + 3);
+        assert_eq!(ProviderData::get(ProviderKind::Aws).rules_needed(&m), 7);
         assert_eq!(ProviderData::get(ProviderKind::Linode).firewall.rule_limit, Some(25));
         assert_eq!(ProviderData::get(ProviderKind::Aws).defaults.ssh_user, "ubuntu");
     }
