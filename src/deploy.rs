@@ -252,86 +252,13 @@ pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Arti
     // race it, apt's lock included. Done at once where cloud-init is finished or absent.
     wait_for_cloud_init(&session, dep.timeouts.cloud_init).await?;
     lap(&mut seconds.cloud_init);
-    let l = &dep.layout;
-    let login = session.facts.user.clone();
-    let service_user = run_as(&dep.spec);
-    let mut prep = format!("set -e\nmkdir -p {} {} {}\n", q(&l.root), q(&l.app), q(&l.config));
-    if session.facts.sudo {
-        // Uploads run as the login user: let it own the deployment's directory.
-        prep.push_str(&format!("chown {} {} {} {}\n", q(&login), q(&l.root), q(&l.app), q(&l.config)));
-    }
-    if service_user != login && service_user != "root" {
-        prep.push_str(&format!(
-            "id -u {u} >/dev/null 2>&1 || useradd --system --no-create-home --home-dir {root} --shell /usr/sbin/nologin {u}\n",
-            u = q(&service_user),
-            root = q(&l.root)
-        ));
-    }
-    // The one directory the service may write (pid files, coturn's database), owned by its user and group.
-    prep.push_str(&format!("mkdir -p {run}\nchown {u}:\"$(id -gn {u})\" {run}\n", run = q(&l.run), u = q(&service_user)));
-    // What the server needs on a fresh host, each step idempotent and quiet when there is nothing to do.
-    let plan = InstallPlan::for_spec(&dep.spec, &l.node);
-    let mut install = String::new();
-    if !plan.packages.names.is_empty() || !plan.packages.mask_units.is_empty() {
-        install.push_str(&format!("(\n{})\n", install::packages_script(&plan.packages)));
-    }
-    if let Some(node) = &plan.node {
-        install.push_str(&format!("(\n{})\n", install::node_script(node)));
-    }
-    // One round trip learns everything the unchanged case needs: what the host has, and how the service runs.
-    let scripts = ServiceScripts { manager: session.facts.manager, name: &service_name(&dep.spec), layout: l, run_as: &service_user };
-    let stored_artifact = artifact_path(l, artifact);
-    let managed: Vec<&str> = files.files.iter().map(|f| f.path.as_str()).chain(stored_artifact.as_deref()).collect();
-    let inspect = format!("{prep}{install}{}{}", inspect_script(&managed, l, &nft_table(&dep.spec)), scripts.status());
-    let out = run_as_root(&session, &inspect).await.with_context(|| format!("cannot prepare {} on host `{}`", l.root, host.name))?;
-    let mut installed = Installed::parse(&out);
-    let seen = HostInspection::parse(&out);
+    let plan = InstallPlan::for_spec(&dep.spec, &dep.layout.node);
+    let (mut installed, seen) = prepare(dep, &session, &plan, &files, artifact).await?;
     lap(&mut seconds.install);
-
-    let mut changed = Vec::new();
-    let mut artifact_bytes = 0;
-    if let Some(artifact) = artifact {
-        let (sent, artifact_changed) = upload_artifact(&session, l, artifact, &seen).await?;
-        artifact_bytes = sent;
-        if artifact_changed {
-            changed.push(l.app.clone());
-        }
-    }
-    let (file_bytes, changed_files) = upload_files(&session, &files, &seen).await?;
-    changed.extend(changed_files);
-    if plan.npm && artifact.is_some() {
-        // As the login user, who owns app/; with the service's environment (npm_config_registry, MEDIASOUP_WORKER_BIN).
-        let node_bin = plan.path_prefix().unwrap_or_default();
-        let npm = install::npm_script(&l.app, &node_bin, &crate::render::env_files(&dep.spec), &format!("{}/.npm-lock.sha256", l.root));
-        let out = session.remote.exec_checked(format!("sh -c {}", q(&npm))).await.with_context(|| format!("`npm ci` failed on host `{}`", host.name))?;
-        if Installed::parse(&out.stdout).npm {
-            installed.npm = true;
-            changed.push(format!("{}/node_modules", l.app));
-        }
-    }
-    if !changed.is_empty() && service_user != login && service_user != "root" {
-        // The service reads its config through its group; the login user keeps ownership for the next upload.
-        run_as_root(&session, &format!("g=$(id -gn {u}) && chgrp -R \"$g\" {root} && chmod -R g+rX {root}", u = q(&service_user), root = q(&l.root))).await?;
-    }
-
+    let uploaded = upload(dep, &session, &plan, &files, artifact, &seen).await?;
+    installed.npm = uploaded.npm;
     lap(&mut seconds.upload);
-    let host_firewall = converge_host_firewall(dep, &session, changed.contains(&l.nftables), seen.table_present).await?;
-
-    let restart = changed.iter().any(|p| p != &l.nftables);
-    let running = seen.service.state == "active";
-    if restart || !running {
-        check_program(dep, &session, &plan).await?;
-    }
-    let service = if restart {
-        run_as_root(&session, &scripts.install_and_start(true)).await?;
-        if running { "restarted" } else { "started" }
-    } else if !running {
-        run_as_root(&session, &scripts.install_and_start(false)).await?;
-        "started"
-    } else {
-        "unchanged"
-    };
-    let health = wait_healthy(dep, &session, &scripts).await?;
+    let (host_firewall, service, health) = start(dep, &session, &plan, &uploaded.changed, &seen).await?;
     lap(&mut seconds.start);
     dep.with_state(|s| {
         s.state.hosts.insert(
@@ -348,9 +275,9 @@ pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Arti
         name: host.name.clone(),
         address: host.address.clone(),
         manager: session.facts.manager,
-        artifact_bytes,
-        file_bytes,
-        changed,
+        artifact_bytes: uploaded.artifact_bytes,
+        file_bytes: uploaded.file_bytes,
+        changed: uploaded.changed,
         host_firewall,
         service,
         health,
@@ -358,6 +285,109 @@ pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Arti
         seconds,
         session: Some(session),
     })
+}
+
+/// `up`'s first round trip: the deployment's directories and users, what a fresh host needs installed, and
+/// everything the unchanged case needs to know (the files' sha256, the firewall table, the service's state).
+async fn prepare(dep: &Deployment, session: &Session, plan: &InstallPlan, files: &HostFiles, artifact: Option<&Artifact>) -> Result<(Installed, HostInspection)> {
+    let l = &dep.layout;
+    let login = &session.facts.user;
+    let service_user = run_as(&dep.spec);
+    let mut prep = format!("set -e\nmkdir -p {} {} {}\n", q(&l.root), q(&l.app), q(&l.config));
+    if session.facts.sudo {
+        // Uploads run as the login user: let it own the deployment's directory.
+        prep.push_str(&format!("chown {} {} {} {}\n", q(login), q(&l.root), q(&l.app), q(&l.config)));
+    }
+    if &service_user != login && service_user != "root" {
+        prep.push_str(&format!(
+            "id -u {u} >/dev/null 2>&1 || useradd --system --no-create-home --home-dir {root} --shell /usr/sbin/nologin {u}\n",
+            u = q(&service_user),
+            root = q(&l.root)
+        ));
+    }
+    // The one directory the service may write (pid files, coturn's database), owned by its user and group.
+    prep.push_str(&format!("mkdir -p {run}\nchown {u}:\"$(id -gn {u})\" {run}\n", run = q(&l.run), u = q(&service_user)));
+    // What the server needs on a fresh host, each step idempotent and quiet when there is nothing to do.
+    if !plan.packages.names.is_empty() || !plan.packages.mask_units.is_empty() {
+        prep.push_str(&format!("(\n{})\n", install::packages_script(&plan.packages)));
+    }
+    if let Some(node) = &plan.node {
+        prep.push_str(&format!("(\n{})\n", install::node_script(node)));
+    }
+    let scripts = ServiceScripts { manager: session.facts.manager, name: &service_name(&dep.spec), layout: l, run_as: &service_user };
+    let stored_artifact = artifact_path(l, artifact);
+    let managed: Vec<&str> = files.files.iter().map(|f| f.path.as_str()).chain(stored_artifact.as_deref()).collect();
+    let script = format!("{prep}{}{}", inspect_script(&managed, l, &nft_table(&dep.spec)), scripts.status());
+    let out = run_as_root(session, &script).await.with_context(|| format!("cannot prepare {} on host `{}`", l.root, session.host.name))?;
+    Ok((Installed::parse(&out), HostInspection::parse(&out)))
+}
+
+/// What [`upload`] did.
+struct Uploaded {
+    artifact_bytes: u64,
+    file_bytes: u64,
+    /// The paths that changed (`app/node_modules` when `npm ci` ran).
+    changed: Vec<String>,
+    /// Whether `npm ci` ran.
+    npm: bool,
+}
+
+/// Sends the artifact and the files the host lacks, installs the app's npm dependencies when its lock changed,
+/// and gives the service's group read access to what changed.
+async fn upload(dep: &Deployment, session: &Session, plan: &InstallPlan, files: &HostFiles, artifact: Option<&Artifact>, seen: &HostInspection) -> Result<Uploaded> {
+    let l = &dep.layout;
+    let mut out = Uploaded { artifact_bytes: 0, file_bytes: 0, changed: Vec::new(), npm: false };
+    if let Some(artifact) = artifact {
+        let (sent, artifact_changed) = upload_artifact(session, l, artifact, seen).await?;
+        out.artifact_bytes = sent;
+        if artifact_changed {
+            out.changed.push(l.app.clone());
+        }
+    }
+    let (file_bytes, changed_files) = upload_files(session, files, seen).await?;
+    out.file_bytes = file_bytes;
+    out.changed.extend(changed_files);
+    if plan.npm && artifact.is_some() {
+        // As the login user, who owns app/; with the service's environment (npm_config_registry, MEDIASOUP_WORKER_BIN).
+        let node_bin = plan.path_prefix().unwrap_or_default();
+        let npm = install::npm_script(&l.app, &node_bin, &crate::render::env_files(&dep.spec), &format!("{}/.npm-lock.sha256", l.root));
+        let ran = session.remote.exec_checked(format!("sh -c {}", q(&npm))).await.with_context(|| format!("`npm ci` failed on host `{}`", session.host.name))?;
+        if Installed::parse(&ran.stdout).npm {
+            out.npm = true;
+            out.changed.push(format!("{}/node_modules", l.app));
+        }
+    }
+    let service_user = run_as(&dep.spec);
+    if !out.changed.is_empty() && service_user != session.facts.user && service_user != "root" {
+        // The service reads its config through its group; the login user keeps ownership for the next upload.
+        run_as_root(session, &format!("g=$(id -gn {u}) && chgrp -R \"$g\" {root} && chmod -R g+rX {root}", u = q(&service_user), root = q(&l.root))).await?;
+    }
+    Ok(out)
+}
+
+/// The host firewall, then the service: (re)started once when anything but the ruleset changed, or started when
+/// it is not running, after checking its program is there; then the health check.
+async fn start(dep: &Deployment, session: &Session, plan: &InstallPlan, changed: &[String], seen: &HostInspection) -> Result<(&'static str, &'static str, Vec<String>)> {
+    let l = &dep.layout;
+    let host_firewall = converge_host_firewall(dep, session, changed.contains(&l.nftables), seen.table_present).await?;
+    let service_user = run_as(&dep.spec);
+    let scripts = ServiceScripts { manager: session.facts.manager, name: &service_name(&dep.spec), layout: l, run_as: &service_user };
+    let restart = changed.iter().any(|p| p != &l.nftables);
+    let running = seen.service.state == "active";
+    if restart || !running {
+        check_program(dep, session, plan).await?;
+    }
+    let service = if restart {
+        run_as_root(session, &scripts.install_and_start(true)).await?;
+        if running { "restarted" } else { "started" }
+    } else if !running {
+        run_as_root(session, &scripts.install_and_start(false)).await?;
+        "started"
+    } else {
+        "unchanged"
+    };
+    let health = wait_healthy(dep, session, &scripts).await?;
+    Ok((host_firewall, service, health))
 }
 
 /// Before the service starts: the program its command runs is there (else a clear error, not a crash loop).

@@ -1,6 +1,6 @@
 //! `sfuctl plan SPEC`: what `up` would do, without doing it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -13,11 +13,11 @@ use crate::engine::{self, Current, Diff};
 use crate::error::Exit;
 use crate::output::Output;
 use crate::owner::Owner;
-use crate::plan::{Plan, host_changes};
+use crate::plan::{Change, Plan, host_changes};
 use crate::provider::catalog::{self, ProviderData};
 use crate::render::{HostTarget, PLACEHOLDER_ADDRESS, Renderer, host_targets};
 use crate::secret::Secret;
-use crate::spec::{FileCheck, resolve_path};
+use crate::spec::{FileCheck, Spec, resolve_path};
 use crate::state::StateFile;
 
 /// Arguments of `plan`.
@@ -99,29 +99,37 @@ pub async fn execute(args: &PlanArgs, output: Output) -> Result<Exit> {
         if !secret_from_env && spec.sfu.kind.descriptor().needs_secret {
             notes.push(format!("${} is unset: files holding the shared secret show as changed.", spec.sfu.secret_env()));
         }
-        let artifact = match spec.sfu.artifact.as_deref().map(|raw| resolve_path(raw, base)).filter(|p| p.exists()) {
-            Some(path) => Some(Arc::new(Artifact::prepare(&path)?)),
-            None => None,
-        };
-        let dep = Deployment::new(loaded.spec.clone(), base, timeouts(None, None))?;
-        let (secret, renderer) = (Arc::new(secret), Arc::new(renderer));
-        let previews = for_each_host(&dep, &known, |dep, host| {
-            let (artifact, secret, renderer) = (artifact.clone(), Arc::clone(&secret), Arc::clone(&renderer));
-            async move { preview_host(&dep, &host, artifact.as_deref(), &secret, &renderer).await }
-        })
-        .await;
-        for (host, preview) in previews {
-            match preview {
-                Ok(changes) => resources.extend(changes),
-                Err(e) => {
-                    notes.push(format!("Could not inspect {} ({}): {e:#}. Showing everything `up` installs there.", host.name, host.address));
-                    resources.extend(host_changes(spec, &spec.manifest(), &host));
-                }
-            }
-        }
-        notes.push(format!("Inspected {} host(s) over SSH for what `up` would change there.", known.len()));
+        resources.extend(inspect_hosts(&loaded.spec, base, &known, secret, renderer, &mut notes).await?);
     }
     let plan = Plan::new(spec, notes, resources, refreshed);
     output.emit(&plan, || plan.to_text())?;
     Ok(if args.detailed_exitcode && plan.has_changes() { Exit::CheckFailed } else { Exit::Success })
+}
+
+/// What `up` would change on hosts sfuctl deployed to, found over SSH (read-only); a host that cannot be
+/// inspected gets everything, with a note saying why.
+async fn inspect_hosts(spec: &Spec, base: &Path, hosts: &[HostTarget], secret: Secret, renderer: Renderer, notes: &mut Vec<String>) -> Result<Vec<Change>> {
+    let artifact = match spec.sfu.artifact.as_deref().map(|raw| resolve_path(raw, base)).filter(|p| p.exists()) {
+        Some(path) => Some(Arc::new(Artifact::prepare(&path)?)),
+        None => None,
+    };
+    let dep = Deployment::new(spec.clone(), base, timeouts(None, None))?;
+    let (secret, renderer) = (Arc::new(secret), Arc::new(renderer));
+    let previews = for_each_host(&dep, hosts, |dep, host| {
+        let (artifact, secret, renderer) = (artifact.clone(), Arc::clone(&secret), Arc::clone(&renderer));
+        async move { preview_host(&dep, &host, artifact.as_deref(), &secret, &renderer).await }
+    })
+    .await;
+    let mut out = Vec::new();
+    for (host, preview) in previews {
+        match preview {
+            Ok(changes) => out.extend(changes),
+            Err(e) => {
+                notes.push(format!("Could not inspect {} ({}): {e:#}. Showing everything `up` installs there.", host.name, host.address));
+                out.extend(host_changes(spec, &spec.manifest(), &host));
+            }
+        }
+    }
+    notes.push(format!("Inspected {} host(s) over SSH for what `up` would change there.", hosts.len()));
+    Ok(out)
 }

@@ -17,7 +17,10 @@ use crate::engine::{self, Timings};
 use crate::provider::catalog::{self, ProviderData};
 use crate::audit::AuditOptions;
 use crate::commands::{base_dir, confirm, load_valid_spec, report_failures, timeouts};
-use crate::deploy::{Deployment, for_each_host, up_host};
+use crate::audit::HostAudit;
+use crate::deploy::{Deployment, HostOutcome, for_each_host, up_host};
+use crate::engine::CloudReport;
+use crate::render::HostTarget;
 use crate::error::{Exit, UserError};
 use crate::render::Renderer;
 use crate::secret::Secret;
@@ -55,44 +58,29 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     let spec = loaded.spec;
     let base = base_dir(&args.spec);
     let provider = catalog::require(&spec)?;
-    let creates_servers = ProviderData::get(spec.provider.kind).creates_servers();
     let renderer = Arc::new(Renderer::new(args.templates.as_deref())?);
-    let secret_env = spec.sfu.secret_env().to_string();
-    let secret = match std::env::var(&secret_env) {
-        Ok(v) if !v.is_empty() => Secret::new(v),
-        _ if spec.sfu.kind.descriptor().needs_secret => {
-            return Err(UserError::input(format!("${secret_env} is not set: {} needs a shared secret", spec.sfu.kind.as_str()))
-                .hint(format!("export {secret_env}=$(openssl rand -hex 32), and keep it: clients derive their credentials from it"))
-                .into());
-        }
-        // Other kinds do not use it; a value is still needed for the templates.
-        _ => Secret::new(String::new()),
-    };
+    let secret = Arc::new(shared_secret(&spec)?);
     let artifact = match &spec.sfu.artifact {
         Some(raw) => Some(Arc::new(Artifact::prepare(&resolve_path(raw, base))?)),
         None => None,
     };
     let dep = Deployment::new(spec, base, timeouts(args.connect_timeout, args.health_timeout))?;
     let yes = args.yes;
-    let (hosts, report) = engine::apply(&dep, Arc::clone(&provider), &renderer, &secret, &Timings::default(), |extra| {
+    let (hosts, cloud) = engine::apply(&dep, Arc::clone(&provider), &renderer, &secret, &Timings::default(), |extra| {
         let names: Vec<String> = extra.iter().map(|s| format!("{} ({})", s.name, s.id)).collect();
         confirm(yes, &format!("sfuctl will delete {} server(s) the spec no longer wants: {}", extra.len(), names.join(", ")))
     })
     .await?;
-    // Existing hosts have no cloud side to report.
-    let mut cloud_report = creates_servers.then_some(report);
-    let secret = Arc::new(secret);
     let cloud_seconds = started.elapsed().as_secs_f64();
     let results = for_each_host(&dep, &hosts, |dep, host| {
         let (artifact, secret, renderer) = (artifact.clone(), Arc::clone(&secret), Arc::clone(&renderer));
         async move { up_host(&dep, &host, artifact.as_deref(), &secret, &renderer).await }
     })
     .await;
+    let hosts_seconds = started.elapsed().as_secs_f64() - cloud_seconds;
 
     // Every host deployed: prove it from outside, unless asked not to.
-    let all_deployed = results.iter().all(|(_, r)| r.is_ok());
-    let deploy_seconds = started.elapsed().as_secs_f64() - cloud_seconds;
-    let audit = if all_deployed && !args.no_audit {
+    let audit = if results.iter().all(|(_, r)| r.is_ok()) && !args.no_audit {
         let (_, current) = engine::existing_hosts(&dep.spec, provider.as_ref()).await?;
         let view = audit_all::cloud_view(&dep.spec, provider.as_ref(), current);
         let opts = AuditOptions { sample: args.sample, ..AuditOptions::default() };
@@ -102,81 +90,113 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
         None
     };
 
-    // Every API request of this run, the audit's refresh included.
-    if let Some(report) = cloud_report.as_mut() {
+    // Existing hosts have no cloud side to report; a cloud's counts include the audit's refresh.
+    let cloud = ProviderData::get(dep.spec.provider.kind).creates_servers().then(|| {
         let stats = provider.requests();
-        (report.requests, report.mutating_requests) = (stats.total, stats.mutating);
+        CloudReport { requests: stats.total, mutating_requests: stats.mutating, ..cloud }
+    });
+    let total = started.elapsed().as_secs_f64();
+    let seconds = json!({ "cloud": cloud_seconds, "hosts": hosts_seconds, "audit": total - cloud_seconds - hosts_seconds, "total": total });
+    let report = UpReport { cloud, results, audit, seconds };
+    output.emit(&report.to_json(), || report.to_text())?;
+    report.exit()
+}
+
+/// The shared secret from `$SFUCTL_SECRET` (or `sfu.secret_env`): required by kinds that use one, else empty.
+fn shared_secret(spec: &crate::spec::Spec) -> Result<Secret> {
+    let secret_env = spec.sfu.secret_env();
+    match std::env::var(secret_env) {
+        Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
+        _ if spec.sfu.kind.descriptor().needs_secret => Err(UserError::input(format!("${secret_env} is not set: {} needs a shared secret", spec.sfu.kind.as_str()))
+            .hint(format!("export {secret_env}=$(openssl rand -hex 32), and keep it: clients derive their credentials from it"))
+            .into()),
+        // Other kinds do not use it; a value is still needed for the templates.
+        _ => Ok(Secret::new(String::new())),
+    }
+}
+
+/// What `up` did: the cloud, every host, the audit that ended it and how long each part took.
+struct UpReport {
+    cloud: Option<CloudReport>,
+    results: Vec<(HostTarget, Result<HostOutcome>)>,
+    audit: Option<Vec<(HostTarget, Result<HostAudit>)>>,
+    seconds: serde_json::Value,
+}
+
+impl UpReport {
+    fn deployed(&self) -> Vec<&HostOutcome> {
+        self.results.iter().filter_map(|(_, r)| r.as_ref().ok()).collect()
     }
 
-    let ok: Vec<_> = results.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
-    let cloud_changed = cloud_report.as_ref().is_some_and(engine::CloudReport::changed);
-    let changed = cloud_changed || ok.iter().any(|o| o.changed_anything());
-    match output {
-        Output::Json => {
-            let hosts: Vec<_> = results
-                .iter()
-                .map(|(h, r)| match r {
-                    Ok(o) => json!({ "ok": true, "host": o }),
-                    Err(e) => json!({ "ok": false, "host": { "name": h.name, "address": h.address }, "error": format!("{e:#}") }),
-                })
-                .collect();
-            let audit_json = audit.as_ref().map(|a| audit_all::to_json(a));
-            println!("{}", serde_json::to_string_pretty(&json!({ "changed": changed, "cloud": cloud_report, "hosts": hosts, "audit": audit_json, "seconds": {
-                "cloud": cloud_seconds,
-                "hosts": deploy_seconds,
-                "audit": started.elapsed().as_secs_f64() - cloud_seconds - deploy_seconds,
-                "total": started.elapsed().as_secs_f64(),
-            } }))?);
-        }
-        Output::Text => {
-            if let Some(r) = &cloud_report {
-                if cloud_changed {
-                    println!(
-                        "cloud: ssh key {}; firewall {}; {} server(s) created, {} deleted",
-                        if r.key_created { "created" } else { "unchanged" },
-                        r.firewall,
-                        r.servers_created.len(),
-                        r.servers_deleted.len()
-                    );
-                }
-            }
-            for o in &ok {
-                let mut parts = Vec::new();
-                if o.artifact_bytes > 0 {
-                    parts.push(format!("artifact sent ({})", human_bytes(o.artifact_bytes)));
-                }
-                if !o.changed.is_empty() {
-                    parts.push(format!("{} path(s) changed", o.changed.len()));
-                }
-                if !o.installed.is_empty() {
-                    parts.push(o.installed.summary());
-                }
-                parts.push(format!("host firewall {}", o.host_firewall));
-                parts.push(format!("service {} ({})", o.service, o.manager.as_str()));
-                println!("{} ({}): {}", o.name, o.address, parts.join("; "));
-                println!("  healthy: {}", o.health.join("; "));
-            }
-            if ok.len() == results.len() && !changed {
-                println!("No changes. {} host(s) already match the spec.", ok.len());
-            } else {
-                println!("Up: {} host(s) deployed, {} failed.", ok.len(), results.len() - ok.len());
-            }
-            if let Some(audit) = &audit {
-                let audits: Vec<_> = audit.iter().filter_map(|(_, r)| r.as_ref().ok().cloned()).collect();
-                print!("\n{}", crate::audit::to_text(&audits));
-            }
-        }
+    fn changed(&self) -> bool {
+        self.cloud.as_ref().is_some_and(CloudReport::changed) || self.deployed().iter().any(|o| o.changed_anything())
     }
-    let deployed = report_failures(&results)?;
-    match (&audit, deployed) {
-        (Some(audit), Exit::Success) => {
-            let exit = audit_all::exit_of(audit);
-            if exit == Exit::CheckFailed {
-                eprintln!("error: deployed, but the audit found a failing check: media will not flow (see above)\nhint: fix the named layer and run `sfuctl up` again, or `sfuctl audit` to re-check");
-            }
-            Ok(exit)
+
+    /// `{"changed", "cloud", "hosts": [{"ok", "host"}], "audit", "seconds"}` (README, "Commands").
+    fn to_json(&self) -> serde_json::Value {
+        let hosts: Vec<_> = self
+            .results
+            .iter()
+            .map(|(h, r)| match r {
+                Ok(o) => json!({ "ok": true, "host": o }),
+                Err(e) => json!({ "ok": false, "host": { "name": h.name, "address": h.address }, "error": format!("{e:#}") }),
+            })
+            .collect();
+        let audit = self.audit.as_ref().map(|a| audit_all::to_json(a));
+        json!({ "changed": self.changed(), "cloud": self.cloud, "hosts": hosts, "audit": audit, "seconds": self.seconds })
+    }
+
+    fn to_text(&self) -> String {
+        let mut out = String::new();
+        if let Some(r) = self.cloud.as_ref().filter(|r| r.changed()) {
+            out.push_str(&format!(
+                "cloud: ssh key {}; firewall {}; {} server(s) created, {} deleted\n",
+                if r.key_created { "created" } else { "unchanged" },
+                r.firewall,
+                r.servers_created.len(),
+                r.servers_deleted.len()
+            ));
         }
-        (_, exit) => Ok(exit),
+        let deployed = self.deployed();
+        for o in &deployed {
+            let mut parts = Vec::new();
+            if o.artifact_bytes > 0 {
+                parts.push(format!("artifact sent ({})", human_bytes(o.artifact_bytes)));
+            }
+            if !o.changed.is_empty() {
+                parts.push(format!("{} path(s) changed", o.changed.len()));
+            }
+            if !o.installed.is_empty() {
+                parts.push(o.installed.summary());
+            }
+            parts.push(format!("host firewall {}", o.host_firewall));
+            parts.push(format!("service {} ({})", o.service, o.manager.as_str()));
+            out.push_str(&format!("{} ({}): {}\n  healthy: {}\n", o.name, o.address, parts.join("; "), o.health.join("; ")));
+        }
+        if deployed.len() == self.results.len() && !self.changed() {
+            out.push_str(&format!("No changes. {} host(s) already match the spec.\n", deployed.len()));
+        } else {
+            out.push_str(&format!("Up: {} host(s) deployed, {} failed.\n", deployed.len(), self.results.len() - deployed.len()));
+        }
+        if let Some(audit) = &self.audit {
+            out.push_str(&format!("\n{}", audit_all::to_text(audit)));
+        }
+        out
+    }
+
+    /// 1 when a host failed (each error printed), else the audit's exit code.
+    fn exit(&self) -> Result<Exit> {
+        let deployed = report_failures(&self.results)?;
+        match (&self.audit, deployed) {
+            (Some(audit), Exit::Success) => {
+                let exit = audit_all::exit_of(audit);
+                if exit == Exit::CheckFailed {
+                    eprintln!("error: deployed, but the audit found a failing check: media will not flow (see above)\nhint: fix the named layer and run `sfuctl up` again, or `sfuctl audit` to re-check");
+                }
+                Ok(exit)
+            }
+            (_, exit) => Ok(exit),
+        }
     }
 }
 
