@@ -11,3 +11,4 @@ mod do_provider;
 mod aws_provider;
 mod aws_e2e;
 mod conformance;
+mod linode_provider;
