@@ -12,3 +12,4 @@ mod aws_provider;
 mod aws_e2e;
 mod conformance;
 mod linode_provider;
+mod linode_e2e;
