@@ -82,7 +82,7 @@ fn mutating_since(fake: &LinodeFake, seen: usize) -> Vec<String> {
 }
 
 fn firewall_of(fake: &LinodeFake, name: &str) -> Value {
-    fake.firewalls().into_iter().find(|f| f["label"] == Value::from(format!("sfuctl-{name}"))).unwrap_or_else(|| panic!("no firewall sfuctl-{name}"))
+    fake.firewalls().into_iter().find(|f| f["label"] == format!("sfuctl-{name}").as_str()).unwrap_or_else(|| panic!("no firewall sfuctl-{name}"))
 }
 
 #[test]
