@@ -481,6 +481,7 @@ impl Client {
             operation: None,
             query: Vec::new(),
             body: None,
+            headers: Vec::new(),
             retry,
             mutating: None,
             accept: Vec::new(),
@@ -514,11 +515,15 @@ impl Client {
         let number = |names: &[&str]| names.iter().find_map(|n| headers.get(*n)?.to_str().ok()?.trim().parse::<u64>().ok());
         let Some(remaining) = number(&["ratelimit-remaining", "x-ratelimit-remaining"]) else { return };
         let policy = &self.inner.policy;
+        // "Few" is relative to the window: 9 left of Linode's 10 creates per 30 s is plenty (the engine paces
+        // creates itself), 9 left of DigitalOcean's 5,000 per hour is not. The threshold is at most a fifth of
+        // the window's limit when the provider says what that is.
+        let low_remaining = number(&["ratelimit-limit", "x-ratelimit-limit"]).map_or(policy.low_remaining, |limit| policy.low_remaining.min(limit / 5));
         // The pause grows linearly to `max_pace` as the window empties. It never waits for `ratelimit-reset`:
         // on DigitalOcean that is when the *oldest* counted request expires, up to an hour away, and a 429's own
         // Retry-After says better how long to wait.
-        let pause = (remaining < policy.low_remaining).then(|| {
-            let short = (policy.low_remaining - remaining) as f64 / policy.low_remaining as f64;
+        let pause = (remaining < low_remaining).then(|| {
+            let short = (low_remaining - remaining) as f64 / low_remaining as f64;
             policy.max_pace.mul_f64(short)
         });
         let mut guard = self.inner.not_before.lock().unwrap_or_else(|p| p.into_inner());
@@ -542,6 +547,9 @@ impl Client {
             let mut builder = inner.http.request(req.method.clone(), url.clone());
             if let Some((content_type, body)) = &req.body {
                 builder = builder.header(reqwest::header::CONTENT_TYPE, *content_type).body(body.clone());
+            }
+            for (name, value) in &req.headers {
+                builder = builder.header(*name, value.as_str());
             }
             let mut request = builder.build().map_err(|e| UserError::failed(format!("{operation}: cannot build the request")).caused_by(e))?;
             // Per attempt: a signature covers the time it was made.
@@ -657,12 +665,19 @@ pub struct RequestBuilder<'c> {
     operation: Option<String>,
     query: Vec<(String, String)>,
     body: Option<(&'static str, Vec<u8>)>,
+    headers: Vec<(&'static str, String)>,
     retry: Retry,
     mutating: Option<bool>,
     accept: Vec<u16>,
 }
 
 impl RequestBuilder<'_> {
+    /// Adds a header (e.g. Linode's `X-Filter`). Not for credentials: those come from [`Auth`].
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
     /// Adds a query parameter (encoded).
     pub fn query(mut self, key: &str, value: impl ToString) -> Self {
         self.query.push((key.to_string(), value.to_string()));
@@ -806,6 +821,22 @@ mod tests {
         let some = pause("25").unwrap();
         assert!(some > Duration::from_millis(900) && some <= Duration::from_secs(1), "{some:?}");
         assert!(pause("0").unwrap() <= Duration::from_secs(2), "never waits for a far-away reset");
+    }
+
+    #[test]
+    fn a_small_window_is_low_only_near_its_end() {
+        // Linode's create window: 10 per 30 s. 9 left is plenty; 0 left spaces the next request out.
+        let client = Client::new("http://127.0.0.1:9", Auth::None, STYLE, RetryPolicy::default()).unwrap();
+        let pause = |remaining: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-ratelimit-limit", HeaderValue::from_static("10"));
+            h.insert("x-ratelimit-remaining", HeaderValue::from_static(remaining));
+            client.note_rate_limit(&h);
+            client.inner.not_before.lock().unwrap().map(|t| t.saturating_duration_since(Instant::now()))
+        };
+        assert_eq!(pause("9"), None);
+        assert_eq!(pause("2"), None);
+        assert!(pause("0").is_some_and(|p| p > Duration::from_secs(1)));
     }
 
     #[test]

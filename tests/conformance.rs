@@ -25,7 +25,8 @@
 //!
 //! Adding a provider: implement [`CloudFake`] for a harness around its fake (start the fake, put a
 //! [`FaultProxy`] in front, build the provider against the proxy, read the fake's inventory) and add one
-//! `#[tokio::test]` calling [`run_suite`]. See the Linode and Vultr notes at the end of this file.
+//! `#[tokio::test]` calling [`run_suite`] (the Linode harness is the shortest example). See the Vultr note at
+//! the end of this file.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -41,11 +42,13 @@ use sfuctl::provider::aws::Aws;
 use sfuctl::provider::aws::config::{AwsConfig, Credentials};
 use sfuctl::provider::catalog::{KeyHandling, ProviderData};
 use sfuctl::provider::digitalocean::DigitalOcean;
+use sfuctl::provider::linode::Linode;
 use sfuctl::provider::{Owner, Provider, Server};
 use sfuctl::render::Renderer;
 use sfuctl::spec::Spec;
 
 use crate::support::do_fake::{DoFake, pool};
+use crate::support::linode_fake::LinodeFake;
 use crate::support::fault_proxy::{Effect, Fault, FaultProxy, Match, Reply};
 use crate::support::moto::Moto;
 
@@ -417,7 +420,8 @@ async fn create(dep: &Deployment<'_>) -> Inventory {
     assert_eq!(inv.keys, key_names);
 
     firewall_applied(dep, &c.servers, "after create").await;
-    assert!(c.stats.mutating >= 4, "key, firewall and two servers at least: {:?}", c.stats);
+    let made = 3 + u64::from(dep.registers_key());
+    assert!(c.stats.mutating >= made, "firewall, two servers (and the key where it is registered) at least: {:?}", c.stats);
     inv
 }
 
@@ -801,24 +805,107 @@ async fn aws_conforms() {
     run_suite(&fake).await;
 }
 
-// ------------------------------------------------------------------------------------------------ Linode, Vultr
+// ------------------------------------------------------------------------------------------------ Linode
+
+/// The Linode fake (`tests/fakes/linode`) behind a fault proxy. Its own drop asserts that no request broke the
+/// OpenAPI document. Its create limit (10 per 30 s) is the real one; the suite creates far fewer.
+struct LinodeHarness {
+    proxy: FaultProxy,
+    fake: LinodeFake,
+}
+
+impl LinodeHarness {
+    /// An instance boots in 0.5 s (`provisioning`, then `booting`), so the engine's waits are exercised.
+    fn start() -> Self {
+        let fake = LinodeFake::start_with(&["--address-pool", &pool(10), "--boot-delay", "0.5"]);
+        Self { proxy: FaultProxy::start(socket_of(&fake.url())), fake }
+    }
+}
+
+impl CloudFake for LinodeHarness {
+    fn label(&self) -> &'static str {
+        "li"
+    }
+
+    fn provider_yaml(&self, count: u32) -> String {
+        format!("{{ kind: linode, region: eu-central, size: g6-nanode-1, count: {count} }}")
+    }
+
+    fn provider(&self) -> Arc<dyn Provider> {
+        Arc::new(Linode::new(&format!("{}/v4", self.proxy.url()), Secret::new(self.fake.token()), quick()).unwrap())
+    }
+
+    fn proxy(&self) -> &FaultProxy {
+        &self.proxy
+    }
+
+    fn pool(&self) -> Vec<IpAddr> {
+        addresses(10)
+    }
+
+    fn inventory(&self, name: &str) -> Inventory {
+        let state = self.fake.get("/_fake/state");
+        let (tag, label) = (format!("sfuctl:{name}"), format!("sfuctl-{name}"));
+        let tagged = |v: &Value| v["tags"].as_array().is_some_and(|t| t.iter().any(|t| t == tag.as_str()));
+        let list = |key: &str| state[key].as_array().cloned().unwrap_or_default();
+        let mut inv = Inventory::default();
+        for i in list("instances").iter().filter(|i| tagged(i)) {
+            let ipv4 = i["ipv4"].as_array().and_then(|a| a.first()).and_then(|a| a.as_str()).map(|a| a.parse().unwrap());
+            inv.servers.push(HeldServer { name: i["label"].as_str().unwrap().into(), id: i["id"].to_string(), ipv4 });
+        }
+        for f in list("firewalls").iter().filter(|f| f["label"] == label.as_str() || tagged(f)) {
+            let inbound = rule_lines(f["rules"]["inbound"].as_array().into_iter().flatten().flat_map(|r| {
+                let mut sources: Vec<String> = r["addresses"]["ipv4"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect();
+                sources.extend(r["addresses"]["ipv6"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)));
+                let protocol = r["protocol"].as_str().unwrap_or_default().to_string();
+                // `ports` may be a comma list; left out, it means every port.
+                let ports = r["ports"].as_str().unwrap_or("1-65535").to_string();
+                ports.split(',').map(|p| port_range(p.trim())).map(|(a, b)| (protocol.clone(), a, b, sources.clone())).collect::<Vec<_>>()
+            }));
+            inv.firewalls.push(HeldFirewall { id: f["id"].to_string(), name: f["label"].as_str().unwrap_or_default().into(), inbound });
+        }
+        // `ssh_key: inline`: nothing is registered, but a key labelled like the deployment would be ours.
+        inv.keys = list("ssh_keys").iter().filter(|k| k["label"] == label.as_str()).map(|k| k["label"].as_str().unwrap().into()).collect();
+        inv.servers.sort();
+        inv
+    }
+
+    fn call(&self, call: Call, _owner: &Owner) -> Match {
+        match call {
+            // The tag filter travels in the X-Filter header: the path is enough.
+            Call::ListServers => Match::new("GET", "/v4/linode/instances"),
+            Call::CreateServer => Match::new("POST", "/v4/linode/instances"),
+            Call::RegisterKey => Match::new("POST", "/v4/profile/sshkeys"),
+            Call::CreateFirewall => Match::new("POST", "/v4/networking/firewalls"),
+            Call::DeleteServer => Match::new("DELETE", "/v4/linode/instances/*"),
+            Call::DeleteFirewall => Match::new("DELETE", "/v4/networking/firewalls/*"),
+        }
+    }
+
+    fn throttled(&self) -> Reply {
+        Reply::json(429, r#"{"errors":[{"reason":"Too many requests"}]}"#).header("Retry-After", "1")
+    }
+
+    fn server_error(&self) -> Reply {
+        Reply::json(500, r#"{"errors":[{"reason":"Internal Server Error"}]}"#)
+    }
+}
+
+#[tokio::test]
+async fn linode_conforms() {
+    let fake = LinodeHarness::start();
+    run_suite(&fake).await;
+}
+
+// ------------------------------------------------------------------------------------------------ Vultr
 //
-// Their fakes exist (tests/fakes/linode, tests/fakes/vultr: same `/_fake/state`, `/_fake/faults` and
-// `/_fake/violations` as the DigitalOcean fake); their providers do not yet. When `src/provider/linode.rs` lands:
+// Its fake exists (tests/fakes/vultr: same `/_fake/state`, `/_fake/faults` and `/_fake/violations` as the
+// DigitalOcean fake); its provider does not yet. When it lands:
 //
-// 1. a launcher in tests/support (DoFake's, with the script path and the key flag as parameters:
-//    `tests/fakes/linode/server.py --token T`, `tests/fakes/vultr/server.py --api-key K`; both take
-//    `--port 0 --port-file F --address-pool A,B --exit-with-parent`);
-// 2. a harness here, about 40 lines, like DoHarness:
-//    - `provider_yaml`: `{ kind: linode, region: eu-central, count: N }` (Vultr: `{ kind: vultr, region: fra, ... }`);
-//    - `provider`: the provider against `format!("{}/v4", proxy.url())` (Vultr: `/v2`) with `quick()`;
-//    - `inventory` from `/_fake/state`: Linode `instances` tagged `sfuctl:<name>` (`label`, `id`, `ipv4[0]`),
-//      `firewalls` labelled `sfuctl-<name>` (`rules.inbound[]`: `protocol`, `ports` "a-b", `addresses.ipv4` +
-//      `addresses.ipv6`; no registered key: `ssh_key: inline`); Vultr `instances` (`label`, `id`, `main_ip`),
-//      firewall groups by `description` with their `rules` (`port` "a:b", `subnet`/`subnet_size`), keys by name;
-//    - `call`: Linode `GET /v4/linode/instances` (the tag filter is the X-Filter header: match the path only) and
-//      `POST /v4/linode/instances`; Vultr `GET /v2/instances` with query `tag=` and `POST /v2/instances`;
-//    - `throttled`: Linode 429 `{"errors":[{"reason":"Too many requests"}]}`, Vultr 429
-//      `{"error":"rate limit exceeded","status":429}`, both with `Retry-After: 1`; `server_error`: 500 with the
-//      provider's error shape;
-// 3. `#[tokio::test] async fn linode_conforms() { run_suite(&LinodeHarness::start()).await; }`.
+// 1. a `FakeKind` in tests/support like `linode_fake.rs` (`tests/fakes/vultr/server.py`, `--api-key`), started
+//    by the shared launcher (`api_fake.rs`);
+// 2. a harness here, like LinodeHarness: `{ kind: vultr, region: fra, ... }`, the provider against
+//    `format!("{}/v2", proxy.url())`, `instances` (`label`, `id`, `main_ip`), firewall groups by `description`
+//    with their `rules` (`port` "a:b", `subnet`/`subnet_size`), keys by name; `GET /v2/instances` with query
+//    `tag=`, `POST /v2/instances`; 429 `{"error":"rate limit exceeded","status":429}` with `Retry-After: 1`;
+// 3. `#[tokio::test] async fn vultr_conforms() { run_suite(&VultrHarness::start()).await; }`.

@@ -13,3 +13,5 @@ mod do_provider;
 mod aws_provider;
 mod aws_e2e;
 mod conformance;
+mod linode_provider;
+mod linode_e2e;

@@ -261,8 +261,10 @@ async fn create_servers(
         };
         let (provider, ledger, gate, owner) = (Arc::clone(provider), Arc::clone(&inputs.ledger), Arc::clone(&gate), owner.clone());
         tasks.spawn(async move {
-            gate.admit().await;
-            let server = create_server(provider.as_ref(), &owner, &req, &RetryPolicy::default()).await?;
+            let slot = gate.admit().await;
+            let created = create_server(provider.as_ref(), &owner, &req, &RetryPolicy::default()).await;
+            gate.finished(slot).await;
+            let server = created?;
             eprintln!("created server {} ({})", server.name, server.id);
             ledger(Saved::Server(server.name.clone(), server.id.0.clone()))?;
             Ok::<Server, anyhow::Error>(server)

@@ -49,9 +49,11 @@ impl Diff {
             _ if !data.has_firewall() => FirewallChange::Keep,
             None => FirewallChange::Create,
             Some(fw) => {
+                // Egress blocked is a change to make whatever the provider's mechanism (DigitalOcean's missing
+                // outbound rules, an AWS group without egress, a Linode outbound policy set to DROP): every
+                // provider reads `outbound_ok` from its own firewall, and its `put_firewall` restores it.
                 let diff = fw.diff(&wanted);
-                let outbound_ok = fw.outbound_ok || !data.firewall.explicit_outbound;
-                if diff.is_empty() && outbound_ok { FirewallChange::Keep } else { FirewallChange::Update(diff) }
+                if diff.is_empty() && fw.outbound_ok { FirewallChange::Keep } else { FirewallChange::Update(diff) }
             }
         };
         let (mut keep, mut delete) = (Vec::new(), Vec::new());
@@ -96,7 +98,7 @@ impl Diff {
                 details.extend(diff.extra.iter().map(|r| format!("- inbound {r}")));
                 details.extend(diff.unknown.iter().map(|r| format!("- inbound {r} (not in the manifest)")));
                 if details.is_empty() {
-                    details.push("+ outbound allow-all rules".into());
+                    details.push("+ outbound: allow all traffic".into());
                 }
                 out.push(change(Action::Update, "firewall", owner.firewall_name(), details));
             }

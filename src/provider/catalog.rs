@@ -28,7 +28,7 @@ pub struct Registration {
 /// Every provider kind sfuctl knows. A new cloud is one line here.
 pub const REGISTRY: &[Registration] = &[
     Registration { kind: ProviderKind::Digitalocean, data: include_str!("../../providers/digitalocean.yaml"), connect: Some(super::digitalocean::connect) },
-    Registration { kind: ProviderKind::Linode, data: include_str!("../../providers/linode.yaml"), connect: None },
+    Registration { kind: ProviderKind::Linode, data: include_str!("../../providers/linode.yaml"), connect: Some(super::linode::connect) },
     Registration { kind: ProviderKind::Aws, data: include_str!("../../providers/aws.yaml"), connect: Some(super::aws::connect) },
     Registration { kind: ProviderKind::Ssh, data: include_str!("../../providers/ssh.yaml"), connect: Some(super::existing::connect) },
 ];
@@ -159,6 +159,31 @@ pub struct ApiData {
     pub url: String,
     /// Environment variables that override it, first found wins (also the test seam).
     pub url_env: Vec<String>,
+    /// The version path appended to the URL (`v4`), for APIs whose request paths leave it out; `None` when the
+    /// paths carry it themselves (DigitalOcean's `/v2/...`).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Environment variables that override the version path, first found wins (`LINODE_API_VERSION`).
+    #[serde(default)]
+    pub version_env: Vec<String>,
+}
+
+impl ApiData {
+    /// The base URL requests go to: the first override that is set, else the default, then the version path
+    /// when there is one (`https://api.linode.com` + `v4`). A URL that already ends with that version path (a
+    /// user who wrote `LINODE_URL=https://api.linode.com/v4`) does not get it twice.
+    pub fn base_url(&self) -> String {
+        let set = |names: &[String]| names.iter().find_map(|name| std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty()));
+        let url = set(&self.url_env).unwrap_or_else(|| self.url.clone());
+        let url = url.trim_end_matches('/');
+        match set(&self.version_env).or_else(|| self.version.clone()) {
+            Some(version) => {
+                let version = version.trim_matches('/');
+                if version.is_empty() || url.ends_with(&format!("/{version}")) { url.to_string() } else { format!("{url}/{version}") }
+            }
+            None => url.to_string(),
+        }
+    }
 }
 
 /// Where a provider's credentials come from.
@@ -308,6 +333,22 @@ mod tests {
         assert_eq!(ProviderData::get(ProviderKind::Digitalocean).rules_needed(&m), 4 + 3);
         assert_eq!(ProviderData::get(ProviderKind::Aws).rules_needed(&m), 7);
         assert_eq!(ProviderData::get(ProviderKind::Linode).firewall.rule_limit, Some(25));
+        let linode = ProviderData::get(ProviderKind::Linode).api.as_ref().unwrap();
+        assert_eq!((linode.url.as_str(), linode.version.as_deref()), ("https://api.linode.com", Some("v4")));
         assert_eq!(ProviderData::get(ProviderKind::Aws).defaults.ssh_user, "ubuntu");
+    }
+
+    #[test]
+    fn the_version_path_is_appended_once() {
+        let api = |url: &str, version: Option<&str>| ApiData {
+            url: url.into(),
+            url_env: vec!["SFUCTL_TEST_NEVER_SET_URL".into()],
+            version: version.map(String::from),
+            version_env: vec!["SFUCTL_TEST_NEVER_SET_VERSION".into()],
+        };
+        assert_eq!(api("https://api.linode.com", Some("v4")).base_url(), "https://api.linode.com/v4");
+        assert_eq!(api("https://api.linode.com/", Some("/v4beta")).base_url(), "https://api.linode.com/v4beta");
+        assert_eq!(api("http://127.0.0.1:9/v4", Some("v4")).base_url(), "http://127.0.0.1:9/v4");
+        assert_eq!(api("https://api.digitalocean.com", None).base_url(), "https://api.digitalocean.com");
     }
 }

@@ -3,7 +3,9 @@
 pub mod cli;
 pub mod deployment;
 pub mod netns;
+pub mod api_fake;
 pub mod do_fake;
 pub mod freshvm;
+pub mod linode_fake;
 pub mod moto;
 pub mod fault_proxy;

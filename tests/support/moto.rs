@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::do_fake::PYTHON;
+use crate::support::api_fake::PYTHON;
 
 /// The access key used when signatures are not checked (moto accepts any).
 const OPEN_KEY: (&str, &str) = ("AKIDSFUCTLTEST000000", "sfuctl-open-moto-secret");
