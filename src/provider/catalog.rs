@@ -30,6 +30,7 @@ pub const REGISTRY: &[Registration] = &[
     Registration { kind: ProviderKind::Digitalocean, data: include_str!("../../providers/digitalocean.yaml"), connect: Some(super::digitalocean::connect) },
     Registration { kind: ProviderKind::Linode, data: include_str!("../../providers/linode.yaml"), connect: None },
     Registration { kind: ProviderKind::Aws, data: include_str!("../../providers/aws.yaml"), connect: Some(super::aws::connect) },
+    Registration { kind: ProviderKind::Vultr, data: include_str!("../../providers/vultr.yaml"), connect: Some(super::vultr::connect) },
     Registration { kind: ProviderKind::Ssh, data: include_str!("../../providers/ssh.yaml"), connect: Some(super::existing::connect) },
 ];
 

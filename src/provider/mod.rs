@@ -12,6 +12,7 @@ pub mod aws;
 pub mod catalog;
 pub mod digitalocean;
 pub mod existing;
+pub mod vultr;
 
 use std::collections::BTreeSet;
 use std::fmt;
