@@ -10,4 +10,5 @@ mod support;
 mod do_provider;
 mod aws_provider;
 mod aws_e2e;
+mod vultr_provider;
 mod conformance;

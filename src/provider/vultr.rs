@@ -363,7 +363,7 @@ impl Vultr {
         let missing: Vec<&RuleKey> = want.iter().filter(|k| !held.contains(k)).collect();
         let limit = group.max_rule_count.unwrap_or(50) as usize;
         if want.len() > limit {
-            return Err(UserError::input(format!(
+            return Err(UserError::failed(format!(
                 "the manifest needs {} firewall rules (one per IP family and source) but the group holds at most {limit}",
                 want.len()
             ))

@@ -1,4 +1,6 @@
 //! The stateful DigitalOcean fake (`tests/fakes/digitalocean/server.py`), one per test on its own loopback port.
+//! The other cloud fakes share its command line and control API (`/_fake/...`): [`DoFake::launch`] starts any of
+//! them (see `vultr_fake.rs`).
 //!
 //! [`DoFake::start`] runs it from the test bed's venv, waits for its port file and returns a guard. Dropping the
 //! guard asserts that the fake saw no request the official OpenAPI document rejects (unless the test is already
@@ -28,6 +30,8 @@ pub struct DoFake {
     port: u16,
     token: String,
     dir: tempfile::TempDir,
+    /// The cloud it fakes, for messages.
+    title: &'static str,
 }
 
 impl DoFake {
@@ -38,28 +42,31 @@ impl DoFake {
 
     /// Starts a fake with extra flags (e.g. `--address-pool`, `--boot-delay`).
     pub fn start_with(args: &[&str]) -> DoFake {
+        Self::launch("DigitalOcean", "tests/fakes/digitalocean/server.py", "--token", args)
+    }
+
+    /// Starts the fake of `title` (`script` relative to the repository, taking its credential as `key_flag T`),
+    /// with extra flags. Every cloud fake takes `--port 0 --port-file F --exit-with-parent`.
+    pub fn launch(title: &'static str, script: &str, key_flag: &str, args: &[&str]) -> DoFake {
         let python = Path::new(PYTHON);
-        assert!(
-            python.exists(),
-            "{PYTHON} is missing: run `scripts/testbed/fake-deps` (as root) to install the DigitalOcean fake's packages"
-        );
+        assert!(python.exists(), "{PYTHON} is missing: run `scripts/testbed/fake-deps` (as root) to install the {title} fake's packages");
         let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let dir = tempfile::Builder::new().prefix("sfuctl-do-fake-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new().prefix("sfuctl-fake-").tempdir().expect("temp dir");
         let port_file = dir.path().join("port");
         let log = std::fs::File::create(dir.path().join("fake.log")).expect("fake log");
-        let token = format!("do-test-token-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let token = format!("test-token-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let child = Command::new(python)
-            .arg(repo.join("tests/fakes/digitalocean/server.py"))
+            .arg(repo.join(script))
             .args(["--port", "0", "--port-file"])
             .arg(&port_file)
-            .args(["--token", &token, "--exit-with-parent"])
+            .args([key_flag, &token, "--exit-with-parent"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {PYTHON}: {e}; run `scripts/testbed/fake-deps`"));
-        let mut fake = DoFake { child, port: 0, token, dir };
+        let mut fake = DoFake { child, port: 0, token, dir, title };
         let started = Instant::now();
         loop {
             if let Some(port) = std::fs::read_to_string(&port_file).ok().and_then(|s| s.trim().parse().ok()) {
@@ -67,9 +74,9 @@ impl DoFake {
                 break;
             }
             if let Ok(Some(status)) = fake.child.try_wait() {
-                panic!("the DigitalOcean fake exited ({status}) before it listened:\n{}", fake.log());
+                panic!("the {title} fake exited ({status}) before it listened:\n{}", fake.log());
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "the DigitalOcean fake did not listen within 30 s:\n{}", fake.log());
+            assert!(started.elapsed() < Duration::from_secs(30), "the {title} fake did not listen within 30 s:\n{}", fake.log());
             std::thread::sleep(Duration::from_millis(20));
         }
         fake
@@ -133,8 +140,9 @@ impl DoFake {
         let violations = self.violations();
         assert!(
             violations.is_empty(),
-            "{} request(s) violate DigitalOcean's OpenAPI document:\n{}",
+            "{} request(s) violate {}'s OpenAPI document:\n{}",
             violations.len(),
+            self.title,
             violations
                 .iter()
                 .map(|v| format!("  {} {}: {}", v["method"].as_str().unwrap_or("?"), v["path"].as_str().unwrap_or("?"), v["validation_error"]))
@@ -172,7 +180,7 @@ impl Drop for DoFake {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(violations) = check {
-            assert!(violations.is_empty(), "OpenAPI violations: {}", serde_json::to_string_pretty(&violations).unwrap_or_default());
+            assert!(violations.is_empty(), "{} OpenAPI violations: {}", self.title, serde_json::to_string_pretty(&violations).unwrap_or_default());
         }
     }
 }

@@ -4,5 +4,6 @@ pub mod cli;
 pub mod deployment;
 pub mod netns;
 pub mod do_fake;
+pub mod vultr_fake;
 pub mod moto;
 pub mod fault_proxy;
