@@ -11,4 +11,5 @@ mod do_provider;
 mod aws_provider;
 mod aws_e2e;
 mod vultr_provider;
+mod vultr_e2e;
 mod conformance;
