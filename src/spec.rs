@@ -24,7 +24,7 @@ pub struct Spec {
     /// The deployment's name: `[a-z0-9-]`, 1-32 characters, starting with a letter or digit. Every resource
     /// sfuctl makes carries the owner tag `sfuctl:<name>` and a name starting `sfuctl-<name>`.
     pub name: String,
-    /// Where the hosts come from: a cloud (`digitalocean`, `linode`, `aws`) or servers you already have (`ssh`).
+    /// Where the hosts come from: a cloud (`digitalocean`, `linode`, `aws`, `vultr`) or servers you already have (`ssh`).
     pub provider: ProviderSpec,
     /// How sfuctl reaches the hosts over SSH, and who else may.
     #[serde(default)]
@@ -51,6 +51,8 @@ pub enum ProviderKind {
     Linode,
     /// AWS EC2 instances and a security group.
     Aws,
+    /// Vultr instances and a firewall group.
+    Vultr,
     /// Servers you already have, reached over SSH; sfuctl creates no cloud resources.
     Ssh,
 }
@@ -62,6 +64,7 @@ impl ProviderKind {
             Self::Digitalocean => "digitalocean",
             Self::Linode => "linode",
             Self::Aws => "aws",
+            Self::Vultr => "vultr",
             Self::Ssh => "ssh",
         }
     }
@@ -71,15 +74,16 @@ impl ProviderKind {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSpec {
-    /// `digitalocean`, `linode`, `aws` or `ssh`.
+    /// `digitalocean`, `linode`, `aws`, `vultr` or `ssh`.
     pub kind: ProviderKind,
-    /// Cloud kinds: the region (`fra1`, `us-east`, `eu-central-1`). Required for digitalocean and linode; for aws
-    /// it may come from `AWS_REGION` or `~/.aws/config` instead.
+    /// Cloud kinds: the region (`fra1`, `us-east`, `eu-central-1`, `fra`). Required for digitalocean, linode and
+    /// vultr; for aws it may come from `AWS_REGION` or `~/.aws/config` instead.
     pub region: Option<String>,
-    /// Cloud kinds: the machine size (`s-2vcpu-4gb`, `g6-standard-2`, `c6i.large`). Default from
+    /// Cloud kinds: the machine size (`s-2vcpu-4gb`, `g6-standard-2`, `c6i.large`, `vc2-2c-4gb`). Default from
     /// `providers/<kind>.yaml`.
     pub size: Option<String>,
-    /// Cloud kinds: the OS image. Default: Ubuntu 24.04 (`providers/<kind>.yaml`; on aws the newest Canonical AMI).
+    /// Cloud kinds: the OS image. Default: Ubuntu 24.04 (`providers/<kind>.yaml`; on aws the newest Canonical AMI;
+    /// on vultr an `os_id` or an OS name from `GET /os`).
     pub image: Option<String>,
     /// Cloud kinds: how many identical hosts to run. Default 1.
     pub count: Option<u32>,

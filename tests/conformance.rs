@@ -25,8 +25,7 @@
 //!
 //! Adding a provider: implement [`CloudFake`] for a harness around its fake (start the fake, put a
 //! [`FaultProxy`] in front, build the provider against the proxy, read the fake's inventory) and add one
-//! `#[tokio::test]` calling [`run_suite`] (the Linode harness is the shortest example). See the Vultr note at
-//! the end of this file.
+//! `#[tokio::test]` calling [`run_suite`] (the Linode harness is the shortest example).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -43,6 +42,7 @@ use sfuctl::provider::aws::config::{AwsConfig, Credentials};
 use sfuctl::provider::catalog::{KeyHandling, ProviderData};
 use sfuctl::provider::digitalocean::DigitalOcean;
 use sfuctl::provider::linode::Linode;
+use sfuctl::provider::vultr::Vultr;
 use sfuctl::provider::{Owner, Provider, Server};
 use sfuctl::render::Renderer;
 use sfuctl::spec::Spec;
@@ -51,6 +51,7 @@ use crate::support::do_fake::{DoFake, pool};
 use crate::support::linode_fake::LinodeFake;
 use crate::support::fault_proxy::{Effect, Fault, FaultProxy, Match, Reply};
 use crate::support::moto::Moto;
+use crate::support::vultr_fake::VultrFake;
 
 /// The login key every deployment registers (a valid ed25519 line: providers check the format).
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMiUZBmwUBMwwQNNV+aldxkNLIDCr5Wa8Hu4X5NRP8Xm test@sfuctl";
@@ -898,14 +899,90 @@ async fn linode_conforms() {
 }
 
 // ------------------------------------------------------------------------------------------------ Vultr
-//
-// Its fake exists (tests/fakes/vultr: same `/_fake/state`, `/_fake/faults` and `/_fake/violations` as the
-// DigitalOcean fake); its provider does not yet. When it lands:
-//
-// 1. a `FakeKind` in tests/support like `linode_fake.rs` (`tests/fakes/vultr/server.py`, `--api-key`), started
-//    by the shared launcher (`api_fake.rs`);
-// 2. a harness here, like LinodeHarness: `{ kind: vultr, region: fra, ... }`, the provider against
-//    `format!("{}/v2", proxy.url())`, `instances` (`label`, `id`, `main_ip`), firewall groups by `description`
-//    with their `rules` (`port` "a:b", `subnet`/`subnet_size`), keys by name; `GET /v2/instances` with query
-//    `tag=`, `POST /v2/instances`; 429 `{"error":"rate limit exceeded","status":429}` with `Retry-After: 1`;
-// 3. `#[tokio::test] async fn vultr_conforms() { run_suite(&VultrHarness::start()).await; }`.
+
+/// The Vultr fake (`tests/fakes/vultr`) behind a fault proxy. Its own drop asserts that no request broke Vultr's
+/// OpenAPI document or the rules it states in prose.
+struct VultrHarness {
+    proxy: FaultProxy,
+    fake: VultrFake,
+}
+
+impl VultrHarness {
+    /// An instance boots in 0.5 s and is locked (refusing deletes) for the second half of that.
+    fn start() -> Self {
+        let fake = VultrFake::start_with(&["--address-pool", &pool(10), "--boot-delay", "0.5"]);
+        Self { proxy: FaultProxy::start(socket_of(&fake.url())), fake }
+    }
+}
+
+impl CloudFake for VultrHarness {
+    fn label(&self) -> &'static str {
+        "vultr"
+    }
+
+    fn provider_yaml(&self, count: u32) -> String {
+        format!("{{ kind: vultr, region: fra, size: vc2-1c-1gb, count: {count} }}")
+    }
+
+    fn provider(&self) -> Arc<dyn Provider> {
+        // Small pages, so the suite's lists follow cursors too.
+        Arc::new(Vultr::new(&format!("{}/v2", self.proxy.url()), Secret::new(self.fake.api_key()), quick()).unwrap().with_page_size(3))
+    }
+
+    fn proxy(&self) -> &FaultProxy {
+        &self.proxy
+    }
+
+    fn pool(&self) -> Vec<IpAddr> {
+        addresses(10)
+    }
+
+    fn inventory(&self, name: &str) -> Inventory {
+        let state = self.fake.get("/_fake/state");
+        let (tag, marked) = (format!("sfuctl:{name}"), format!("sfuctl-{name}"));
+        let list = |key: &str| state[key].as_array().cloned().unwrap_or_default();
+        let mut inv = Inventory::default();
+        for i in list("instances").iter().filter(|i| i["tags"].as_array().is_some_and(|t| t.iter().any(|t| t == tag.as_str()))) {
+            let ipv4 = i["main_ip"].as_str().filter(|a| *a != "0.0.0.0").map(|a| a.parse().unwrap());
+            inv.servers.push(HeldServer { name: i["label"].as_str().unwrap().into(), id: i["id"].as_str().unwrap().into(), ipv4 });
+        }
+        for g in list("firewall_groups").iter().filter(|g| g["description"] == marked.as_str()) {
+            let inbound = rule_lines(g["rules"].as_array().into_iter().flatten().map(|r| {
+                let port = r["port"].as_str().unwrap_or_default();
+                let (start, end) = port.split_once(':').map_or_else(|| (port.parse().unwrap_or(0), port.parse().unwrap_or(0)), |(a, b)| (a.parse().unwrap(), b.parse().unwrap()));
+                let source = format!("{}/{}", r["subnet"].as_str().unwrap_or_default(), r["subnet_size"]);
+                (r["protocol"].as_str().unwrap_or_default().to_string(), start, end, vec![source])
+            }));
+            inv.firewalls.push(HeldFirewall { id: g["id"].as_str().unwrap_or_default().into(), name: marked.clone(), inbound });
+        }
+        inv.keys = list("ssh_keys").iter().filter(|k| k["name"] == marked.as_str()).map(|k| k["name"].as_str().unwrap().into()).collect();
+        inv.servers.sort();
+        inv
+    }
+
+    fn call(&self, call: Call, _owner: &Owner) -> Match {
+        match call {
+            // Every instance is listed (the tag filter is deprecated): the owner is not in the request.
+            Call::ListServers => Match::new("GET", "/v2/instances"),
+            Call::CreateServer => Match::new("POST", "/v2/instances"),
+            Call::RegisterKey => Match::new("POST", "/v2/ssh-keys"),
+            Call::CreateFirewall => Match::new("POST", "/v2/firewalls"),
+            Call::DeleteServer => Match::new("DELETE", "/v2/instances/*"),
+            Call::DeleteFirewall => Match::new("DELETE", "/v2/firewalls/*"),
+        }
+    }
+
+    fn throttled(&self) -> Reply {
+        Reply::json(429, r#"{"error":"rate limit exceeded","status":429}"#).header("Retry-After", "1")
+    }
+
+    fn server_error(&self) -> Reply {
+        Reply::json(500, r#"{"error":"Internal server error.","status":500}"#)
+    }
+}
+
+#[tokio::test]
+async fn vultr_conforms() {
+    let fake = VultrHarness::start();
+    run_suite(&fake).await;
+}

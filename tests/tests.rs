@@ -12,6 +12,8 @@ mod support;
 mod do_provider;
 mod aws_provider;
 mod aws_e2e;
+mod vultr_provider;
+mod vultr_e2e;
 mod conformance;
 mod linode_provider;
 mod linode_e2e;

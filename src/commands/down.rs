@@ -123,6 +123,6 @@ async fn cloud_down(args: &DownArgs, output: Output, spec: &Spec, provider: std:
     for f in &teardown.failed {
         report(&anyhow::anyhow!("could not delete {f}"));
     }
-    eprintln!("Run `sfuctl down` again to retry; everything left still carries the tag {}.", owner.tag());
+    eprintln!("Run `sfuctl down` again to retry; everything left still carries the tag {} or the name {}.", owner.tag(), owner.prefix());
     Ok(Exit::Failed)
 }

@@ -160,7 +160,7 @@ pub async fn converge(provider: &Arc<dyn Provider>, inputs: &Inputs<'_>, confirm
         return Err(first.context("creating servers failed; what was created is tagged and saved: run `up` again to continue, or `down` to remove it"));
     }
     for server in &diff.delete {
-        provider.delete_server(&server.id).await?;
+        crate::engine::teardown::delete_server(provider.as_ref(), &server.id, &server.name, inputs.timings.busy).await?;
         eprintln!("deleted server {} ({})", server.name, server.id);
         (inputs.ledger)(Saved::ServerGone(server.name.clone()))?;
         report.servers_deleted.push(server.name.clone());

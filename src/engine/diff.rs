@@ -88,7 +88,7 @@ impl Diff {
         }
         match &self.firewall {
             FirewallChange::Create => {
-                let mut details = vec![data.firewall_description(&owner.tag())];
+                let mut details = vec![data.firewall_description(owner)];
                 details.extend(rule_lines(&spec.manifest().cloud_rules()));
                 details.extend(data.outbound_line());
                 out.push(change(Action::Create, "firewall", owner.firewall_name(), details));

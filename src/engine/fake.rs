@@ -29,6 +29,8 @@ pub struct State {
     pub lost_creates: BTreeMap<String, Vec<bool>>,
     /// Deletes of the firewall that answer busy first.
     pub busy_deletes: u32,
+    /// Deletes of servers that answer busy first (a server still locked after create), counted across servers.
+    pub locked_deletes: u32,
     /// Every call, as `method name`.
     pub calls: Vec<String>,
     next_id: u32,
@@ -128,10 +130,16 @@ impl Provider for Fake {
     }
 
     fn delete_server<'a>(&'a self, id: &'a ServerId) -> ProviderFuture<'a, ()> {
-        ok(self.with(|s| {
+        let result = self.with(|s| {
             s.calls.push(format!("delete_server {id}"));
+            if s.locked_deletes > 0 {
+                s.locked_deletes -= 1;
+                return Err(anyhow::Error::new(Busy("Server is currently locked".into())));
+            }
             s.servers.remove(&id.0);
-        }))
+            Ok(())
+        });
+        Box::pin(async move { result })
     }
 
     fn list_firewalls<'a>(&'a self, _owner: &'a Owner) -> ProviderFuture<'a, Vec<Firewall>> {

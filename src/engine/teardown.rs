@@ -12,7 +12,7 @@ use crate::engine::Timings;
 use crate::engine::refresh::Current;
 use crate::error::UserError;
 use crate::owner::Owner;
-use crate::provider::{FirewallId, Provider, busy_reason};
+use crate::provider::{FirewallId, Provider, ServerId, busy_reason};
 use crate::wait::{self, Check};
 
 /// What `down` removed, and what it could not.
@@ -30,9 +30,10 @@ pub async fn destroy(provider: Arc<dyn Provider>, owner: &Owner, current: &Curre
     let mut out = Teardown::default();
     let mut tasks = tokio::task::JoinSet::new();
     for server in current.servers.clone() {
-        let (provider, timeout) = (Arc::clone(&provider), timings.server);
+        let (provider, timeout, busy) = (Arc::clone(&provider), timings.server, timings.busy);
         tasks.spawn(async move {
-            let mut r = provider.delete_server(&server.id).await;
+            // A server still being set up may refuse its delete for a while (Vultr: "Server is currently locked").
+            let mut r = delete_server(provider.as_ref(), &server.id, &server.name, busy).await;
             if r.is_ok() {
                 // Wait until it is really gone, so the firewall and tag can go after it; one that stays is a failure.
                 r = wait::until(&format!("server {} to be deleted", server.name), timeout, Duration::from_secs(1), || {
@@ -71,21 +72,49 @@ pub async fn destroy(provider: Arc<dyn Provider>, owner: &Owner, current: &Curre
     out
 }
 
-/// Deletes a firewall, calling again while the provider answers [`crate::provider::Busy`] (a security group
-/// still used by a terminating instance's network interface), up to `timeout`.
-pub async fn delete_firewall(provider: &dyn Provider, id: &FirewallId, name: &str, timeout: Duration) -> Result<()> {
+/// Calls `call` again while the provider answers [`crate::provider::Busy`] (a refusal that passes by itself), up
+/// to `timeout`; any other error ends it at once. `what` completes "waiting for ...".
+pub async fn while_busy<T, F, Fut>(what: &str, timeout: Duration, mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     let interval = (timeout / 200).clamp(Duration::from_millis(10), Duration::from_secs(3));
-    wait::until(&format!("firewall {name} to be released by its servers"), timeout, interval, || async {
-        match provider.delete_firewall(id).await {
-            Ok(()) => Ok(Check::Done(())),
-            Err(e) => match busy_reason(&e) {
-                Some(reason) => Ok(Check::NotYet(reason)),
-                None => Err(e),
-            },
+    wait::until(what, timeout, interval, || {
+        let attempt = call();
+        async move {
+            match attempt.await {
+                Ok(value) => Ok(Check::Done(value)),
+                Err(e) => match busy_reason(&e) {
+                    Some(reason) => Ok(Check::NotYet(reason)),
+                    None => Err(e),
+                },
+            }
         }
     })
     .await
-    .map_err(|e| {
+}
+
+/// Deletes a server, calling again while the provider answers [`crate::provider::Busy`] (a server still locked
+/// after create), up to `timeout`.
+pub async fn delete_server(provider: &dyn Provider, id: &ServerId, name: &str, timeout: Duration) -> Result<()> {
+    while_busy(&format!("server {name} to accept its delete"), timeout, || provider.delete_server(id)).await.map_err(|e| {
+        // Only the wait's own timeout needs saying more; the provider's errors already name the server.
+        if e.to_string().starts_with("timed out") {
+            UserError::failed(format!("cannot delete server {name} ({id}) on {}", provider.name()))
+                .caused_by(e)
+                .hint("the provider still refuses to delete a server it is setting up: run `sfuctl down` again in a few minutes")
+                .into()
+        } else {
+            e
+        }
+    })
+}
+
+/// Deletes a firewall, calling again while the provider answers [`crate::provider::Busy`] (a security group
+/// still used by a terminating instance's network interface), up to `timeout`.
+pub async fn delete_firewall(provider: &dyn Provider, id: &FirewallId, name: &str, timeout: Duration) -> Result<()> {
+    while_busy(&format!("firewall {name} to be released by its servers"), timeout, || provider.delete_firewall(id)).await.map_err(|e| {
         UserError::failed(format!("cannot delete firewall {name} ({id}) on {}", provider.name()))
             .caused_by(e)
             .hint("a provider keeps a firewall while a server or its network interface still uses it, for some minutes after the server went: run `sfuctl down` again later")

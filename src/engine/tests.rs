@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::apply::{Inputs, Ledger, Saved, converge, create_server};
 use super::fake::Fake;
-use super::teardown::{delete_firewall, destroy};
+use super::teardown::{delete_firewall, delete_server, destroy};
 use super::{Current, Timings, refresh};
 use crate::http::RetryPolicy;
 use crate::owner::Owner;
@@ -139,6 +139,32 @@ async fn a_busy_firewall_is_deleted_once_it_is_free_and_a_stuck_one_fails_with_a
     let err = delete_firewall(&fake, &FirewallId("fw".into()), "sfuctl-demo", Duration::from_millis(100)).await.unwrap_err();
     let text = crate::error::render(&err);
     assert!(text.contains("cannot delete firewall sfuctl-demo") && text.contains("still in use") && text.contains("run `sfuctl down` again"), "{text}");
+}
+
+#[tokio::test]
+async fn a_locked_server_delete_is_waited_out_by_down_and_by_a_scale_down() {
+    let fake = Arc::new(Fake::default());
+    let provider: Arc<dyn Provider> = fake.clone();
+    Run::new().converge(&provider, &spec(2), true).await.unwrap();
+    // Scale down: server 2's delete is refused twice, then done.
+    fake.state.lock().unwrap().locked_deletes = 2;
+    let (servers, report) = Run::new().converge(&provider, &spec(1), true).await.unwrap();
+    assert_eq!((servers.len(), report.servers_deleted.as_slice()), (1, ["sfuctl-demo-2".to_string()].as_slice()));
+    assert_eq!(fake.calls().iter().filter(|c| c.starts_with("delete_server")).count(), 3);
+    // down: the remaining server is locked once more, then goes; nothing fails.
+    let owner = Owner::new("demo");
+    let current = refresh(provider.as_ref(), ProviderData::get(spec(1).provider.kind), &owner, Some("ssh-ed25519 AAAA test")).await.unwrap();
+    fake.state.lock().unwrap().locked_deletes = 1;
+    let teardown = destroy(Arc::clone(&provider), &owner, &current, &quick()).await;
+    assert!(teardown.failed.is_empty(), "{teardown:?}");
+    assert!(fake.state.lock().unwrap().servers.is_empty());
+    // One that stays locked fails with a hint, after the busy timeout.
+    Run::new().converge(&provider, &spec(1), true).await.unwrap();
+    let current = refresh(provider.as_ref(), ProviderData::get(spec(1).provider.kind), &owner, Some("ssh-ed25519 AAAA test")).await.unwrap();
+    fake.state.lock().unwrap().locked_deletes = u32::MAX;
+    let err = delete_server(provider.as_ref(), &current.servers[0].id, &current.servers[0].name, Duration::from_millis(100)).await.unwrap_err();
+    let text = crate::error::render(&err);
+    assert!(text.contains("cannot delete server sfuctl-demo-1") && text.contains("currently locked") && text.contains("run `sfuctl down` again"), "{text}");
 }
 
 #[tokio::test]

@@ -30,6 +30,7 @@ pub const REGISTRY: &[Registration] = &[
     Registration { kind: ProviderKind::Digitalocean, data: include_str!("../../providers/digitalocean.yaml"), connect: Some(super::digitalocean::connect) },
     Registration { kind: ProviderKind::Linode, data: include_str!("../../providers/linode.yaml"), connect: Some(super::linode::connect) },
     Registration { kind: ProviderKind::Aws, data: include_str!("../../providers/aws.yaml"), connect: Some(super::aws::connect) },
+    Registration { kind: ProviderKind::Vultr, data: include_str!("../../providers/vultr.yaml"), connect: Some(super::vultr::connect) },
     Registration { kind: ProviderKind::Ssh, data: include_str!("../../providers/ssh.yaml"), connect: Some(super::existing::connect) },
 ];
 
@@ -230,6 +231,10 @@ pub struct FirewallData {
     /// Where it lives, when that is worth saying (`in the default VPC`).
     #[serde(default)]
     pub placement: Option<String>,
+    /// For a firewall that carries no tags: the field holding its name `sfuctl-<name>`, by which sfuctl finds it
+    /// again (Vultr: `description`). `None`: it carries the owner tag.
+    #[serde(default)]
+    pub named_by: Option<String>,
     /// Whether outbound traffic must be allowed by explicit rules (a DigitalOcean firewall without them blocks
     /// all egress); the audit then checks them too.
     #[serde(default)]
@@ -278,11 +283,16 @@ impl ProviderData {
     }
 
     /// How the firewall is described in plans: `DigitalOcean cloud firewall, attached by tag sfuctl:demo`.
-    pub fn firewall_description(&self, tag: &str) -> String {
+    pub fn firewall_description(&self, owner: &super::Owner) -> String {
         let placement = self.firewall.placement.as_deref().map(|p| format!(" {p}")).unwrap_or_default();
+        let tag = owner.tag();
+        let marked = match &self.firewall.named_by {
+            Some(field) => format!("{field} {}", owner.firewall_name()),
+            None => format!("tagged {tag}"),
+        };
         let attached = match self.firewall.attach {
             Attach::Tag => format!("attached by tag {tag}"),
-            Attach::Launch => format!("tagged {tag}, given to each {} at launch", self.servers.noun),
+            Attach::Launch => format!("{marked}, given to each {} at launch", self.servers.noun),
             Attach::None => String::new(),
         };
         format!("{} {}{placement}, {attached}", self.title, self.firewall.noun)
@@ -350,5 +360,16 @@ mod tests {
         assert_eq!(api("https://api.linode.com/", Some("/v4beta")).base_url(), "https://api.linode.com/v4beta");
         assert_eq!(api("http://127.0.0.1:9/v4", Some("v4")).base_url(), "http://127.0.0.1:9/v4");
         assert_eq!(api("https://api.digitalocean.com", None).base_url(), "https://api.digitalocean.com");
+    }
+
+    #[test]
+    fn plans_describe_each_firewall_in_its_providers_terms() {
+        let owner = super::super::Owner::new("demo");
+        let describe = |kind| ProviderData::get(kind).firewall_description(&owner);
+        assert_eq!(describe(ProviderKind::Digitalocean), "DigitalOcean cloud firewall, attached by tag sfuctl:demo");
+        assert_eq!(describe(ProviderKind::Aws), "AWS security group in the default VPC, tagged sfuctl:demo, given to each instance at launch");
+        assert_eq!(describe(ProviderKind::Vultr), "Vultr firewall group, description sfuctl-demo, given to each instance at launch");
+        let vultr = ProviderData::get(ProviderKind::Vultr);
+        assert_eq!((vultr.firewall.rule_limit, vultr.firewall.count_per_cidr, vultr.outbound_line()), (Some(50), true, None));
     }
 }

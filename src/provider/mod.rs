@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod digitalocean;
 pub mod existing;
 pub mod linode;
+pub mod vultr;
 
 use std::collections::BTreeSet;
 use std::fmt;

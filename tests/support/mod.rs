@@ -7,5 +7,6 @@ pub mod api_fake;
 pub mod do_fake;
 pub mod freshvm;
 pub mod linode_fake;
+pub mod vultr_fake;
 pub mod moto;
 pub mod fault_proxy;
