@@ -10,6 +10,8 @@ use serde_json::Value;
 
 use crate::support::cli::{repo, sfuctl};
 use crate::support::do_fake::DoFake;
+use crate::support::linode_fake::LinodeFake;
+use crate::support::vultr_fake::VultrFake;
 use crate::support::freshvm::{Mirrors, Vm, keypair, mediasoup_worker, reboot, require_testbed, ssh, ssh_ok, vm_exists};
 use crate::support::moto::Moto;
 
@@ -141,6 +143,36 @@ fn janus_from_nothing_on_a_fresh_aws_instance_with_a_40000_port_range() {
     let down = dep.json(&["down", "--yes"]);
     assert!(down["failed"].as_array().unwrap().is_empty(), "{down:#}");
     assert!(moto.leftovers(&dep.name).is_empty(), "{:?}", moto.leftovers(&dep.name));
+    assert!(!vm_exists(&address), "the instance's VM is gone with it");
+}
+
+#[test]
+fn coturn_from_nothing_on_a_fresh_linode_instance() {
+    let dep = Fresh::new("vm-li");
+    let fake = LinodeFake::start_with(&["--boot-vms", "--boot-delay", "1"]);
+    dep.write("  kind: linode\n  region: eu-central\n", "  kind: coturn\n  rtc_ports: 42000-42999\n");
+    let mut env = vec![("LINODE_TOKEN".to_string(), fake.token().to_string()), ("LINODE_URL".to_string(), fake.url())];
+    env.extend(dep.env.clone());
+    let dep = Fresh { env, ..dep };
+    let address = lifecycle(&dep, "root", Some("coturn.service"));
+    let down = dep.json(&["down", "--yes"]);
+    assert!(down["failed"].as_array().unwrap().is_empty(), "{down:#}");
+    assert!(fake.get("/_fake/state")["instances"].as_array().unwrap().is_empty(), "the fake holds nothing");
+    assert!(!vm_exists(&address), "the instance's VM is gone with it");
+}
+
+#[test]
+fn janus_from_nothing_on_a_fresh_vultr_instance() {
+    let dep = Fresh::new("vm-vu");
+    let fake = VultrFake::start_with(&["--boot-vms", "--boot-delay", "1"]);
+    dep.write("  kind: vultr\n  region: fra\n", "  kind: janus\n  rtc_ports: 43000-43999\n");
+    let mut env = vec![("VULTR_API_KEY".to_string(), fake.api_key().to_string()), ("VULTR_API_ENDPOINT".to_string(), fake.api_url())];
+    env.extend(dep.env.clone());
+    let dep = Fresh { env, ..dep };
+    let address = lifecycle(&dep, "root", Some("janus.service"));
+    let down = dep.json(&["down", "--yes"]);
+    assert!(down["failed"].as_array().unwrap().is_empty(), "{down:#}");
+    assert!(fake.leftovers(&dep.name).is_empty(), "{:?}", fake.leftovers(&dep.name));
     assert!(!vm_exists(&address), "the instance's VM is gone with it");
 }
 

@@ -331,10 +331,11 @@ class Handler(BaseHTTPRequestHandler):
             headers.update(e.headers)
         except Exception as e:  # a bug in the fake: make it visible
             status, resp = 500, {"errors": [{"reason": f"fake internal error: {e!r}"}]}
-        self._send(status, resp, headers)
         entry["status"] = status
         entry["duration_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        # Logged before the answer leaves, so a client reading /_fake/requests right after its call finds it.
         fake.record(entry)
+        self._send(status, resp, headers)
 
     def _who(self) -> str:
         auth = self.headers.get("Authorization") or ""

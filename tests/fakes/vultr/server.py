@@ -294,10 +294,11 @@ class Handler(BaseHTTPRequestHandler):
             headers.update(e.headers)
         except Exception as e:  # a bug in the fake: make it visible
             status, resp = 500, {"error": f"fake internal error: {e!r}", "status": 500}
-        self._send(status, resp, headers)
         entry["status"] = status
         entry["duration_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        # Logged before the answer leaves, so a client reading /_fake/requests right after its call finds it.
         fake.record(entry)
+        self._send(status, resp, headers)
         for action in post_actions:
             action()
 
