@@ -107,19 +107,13 @@ pub struct CloudView {
 }
 
 /// How to probe.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct AuditOptions {
     /// Probe this many ports of the media range, spread evenly; all of them when `None`.
     pub sample: Option<usize>,
     /// How long to wait for UDP answers; `None`: 2 s plus 1 s per 10,000 ports probed (a large range answered by
     /// a busy host needs the time, and only silent ports ever wait it out).
     pub probe_timeout: Option<Duration>,
-}
-
-impl Default for AuditOptions {
-    fn default() -> Self {
-        Self { sample: None, probe_timeout: None }
-    }
 }
 
 impl AuditOptions {

@@ -199,9 +199,10 @@ impl Provider for Fake {
     }
 
     fn delete_ssh_key<'a>(&'a self, _id: &'a SshKeyId) -> ProviderFuture<'a, ()> {
-        ok(self.with(|s| {
+        self.with(|s| {
             s.calls.push("delete_ssh_key".into());
             s.keys.clear();
-        }))
+        });
+        ok(())
     }
 }

@@ -64,10 +64,10 @@ pub async fn destroy(provider: Arc<dyn Provider>, owner: &Owner, current: &Curre
             Err(e) => out.failed.push(format!("ssh key {} ({}): {e:#}", key.name, key.fingerprint)),
         }
     }
-    if out.failed.is_empty() {
-        if let Err(e) = provider.forget_owner(owner).await {
-            out.failed.push(format!("tag {}: {e:#}", owner.tag()));
-        }
+    if out.failed.is_empty()
+        && let Err(e) = provider.forget_owner(owner).await
+    {
+        out.failed.push(format!("tag {}: {e:#}", owner.tag()));
     }
     out
 }

@@ -179,9 +179,10 @@ async fn down_removes_servers_firewall_and_our_key_and_leaves_nothing() {
     let teardown = destroy(Arc::clone(&provider), &owner, &current, &quick()).await;
     assert!(teardown.failed.is_empty(), "{teardown:?}");
     assert_eq!(teardown.deleted.len(), 4, "{teardown:?}");
-    let state = fake.state.lock().unwrap();
-    assert!(state.servers.is_empty() && state.firewall.is_none() && state.keys.is_empty());
-    drop(state);
+    {
+        let state = fake.state.lock().unwrap();
+        assert!(state.servers.is_empty() && state.firewall.is_none() && state.keys.is_empty());
+    }
     let after = refresh(provider.as_ref(), ProviderData::get(s.provider.kind), &owner, Some("k")).await.unwrap();
     assert!(matches!(after, Current { ref servers, firewall: None, key: None } if servers.is_empty()));
 }

@@ -22,8 +22,11 @@ pub struct Registration {
     pub data: &'static str,
     /// Builds the provider for a spec whose credentials are set; `None` while this build cannot deploy the kind
     /// (plan and render still work from its data).
-    pub connect: Option<fn(&Spec) -> Result<Arc<dyn Provider>>>,
+    pub connect: Option<Connect>,
 }
+
+/// A provider's constructor: the spec in, the provider out (its credentials read from the environment).
+pub type Connect = fn(&Spec) -> Result<Arc<dyn Provider>>;
 
 /// Every provider kind sfuctl knows. A new cloud is one line here.
 pub const REGISTRY: &[Registration] = &[
