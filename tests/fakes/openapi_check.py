@@ -1,6 +1,6 @@
 """Generic OpenAPI 3.0 request/response validation for the cloud fakes under tests/fakes.
 
-Generalised from digitalocean/do_openapi.py (which stays as it is): the validator works
+Shared by the DigitalOcean, Linode and Vultr fakes (do_openapi.py, linode_openapi.py, vultr_openapi.py): the validator works
 on an already-loaded document, so each fake loads its own file (YAML with a JSON cache,
 or plain JSON), applies the load-time patches it needs (named, each with its reason),
 and hands the result over:
