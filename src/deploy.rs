@@ -682,14 +682,7 @@ pub async fn status_host(dep: &Deployment, host: &HostTarget) -> Result<HostStat
 /// empty list means the host matches the spec.
 pub async fn preview_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Artifact>, secret: &Secret, renderer: &Renderer) -> Result<Vec<Change>> {
     let files = renderer.render_host(&dep.spec, &dep.base_dir, host, secret)?;
-    let mut seconds = Phases::default();
-    let mut clock = std::time::Instant::now();
-    let mut lap = |slot: &mut f64| {
-        *slot = clock.elapsed().as_secs_f64();
-        clock = std::time::Instant::now();
-    };
     let session = dep.connect(host).await?;
-    lap(&mut seconds.connect);
     let l = &dep.layout;
     let scripts = ServiceScripts { manager: session.facts.manager, name: &service_name(&dep.spec), layout: l, run_as: "" };
     let stored_artifact = artifact_path(l, artifact);
