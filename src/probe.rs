@@ -218,7 +218,7 @@ pub fn sample(ports: &[u16], n: Option<usize>) -> Vec<u16> {
 
 /// Sends one nonce-tagged datagram to each port of `target` from one socket, resending to the silent ones every
 /// 200 ms, and keeps only answers that carry the right HMAC under `key` and come from that port. Stops when every
-/// port has answered or `timeout` has passed.
+/// port has answered, or `timeout` has passed and no answer came in the last second (at most four times `timeout`).
 pub fn udp_range(target: IpAddr, ports: &[u16], key: &[u8], timeout: Duration) -> Result<RangeResult> {
     use hmac::{Hmac, Mac};
     use std::collections::HashMap;
@@ -251,7 +251,19 @@ pub fn udp_range(target: IpAddr, ports: &[u16], key: &[u8], timeout: Duration) -
         Ok(())
     };
     let mut next_round = started;
-    while !sent.is_empty() && started.elapsed() < timeout {
+    // Past the timeout, go on while answers still arrive (a busy host or a lossy path answers late, not never),
+    // up to four times the timeout; a silent range still ends at the timeout.
+    let mut last_answer = started;
+    let mut answered = 0;
+    let go_on = |sent: &HashMap<u16, [u8; 26]>, last_answer: Instant| {
+        let elapsed = started.elapsed();
+        !sent.is_empty() && (elapsed < timeout || (elapsed < timeout * 4 && last_answer.elapsed() < Duration::from_secs(1)))
+    };
+    while go_on(&sent, last_answer) {
+        if reachable_count(&sent, ports.len()) > answered {
+            answered = reachable_count(&sent, ports.len());
+            last_answer = Instant::now();
+        }
         if Instant::now() >= next_round {
             // Read answers between batches: sending all first would let them overflow our receive buffer.
             let round: Vec<(u16, [u8; 26])> = sent.iter().map(|(p, m)| (*p, *m)).collect();
@@ -276,7 +288,7 @@ pub fn udp_range(target: IpAddr, ports: &[u16], key: &[u8], timeout: Duration) -
         if sent.is_empty() {
             break;
         }
-        let wait = next_round.min(started + timeout).saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let wait = next_round.min(started + timeout * 4).saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         socket.set_read_timeout(Some(wait))?;
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => accept(n, from, &buf, &mut sent)?,
@@ -291,6 +303,11 @@ pub fn udp_range(target: IpAddr, ports: &[u16], key: &[u8], timeout: Duration) -
     let mut probed = ports.to_vec();
     probed.sort_unstable();
     Ok(RangeResult { probed, reachable })
+}
+
+/// How many of `total` probed ports have answered, given those still waiting in `sent`.
+fn reachable_count(sent: &std::collections::HashMap<u16, [u8; 26]>, total: usize) -> usize {
+    total - sent.len()
 }
 
 /// Consecutive ports as ranges: `[40000, 40001, 40005]` → `["40000-40001", "40005"]`.
