@@ -57,11 +57,23 @@ def vm_list() -> list[dict]:
     return json.loads(vm_tool("list", "--json").stdout)
 
 
+# sshd restarts while cloud-init configures a fresh VM (and a real cloud VM does the same): a refused or dropped
+# connection within this window is tried again rather than taken as a failure.
+SSH_RESTART_GRACE = 20.0
+
+
 def ssh(key: str, user: str, ip: str, cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                           "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=3", "-o", "LogLevel=ERROR",
-                           f"{user}@{ip}", cmd], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    while True:
+        r = subprocess.run(["ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                            "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=3", "-o", "LogLevel=ERROR",
+                            f"{user}@{ip}", cmd], capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+        passing = r.returncode == 255 and any(t in r.stderr for t in (
+            "Connection refused", "Connection reset", "kex_exchange_identification", "Connection closed"))
+        if not passing or time.monotonic() - t0 > SSH_RESTART_GRACE:
+            return r
+        time.sleep(0.5)
 
 
 def wait_ssh(key: str, user: str, ip: str, what: str, timeout: float = BOOT_TIMEOUT) -> float:
