@@ -49,6 +49,9 @@ pub struct KindDescriptor {
     /// it and `render` warns when it made up a random one.
     #[serde(default)]
     pub needs_secret: bool,
+    /// The shortest shared secret `up` accepts (a shorter one can be guessed): exit 2 with a hint.
+    #[serde(default)]
+    pub min_secret_len: Option<usize>,
     /// How the audit reads the deployed config back from the host.
     pub read_back: ReadBack,
     /// How health checks, from loopback on the host, that the server answers; none: running and having bound its
