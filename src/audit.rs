@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::error::UserError;
 use crate::deploy::{Deployment, ServiceState, Session, run_as_root};
-use crate::kind::{ConfigFormat, ReadBack, ReadField};
+use crate::kind::{AbuseCheck, ConfigFormat, ReadBack, ReadField};
 use crate::service::ServiceScripts;
 use crate::nft_eval::{Packet, Ruleset};
 use crate::ports::{PortRole, Protocol};
@@ -27,8 +27,19 @@ use crate::render::{HostTarget, Layout, service_name};
 use crate::spec::Spec;
 
 /// The order checks run and are reported in; the first failing one is a host's cause.
-pub const CHECK_IDS: [&str; 7] =
-    ["cloud-firewall", "ssh-exposure", "host-firewall", "service", "config-consistency", "udp-reachability", "tcp-reachability"];
+pub const CHECK_IDS: [&str; 10] = [
+    "cloud-firewall",
+    "ssh-exposure",
+    "host-firewall",
+    "service",
+    "config-consistency",
+    "udp-reachability",
+    "tcp-reachability",
+    // Only for the kinds whose descriptor names them (`abuse_checks`).
+    "turn-auth",
+    "turn-peers",
+    "janus-api",
+];
 
 /// A check's outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -141,6 +152,12 @@ pub async fn audit_host(dep: &Arc<Deployment>, host: &HostTarget, cloud: Option<
     checks.push(config_consistency(spec, host, &facts));
     checks.push(udp_reachability(dep, &session, host, opts, &host_fw.dropped_media, cloud).await);
     checks.push(tcp_reachability(host, manifest_tcp_ports(spec)).await);
+    for abuse in &spec.sfu.kind.descriptor().abuse_checks {
+        let (spec, host) = (spec.clone(), host.clone());
+        let abuse = *abuse;
+        let c = tokio::task::spawn_blocking(move || abuse_check(&spec, &host, abuse)).await.unwrap_or_else(|e| check(abuse.id(), Status::Fail, format!("the probe panicked: {e}"), None));
+        checks.push(c);
+    }
     let cause = checks.iter().find(|c| c.status == Status::Fail).map(|c| c.id);
     Ok(HostAudit { name: host.name.clone(), address: host.address.clone(), checks, cause })
 }
@@ -589,6 +606,135 @@ async fn tcp_reachability(host: &HostTarget, ports: Vec<u16>) -> Check {
     }
     let hint = if filtered.is_empty() { "the server is not listening: see the service check" } else { "a firewall between here and the host drops TCP to these ports" };
     check(id, Status::Fail, parts.join("; "), Some(hint.into()))
+}
+
+/// The shared secret as the audit knows it: from `$SFUCTL_SECRET` (or `sfu.secret_env`), when set.
+fn audit_secret(spec: &Spec) -> Option<String> {
+    std::env::var(spec.sfu.secret_env()).ok().filter(|v| !v.is_empty())
+}
+
+/// Tries one abuse against the server from outside.
+fn abuse_check(spec: &Spec, host: &HostTarget, abuse: AbuseCheck) -> Check {
+    let id = abuse.id();
+    let (Ok(address), Some(port)) = (host.address.parse::<IpAddr>(), spec.sfu.listen_port()) else {
+        return check(id, Status::Fail, format!("`{}` is not an IP address", host.address), None);
+    };
+    let target = SocketAddr::new(address, port);
+    let result = match abuse {
+        AbuseCheck::TurnAuth => turn_auth(spec, target),
+        AbuseCheck::TurnPeers => turn_peers(spec, target),
+        AbuseCheck::JanusApi => janus_api(spec, target),
+    };
+    result.unwrap_or_else(|e| check(id, Status::Fail, format!("the probe could not run: {e:#}"), Some("see tcp-reachability and service: the server must answer on its port".into())))
+}
+
+const ABUSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn turn_auth(spec: &Spec, target: SocketAddr) -> Result<Check> {
+    let id = "turn-auth";
+    let mut anonymous = probe::TurnClient::new(target, None, ABUSE_TIMEOUT)?;
+    match anonymous.allocate()? {
+        probe::Allocation::Refused(401) => {}
+        probe::Allocation::Refused(code) => {
+            return Ok(check(id, Status::Fail, format!("an Allocate without a credential on udp {target} got {code}, not 401"), Some("coturn must run with use-auth-secret: `sfuctl up` renders it again".into())));
+        }
+        probe::Allocation::Relayed(relay) => {
+            anonymous.release();
+            return Ok(check(id, Status::Fail, format!("an Allocate without a credential on udp {target} got a relay ({relay}): an open relay"), Some("coturn must run with use-auth-secret: `sfuctl up` renders it again".into())));
+        }
+    }
+    let Some(secret) = audit_secret(spec) else {
+        return Ok(check(id, Status::Warn, format!("an Allocate without a credential is refused (401); ${} is unset, so the credential was not tried", spec.sfu.secret_env()), Some(format!("export {} to check that clients' credentials work", spec.sfu.secret_env()))));
+    };
+    let (user, password) = probe::turn_rest_credential(&secret, "sfuctl-audit");
+    let mut client = probe::TurnClient::new(target, Some((&user, &password)), ABUSE_TIMEOUT)?;
+    let media = spec.manifest().media();
+    Ok(match client.allocate()? {
+        probe::Allocation::Relayed(relay) => {
+            client.release();
+            if relay.ip() != target.ip() || !media.contains(relay.port()) {
+                check(id, Status::Fail, format!("the relay is {relay}, not the host's public address with a port in {media}"), Some("the relay announces another address or range than the firewalls open: see config-consistency".into()))
+            } else {
+                check(id, Status::Pass, format!("an Allocate without a credential is refused (401); with the shared secret's credential it relays from {relay}"), None)
+            }
+        }
+        probe::Allocation::Refused(code) => check(
+            id,
+            Status::Fail,
+            format!("an Allocate with the credential derived from ${} was refused ({code})", spec.sfu.secret_env()),
+            Some(if code == 486 { "the relay's quota is used up (user-quota/total-quota)".into() } else { "the server has another secret than the one exported here: clients will fail too; run `sfuctl up`".into() }),
+        ),
+    })
+}
+
+fn turn_peers(spec: &Spec, target: SocketAddr) -> Result<Check> {
+    let id = "turn-peers";
+    let Some(secret) = audit_secret(spec) else {
+        return Ok(check(id, Status::Skip, format!("${} is unset: no credential to allocate a relay with", spec.sfu.secret_env()), None));
+    };
+    let (user, password) = probe::turn_rest_credential(&secret, "sfuctl-audit");
+    let mut client = probe::TurnClient::new(target, Some((&user, &password)), ABUSE_TIMEOUT)?;
+    match client.allocate()? {
+        probe::Allocation::Relayed(_) => {}
+        probe::Allocation::Refused(code) => return Ok(check(id, Status::Skip, format!("no relay to try from (Allocate refused with {code}: see turn-auth)"), None)),
+    }
+    let own: IpAddr = target.ip();
+    let peers: Vec<(String, SocketAddr)> = [
+        (format!("the host itself ({own}, sshd)"), SocketAddr::new(own, spec.ssh.port())),
+        ("a private address (10.0.0.1)".to_string(), "10.0.0.1:80".parse()?),
+        ("loopback (127.0.0.1)".to_string(), "127.0.0.1:22".parse()?),
+        ("cloud metadata (169.254.169.254)".to_string(), "169.254.169.254:80".parse()?),
+    ]
+    .into_iter()
+    .filter(|(_, p)| p.is_ipv4())
+    .collect();
+    let mut allowed = Vec::new();
+    let mut odd = Vec::new();
+    for (what, peer) in &peers {
+        match client.create_permission(*peer)? {
+            None => allowed.push(what.clone()),
+            Some(403) => {}
+            Some(code) => odd.push(format!("{what}: {code}")),
+        }
+    }
+    client.release();
+    Ok(if !allowed.is_empty() {
+        check(id, Status::Fail, format!("the relay grants a permission towards {}", allowed.join(", ")), Some("anyone with a credential can reach those through the relay: `sfuctl up` renders coturn's denied-peer-ip again".into()))
+    } else if !odd.is_empty() {
+        check(id, Status::Warn, format!("CreatePermission was refused, but not with 403: {}", odd.join("; ")), None)
+    } else {
+        check(id, Status::Pass, format!("CreatePermission is refused (403) towards {}", peers.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>().join(", ")), None)
+    })
+}
+
+fn janus_api(spec: &Spec, target: SocketAddr) -> Result<Check> {
+    let id = "janus-api";
+    let (status, body) = probe::http_post_json(target, "/janus", r#"{"janus":"create","transaction":"sfuctl-audit"}"#, ABUSE_TIMEOUT)?;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if v["janus"] == "success" {
+        if let Some(session) = v["data"]["id"].as_u64() {
+            let _ = probe::http_post_json(target, &format!("/janus/{session}"), r#"{"janus":"destroy","transaction":"sfuctl-audit"}"#, ABUSE_TIMEOUT);
+        }
+        return Ok(check(id, Status::Fail, format!("POST /janus on tcp {target} without an apisecret created a session: anyone can drive this Janus"), Some("Janus must run with api_secret: `sfuctl up` renders it again".into())));
+    }
+    let code = v["error"]["code"].as_u64();
+    if status != 200 || code != Some(403) {
+        return Ok(check(id, Status::Fail, format!("POST /janus on tcp {target} answered {status} {}, not Janus's 403 unauthorized", body.chars().take(80).collect::<String>()), None));
+    }
+    let Some(secret) = audit_secret(spec) else {
+        return Ok(check(id, Status::Pass, format!("a call without the apisecret is refused (403); ${} is unset, so the secret was not tried", spec.sfu.secret_env()), None));
+    };
+    let with = serde_json::json!({ "janus": "create", "transaction": "sfuctl-audit", "apisecret": secret }).to_string();
+    let (_, body) = probe::http_post_json(target, "/janus", &with, ABUSE_TIMEOUT)?;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    match v["data"]["id"].as_u64() {
+        Some(session) => {
+            let destroy = serde_json::json!({ "janus": "destroy", "transaction": "sfuctl-audit", "apisecret": secret }).to_string();
+            let _ = probe::http_post_json(target, &format!("/janus/{session}"), &destroy, ABUSE_TIMEOUT);
+            Ok(check(id, Status::Pass, format!("a call without the apisecret is refused (403); with the shared secret it is answered (tcp {target})"), None))
+        }
+        None => Ok(check(id, Status::Fail, format!("a call with the apisecret from ${} is refused too", spec.sfu.secret_env()), Some("the server has another secret than the one exported here: apps will fail too; run `sfuctl up`".into()))),
+    }
 }
 
 /// The audit as a table, one block per host.

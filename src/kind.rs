@@ -49,12 +49,19 @@ pub struct KindDescriptor {
     /// it and `render` warns when it made up a random one.
     #[serde(default)]
     pub needs_secret: bool,
+    /// The shortest shared secret `up` accepts (a shorter one can be guessed): exit 2 with a hint.
+    #[serde(default)]
+    pub min_secret_len: Option<usize>,
     /// How the audit reads the deployed config back from the host.
     pub read_back: ReadBack,
     /// How health checks, from loopback on the host, that the server answers; none: running and having bound its
     /// ports is the server's health.
     #[serde(default)]
     pub health: Option<HealthProbe>,
+    /// The abuses the audit tries against this kind from outside (each a check of its own, after the network
+    /// checks): `turn_auth`, `turn_peers`, `janus_api`.
+    #[serde(default)]
+    pub abuse_checks: Vec<AbuseCheck>,
     /// What a fresh host needs before the server can start: distribution packages (when the spec gives no
     /// artifact), the distribution units to mask, the binary to check for, a runtime and the app's dependencies.
     #[serde(default)]
@@ -228,6 +235,30 @@ impl SfuSpec {
     /// The ICE-over-TCP port, where the kind has one (LiveKit).
     pub fn ice_tcp_port(&self) -> Option<u16> {
         self.kind.descriptor().port(PortField::IceTcpPort, self)
+    }
+}
+
+/// An abuse the audit tries from outside; the check's id is the name with `-` for `_`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AbuseCheck {
+    /// A TURN Allocate without a credential is refused (401); one with the REST credential derived from the
+    /// shared secret relays from the host's public address and the media range.
+    TurnAuth,
+    /// CreatePermission towards the host itself, a private address, loopback and cloud metadata is refused (403).
+    TurnPeers,
+    /// A Janus API call without the `apisecret` is refused.
+    JanusApi,
+}
+
+impl AbuseCheck {
+    /// The check's id in the audit.
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::TurnAuth => "turn-auth",
+            Self::TurnPeers => "turn-peers",
+            Self::JanusApi => "janus-api",
+        }
     }
 }
 

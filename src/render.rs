@@ -332,6 +332,8 @@ struct InstallContext {
 struct RtcRange {
     min: u16,
     max: u16,
+    /// How many ports the range has (coturn's quotas are sized from it).
+    ports: u32,
 }
 
 #[derive(Serialize)]
@@ -391,7 +393,7 @@ impl Context {
             provider: spec.provider.kind.as_str(),
             service: service_name(spec),
             host: host.clone(),
-            rtc: RtcRange { min: media.start, max: media.end },
+            rtc: RtcRange { min: media.start, max: media.end, ports: u32::from(media.end) - u32::from(media.start) + 1 },
             ports,
             ssh_port: spec.ssh.port(),
             sfu: SfuContext {

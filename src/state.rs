@@ -39,6 +39,10 @@ pub struct State {
     /// Cloud resources sfuctl created, by kind and name: their provider IDs.
     #[serde(default)]
     pub resources: BTreeMap<String, String>,
+    /// The shared secret last deployed, as a salted fingerprint (never the secret): `up` refuses another one
+    /// without `--rotate-secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<crate::secret::SecretFingerprint>,
 }
 
 /// What sfuctl last deployed on a host.

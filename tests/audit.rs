@@ -74,7 +74,7 @@ fn healthy(label: &str) -> (TestHost, Deployment) {
     dep.sfuctl(&["up", "--no-audit"]).assert().success();
     let (code, h) = audit(&dep);
     assert_eq!((code, failing(&h)), (0, vec![]), "a fresh deployment audits clean: {h}");
-    for id in ["ssh-exposure", "host-firewall", "service", "config-consistency", "udp-reachability", "tcp-reachability"] {
+    for id in ["ssh-exposure", "host-firewall", "service", "config-consistency", "udp-reachability", "tcp-reachability", "turn-auth", "turn-peers"] {
         assert_eq!(status_of(&h, id).0, "pass", "{id}: {h}");
     }
     assert_eq!(status_of(&h, "cloud-firewall").0, "skip");
@@ -89,7 +89,8 @@ fn a_tcp_open_all_udp_dropped_on_the_way() {
     let (code, h) = audit(&dep);
     assert_eq!(code, 3);
     assert_eq!(h["cause"], "udp-reachability", "{h}");
-    assert_eq!(failing(&h), ["udp-reachability"]);
+    // The TURN abuse probes travel over UDP too: they cannot run, and the cause stays the first failing layer.
+    assert_eq!(failing(&h), ["udp-reachability", "turn-auth", "turn-peers"]);
     assert!(status_of(&h, "udp-reachability").1.starts_with("0/1000 ports answered; unreachable: udp 40000-40999"), "{h}");
     assert_eq!(status_of(&h, "tcp-reachability").0, "pass", "signaling over TCP still works: the HTTP-only platform failure");
 }
@@ -179,4 +180,63 @@ fn up_fails_with_exit_3_when_its_audit_fails() {
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("fix `udp-reachability` first"));
     dep.sfuctl(&["up", "--no-audit"]).assert().success();
+}
+
+/// A copy of sfuctl's templates with `kind/file` edited by `edit`: what a config without the lock-down deploys.
+fn templates_with(kind_file: &str, edit: impl Fn(&str) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").join(kind_file)).unwrap();
+    let path = dir.path().join(kind_file);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, edit(&source)).unwrap();
+    dir
+}
+
+#[test]
+fn h_turn_credentials_and_relay_peers_from_outside() {
+    let (_host, dep) = healthy("aud-h");
+    let (_, h) = audit(&dep);
+    let (_, auth) = status_of(&h, "turn-auth");
+    assert!(auth.contains("without a credential is refused (401)") && auth.contains("relays from"), "{auth}");
+    let (_, peers) = status_of(&h, "turn-peers");
+    assert!(peers.contains("the host itself") && peers.contains("169.254.169.254") && peers.contains("127.0.0.1"), "{peers}");
+
+    // The relay without its peer lock-down, deployed for real: the audit sees the relay reach private networks and
+    // the cloud metadata service (coturn itself refuses loopback, and here the host's own address, which is one it
+    // listens on).
+    let open = templates_with("coturn/turnserver.conf.j2", |t| t.lines().filter(|l| !l.contains("denied-peer-ip")).map(|l| format!("{l}\n")).collect());
+    dep.sfuctl(&["up", "--no-audit", "--templates", open.path().to_str().unwrap()]).assert().success();
+    let (code, h) = audit(&dep);
+    assert_eq!(code, 3, "{h}");
+    assert_eq!(failing(&h), ["turn-peers"], "{h}");
+    let (_, detail) = status_of(&h, "turn-peers");
+    assert!(detail.contains("grants a permission towards") && detail.contains("a private address (10.0.0.1)") && detail.contains("169.254.169.254"), "{detail}");
+
+    // A credential from another secret is refused: clients with it would fail too.
+    let out = dep.sfuctl(&["audit", "--output", "json"]).env("SFUCTL_SECRET", "another-secret-0123456789abcdef0123456789abcdef").output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (status, detail) = status_of(&v["hosts"][0], "turn-auth");
+    assert_eq!(status, "fail", "{detail}");
+    assert!(detail.contains("was refused (401)"), "{detail}");
+}
+
+#[test]
+fn i_janus_api_without_the_secret_is_refused() {
+    require_tool("janus", "janus");
+    let host = TestHost::start("aud-i");
+    let dep = Deployment::new(&host, "aud-i", "  kind: janus\n  artifact: /usr/bin/janus\n  rtc_ports: 20000-20099\n", "");
+    dep.sfuctl(&["up", "--no-audit", "--health-timeout", "30"]).assert().success();
+    let (code, h) = audit(&dep);
+    assert_eq!((code, failing(&h)), (0, vec![]), "{h}");
+    let (status, detail) = status_of(&h, "janus-api");
+    assert_eq!(status, "pass", "{detail}");
+    assert!(detail.contains("without the apisecret is refused (403)") && detail.contains("with the shared secret it is answered"), "{detail}");
+
+    // Janus without api_secret, deployed for real: anyone can drive it, and the audit says so.
+    let open = templates_with("janus/janus.jcfg.j2", |t| t.lines().filter(|l| !l.contains("api_secret")).map(|l| format!("{l}\n")).collect());
+    dep.sfuctl(&["up", "--no-audit", "--health-timeout", "30", "--templates", open.path().to_str().unwrap()]).assert().success();
+    let (code, h) = audit(&dep);
+    assert_eq!(code, 3, "{h}");
+    assert_eq!(failing(&h), ["janus-api"], "{h}");
+    assert!(status_of(&h, "janus-api").1.contains("without an apisecret created a session"), "{h}");
 }

@@ -260,3 +260,41 @@ fn a_non_root_login_with_sudo_deploys_runs_as_that_user_and_cleans_up() {
     assert!(!dep.root().exists());
     assert_eq!(service_processes(&host), Vec::<String>::new());
 }
+
+#[test]
+fn the_shared_secret_changes_only_on_purpose() {
+    require_tool("turnserver", "coturn");
+    let host = TestHost::start("secret");
+    let dep = Deployment::new(&host, "sec", COTURN, "");
+    let (first, second) = ("first-secret-0123456789abcdef0123456789abcdef", "second-secret-0123456789abcdef0123456789abcdef");
+
+    // A guessable secret is refused before anything is touched.
+    let short = stderr(&dep.sfuctl(&["up", "--no-audit"]).env("SFUCTL_SECRET", "abc").assert().code(2));
+    assert!(short.contains("at least 32") && short.contains("openssl rand -hex 32") && !short.contains("abc\n"), "{short}");
+    assert!(!dep.root().exists());
+
+    dep.sfuctl(&["up", "--no-audit"]).env("SFUCTL_SECRET", first).assert().success();
+    let conf = || std::fs::read_to_string(dep.root().join("config/turnserver.conf")).unwrap();
+    assert!(conf().contains(&format!("static-auth-secret={first}\n")));
+    let state_file = std::fs::read_dir(dep.spec().parent().unwrap().join("state")).unwrap().next().unwrap().unwrap().path();
+    let state = std::fs::read_to_string(&state_file).unwrap();
+    assert!(state.contains("\"salt\"") && !state.contains(first), "a salted fingerprint, never the secret: {state}");
+
+    // Another secret, by accident: refused with both fingerprints, nothing changed on the host.
+    let refused = stderr(&dep.sfuctl(&["up", "--no-audit"]).env("SFUCTL_SECRET", second).assert().code(2));
+    assert!(refused.contains("not the secret last deployed") && refused.contains("--rotate-secret"), "{refused}");
+    assert!(!refused.contains(first) && !refused.contains(second), "{refused}");
+    let shorts: Vec<&str> = refused.split(|c: char| !c.is_ascii_hexdigit()).filter(|w| w.len() == 12).collect();
+    assert_eq!(shorts.len(), 2, "both short fingerprints: {refused}");
+    assert_ne!(shorts[0], shorts[1]);
+    assert!(conf().contains(&format!("static-auth-secret={first}\n")));
+
+    // On purpose: the new secret is deployed and the server restarted once; then it is the remembered one.
+    let rotated = json(&dep.sfuctl(&["up", "--no-audit", "--rotate-secret", "--output", "json"]).env("SFUCTL_SECRET", second).assert().success());
+    assert_eq!(rotated["hosts"][0]["host"]["service"], "restarted", "{rotated}");
+    assert!(conf().contains(&format!("static-auth-secret={second}\n")));
+    assert!(!std::fs::read_to_string(&state_file).unwrap().contains(second));
+    dep.sfuctl(&["up", "--no-audit"]).env("SFUCTL_SECRET", second).assert().success().stdout(predicate::str::contains("No changes."));
+    dep.sfuctl(&["up", "--no-audit"]).env("SFUCTL_SECRET", first).assert().code(2);
+    dep.sfuctl(&["down", "--yes"]).env("SFUCTL_SECRET", second).assert().success();
+}

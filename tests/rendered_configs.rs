@@ -59,7 +59,7 @@ fn node_loads_the_mediasoup_module_with_both_shapes() {
         const assert = require('assert');
         assert.strictEqual(c.announcedAddress, '203.0.113.5');
         assert.deepStrictEqual(c.webRtcTransportOptions.listenInfos[0],
-            { protocol: 'udp', ip: '0.0.0.0', announcedAddress: '203.0.113.5', portRange: { min: 40000, max: 41000 } });
+            { protocol: 'udp', ip: '0.0.0.0', announcedAddress: '203.0.113.5', announcedIp: '203.0.113.5', portRange: { min: 40000, max: 41000 } });
         assert.deepStrictEqual(c.worker, { rtcMinPort: 40000, rtcMaxPort: 41000 });
         assert.deepStrictEqual(c.legacyWebRtcTransportOptions.listenIps, [{ ip: '0.0.0.0', announcedIp: '203.0.113.5' }]);
         console.log('ok');

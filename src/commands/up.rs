@@ -49,6 +49,10 @@ pub struct UpArgs {
     /// Probe only N ports of the media range in the final audit (default: every free port).
     #[arg(long, value_name = "N")]
     pub sample: Option<usize>,
+    /// Deploy a shared secret other than the one last deployed (every client's credentials change with it);
+    /// without this flag `up` refuses a different secret.
+    #[arg(long)]
+    pub rotate_secret: bool,
 }
 
 /// Runs `up`.
@@ -65,6 +69,7 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
         None => None,
     };
     let dep = Deployment::new(spec, base, timeouts(args.connect_timeout, args.health_timeout))?;
+    check_secret_unchanged(&dep, &secret, args.rotate_secret)?;
     let yes = args.yes;
     let (hosts, cloud) = engine::apply(&dep, Arc::clone(&provider), &renderer, &secret, &Timings::default(), |extra| {
         let names: Vec<String> = extra.iter().map(|s| format!("{} ({})", s.name, s.id)).collect();
@@ -77,6 +82,7 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
         async move { up_host(&dep, &host, artifact.as_deref(), &secret, &renderer).await }
     })
     .await;
+    remember_secret(&dep, &secret)?;
     let hosts_seconds = started.elapsed().as_secs_f64() - cloud_seconds;
 
     // Every host deployed: prove it from outside, unless asked not to.
@@ -105,14 +111,57 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
 /// The shared secret from `$SFUCTL_SECRET` (or `sfu.secret_env`): required by kinds that use one, else empty.
 fn shared_secret(spec: &crate::spec::Spec) -> Result<Secret> {
     let secret_env = spec.sfu.secret_env();
+    let kind = spec.sfu.kind.descriptor();
     match std::env::var(secret_env) {
+        Ok(v) if kind.min_secret_len.is_some_and(|min| !v.is_empty() && v.chars().count() < min) => Err(UserError::input(format!(
+            "${secret_env} has {} characters: {} needs a shared secret of at least {} (a shorter one can be guessed)",
+            v.chars().count(),
+            kind.title,
+            kind.min_secret_len.unwrap_or_default()
+        ))
+        .hint(format!("export {secret_env}=$(openssl rand -hex 32), and keep it: clients derive their credentials from it"))
+        .into()),
         Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
-        _ if spec.sfu.kind.descriptor().needs_secret => Err(UserError::input(format!("${secret_env} is not set: {} needs a shared secret", spec.sfu.kind.as_str()))
+        _ if kind.needs_secret => Err(UserError::input(format!("${secret_env} is not set: {} needs a shared secret", spec.sfu.kind.as_str()))
             .hint(format!("export {secret_env}=$(openssl rand -hex 32), and keep it: clients derive their credentials from it"))
             .into()),
         // Other kinds do not use it; a value is still needed for the templates.
         _ => Ok(Secret::new(String::new())),
     }
+}
+
+/// Refuses a shared secret other than the one last deployed (its salted fingerprint in the local state), unless
+/// the user asked to rotate it: a changed secret silently breaks every client's credentials.
+fn check_secret_unchanged(dep: &Deployment, secret: &Secret, rotate: bool) -> Result<()> {
+    if secret.expose().is_empty() || rotate {
+        return Ok(());
+    }
+    let Some((old, new)) = dep.with_state(|s| s.state.secret.as_ref().filter(|f| !f.matches(secret)).map(|f| f.short_forms(secret))) else {
+        return Ok(());
+    };
+    let secret_env = dep.spec.sfu.secret_env();
+    Err(UserError::input(format!(
+        "${secret_env} is not the secret last deployed to `{}` (fingerprint {new}, deployed {old}): every client's credentials would change",
+        dep.spec.name
+    ))
+    .hint(format!("export the secret deployed before; or, to change it on purpose, run `sfuctl up --rotate-secret` and give clients the new ${secret_env}"))
+    .into())
+}
+
+/// Remembers the secret just deployed as a salted fingerprint (a new salt only when it changed).
+fn remember_secret(dep: &Deployment, secret: &Secret) -> Result<()> {
+    if secret.expose().is_empty() {
+        return Ok(());
+    }
+    let unchanged = dep.with_state(|s| s.state.secret.as_ref().is_some_and(|f| f.matches(secret)));
+    if unchanged {
+        return Ok(());
+    }
+    let fingerprint = crate::secret::SecretFingerprint::new(secret)?;
+    dep.with_state(|s| {
+        s.state.secret = Some(fingerprint);
+        s.save()
+    })
 }
 
 /// What `up` did: the cloud, every host, the audit that ended it and how long each part took.

@@ -189,7 +189,7 @@ mod tests {
         assert_eq!(kinds, ["ssh_key", "firewall", "server", "server", "host_firewall", "service", "host_firewall", "service"]);
         assert_eq!(plan.summary.add, 8);
         assert_eq!(plan.firewall_rules[1].ports, "40000-41000");
-        assert_eq!(plan.files.len(), 14);
+        assert_eq!(plan.files.len(), 22);
         assert!(plan.to_text().contains("Plan: 8 to add, 0 to change, 0 to destroy."));
         assert!(plan.resources[1].details[0].contains("DigitalOcean cloud firewall, attached by tag sfuctl:t"), "{:?}", plan.resources[1].details);
     }
