@@ -88,9 +88,12 @@ async fn cloud_down(args: &DownArgs, output: Output, spec: &Spec, provider: std:
     let owner = Owner::new(&spec.name);
     // The key is found by fingerprint; without the public key file it cannot be found, and is left alone.
     let public_key = engine::public_key(spec, base_dir(&args.spec)).ok();
-    let current = engine::refresh(provider.as_ref(), ProviderData::get(spec.provider.kind), &owner, public_key.as_deref()).await?;
+    // A tagged server whose ID sfuctl saved is the deployment's whatever its name; anything else the API returns
+    // must carry the tag and sfuctl's name (refresh warns about, and leaves alone, what does not).
+    let saved_ids: Vec<String> = StateFile::load(&spec.name)?.state.resources.iter().filter(|(k, _)| k.starts_with("server:")).map(|(_, v)| v.clone()).collect();
+    let current = engine::refresh::refresh_with(provider.as_ref(), ProviderData::get(spec.provider.kind), &owner, public_key.as_deref(), &saved_ids).await?;
     let mut lines: Vec<String> = current.servers.iter().map(|s| format!("  - server {} ({})", s.name, s.id)).collect();
-    if let Some(fw) = &current.firewall {
+    for fw in current.firewall.iter().chain(&current.extra_firewalls) {
         lines.push(format!("  - firewall {} ({})", fw.name, fw.id));
     }
     if let Some(key) = current.key.as_ref().filter(|k| k.name == owner.ssh_key_name()) {
