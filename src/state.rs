@@ -105,6 +105,84 @@ impl StateFile {
     }
 }
 
+/// How long a run waits for another run of the same deployment on this machine: `$SFUCTL_LOCK_TIMEOUT` seconds,
+/// else 10 minutes.
+pub fn lock_timeout() -> std::time::Duration {
+    let secs = std::env::var("SFUCTL_LOCK_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
+    std::time::Duration::from_secs(secs)
+}
+
+/// An exclusive lock on one deployment (`<state dir>/<name>.lock`, an OS file lock released when the process
+/// ends, however it ends): `up` and `down` of one deployment on one machine run one at a time.
+#[derive(Debug)]
+pub struct DeploymentLock {
+    _file: std::fs::File,
+    path: PathBuf,
+}
+
+impl DeploymentLock {
+    /// Takes the lock of deployment `name`, waiting up to `timeout` (with a message) while another run holds it.
+    pub async fn acquire(name: &str, timeout: std::time::Duration) -> Result<Self> {
+        Self::acquire_at(&state_dir().join(format!("{name}.lock")), timeout).await
+    }
+
+    /// [`DeploymentLock::acquire`] on an explicit path.
+    pub async fn acquire_at(path: &Path, timeout: std::time::Duration) -> Result<Self> {
+        let fail = |what: &str, e: std::io::Error| UserError::failed(format!("cannot {what} the lock file `{}`", path.display())).caused_by(e);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| fail("create the directory of", e))?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(path).map_err(|e| fail("open", e))?;
+        let started = std::time::Instant::now();
+        let mut told = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let holder = std::fs::read_to_string(path).unwrap_or_default();
+                    let holder = holder.trim();
+                    if started.elapsed() >= timeout {
+                        return Err(UserError::failed(format!(
+                            "another sfuctl run of this deployment still holds `{}`{} after {}s",
+                            path.display(),
+                            if holder.is_empty() { String::new() } else { format!(" ({holder})") },
+                            timeout.as_secs()
+                        ))
+                        .hint("wait for it to finish and run again (set SFUCTL_LOCK_TIMEOUT to wait longer); the lock is released when that process ends, however it ends")
+                        .into());
+                    }
+                    if !told {
+                        eprintln!(
+                            "waiting for another sfuctl run of this deployment{} to finish (lock `{}`, up to {}s)",
+                            if holder.is_empty() { String::new() } else { format!(" ({holder})") },
+                            path.display(),
+                            timeout.as_secs()
+                        );
+                        told = true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(fail("lock", e).into()),
+            }
+        }
+        // Who holds it, for the message another run prints (the lock is the OS lock, not this text).
+        let _ = file.set_len(0).and_then(|()| {
+            use std::io::Write;
+            (&file).write_all(format!("pid {}", std::process::id()).as_bytes())
+        });
+        Ok(Self { _file: file, path: path.to_path_buf() })
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +200,22 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "no temporary file left behind");
+    }
+
+    #[tokio::test]
+    async fn a_second_run_waits_for_the_lock_then_fails_clearly_after_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.lock");
+        let first = DeploymentLock::acquire_at(&path, std::time::Duration::from_secs(1)).await.unwrap();
+        let started = std::time::Instant::now();
+        let err = DeploymentLock::acquire_at(&path, std::time::Duration::from_millis(600)).await.unwrap_err();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(600));
+        let text = crate::error::render(&err);
+        assert!(text.contains("another sfuctl run of this deployment still holds") && text.contains(&format!("pid {}", std::process::id())), "{text}");
+        assert!(text.contains("SFUCTL_LOCK_TIMEOUT"), "{text}");
+        // Released when the holder goes: the next run gets it at once.
+        drop(first);
+        DeploymentLock::acquire_at(&path, std::time::Duration::from_millis(100)).await.unwrap();
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct DownArgs {
 pub async fn execute(args: &DownArgs, output: Output) -> Result<Exit> {
     let loaded = load_valid_spec(&args.spec, FileCheck::Warn)?;
     let provider = catalog::require(&loaded.spec)?;
+    // One run of a deployment at a time on this machine (`up` takes the same lock).
+    let _lock = crate::state::DeploymentLock::acquire(&loaded.spec.name, crate::state::lock_timeout()).await?;
     // Servers sfuctl made go through the API (deleting one removes what was on it); on servers it was given, it
     // removes over SSH what it put there.
     if ProviderData::get(loaded.spec.provider.kind).creates_servers() {
