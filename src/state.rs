@@ -30,7 +30,8 @@ pub fn state_dir() -> PathBuf {
 pub struct State {
     /// The deployment's name.
     pub name: String,
-    /// Pinned SSH host keys, by host address (`SHA256:…`).
+    /// Pinned SSH host keys (`SHA256:…`): by host address for hosts you gave sfuctl, by [`server_pin`] (the
+    /// provider's ID) for servers sfuctl made, so a new server at a reused address is first contact again.
     #[serde(default)]
     pub host_keys: BTreeMap<String, String>,
     /// What sfuctl deployed on each host, by host name.
@@ -39,6 +40,33 @@ pub struct State {
     /// Cloud resources sfuctl created, by kind and name: their provider IDs.
     #[serde(default)]
     pub resources: BTreeMap<String, String>,
+}
+
+/// The `host_keys` entry of a server sfuctl made: `server:<provider ID>`.
+pub fn server_pin(id: &str) -> String {
+    format!("server:{id}")
+}
+
+impl State {
+    /// The provider ID saved for server `name`.
+    pub fn server_id(&self, name: &str) -> Option<&String> {
+        self.resources.get(&format!("server:{name}"))
+    }
+
+    /// Saves server `name`'s ID; a pin of an ID it replaces (the same name made anew) is dropped.
+    pub fn set_server_id(&mut self, name: &str, id: &str) {
+        if let Some(old) = self.resources.insert(format!("server:{name}"), id.to_string()).filter(|old| old != id) {
+            self.host_keys.remove(&server_pin(&old));
+        }
+    }
+
+    /// Forgets server `name`: its ID, its record and its host key pin (the server is gone).
+    pub fn forget_server(&mut self, name: &str) {
+        self.hosts.remove(name);
+        if let Some(id) = self.resources.remove(&format!("server:{name}")) {
+            self.host_keys.remove(&server_pin(&id));
+        }
+    }
 }
 
 /// What sfuctl last deployed on a host.
@@ -200,6 +228,20 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn a_server_pin_goes_with_its_server() {
+        let mut s = State::default();
+        s.set_server_id("sfuctl-d-1", "7");
+        s.host_keys.insert(server_pin("7"), "SHA256:a".into());
+        s.set_server_id("sfuctl-d-1", "7");
+        assert!(s.host_keys.contains_key("server:7"), "the same server keeps its pin");
+        s.set_server_id("sfuctl-d-1", "8");
+        assert!(s.host_keys.is_empty(), "a server made anew under the name starts from first contact");
+        s.host_keys.insert(server_pin("8"), "SHA256:b".into());
+        s.forget_server("sfuctl-d-1");
+        assert!(s.host_keys.is_empty() && s.resources.is_empty());
     }
 
     #[tokio::test]

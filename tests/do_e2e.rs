@@ -289,3 +289,42 @@ fn two_runs_at_once_end_with_exactly_count_servers() {
     dep.sfuctl(&fake, &["down", "--yes"]).assert().success();
     assert_eq!(leftovers(&fake, &dep.name), Vec::<String>::new());
 }
+
+/// Clouds reuse addresses: a server sfuctl made is pinned by its provider ID, the pin goes with `down`, and a new
+/// server at the same address (with a new host key) is first contact again; a changed key on the SAME server is
+/// still refused.
+#[test]
+fn a_reused_address_is_first_contact_again_but_a_changed_key_on_the_same_server_is_refused() {
+    require_tool("turnserver", "coturn");
+    let mut host = TestHost::start("do-reuse");
+    let fake = DoFake::start_with(&["--address-pool", &host.address()]);
+    let dep = DoDeployment::new("reuse", &host, &[&host]);
+    dep.write_spec("40000-40999", 1);
+    let state = || -> Value { serde_json::from_str(&std::fs::read_to_string(dep.dir.path().join(format!("state/{}.json", dep.name))).unwrap()).unwrap() };
+
+    let out = dep.sfuctl(&fake, &["up"]).assert().success();
+    assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("first contact"));
+    let first_id = fake.get("/_fake/state")["droplets"][0]["id"].to_string();
+    let pins = state()["host_keys"].clone();
+    assert_eq!(pins.as_object().unwrap().keys().collect::<Vec<_>>(), [&format!("server:{first_id}")], "pinned by the droplet's ID, not its address: {pins}");
+
+    dep.sfuctl(&fake, &["down", "--yes"]).assert().success();
+    assert_eq!(state()["host_keys"], serde_json::json!({}), "down drops the pins of the servers it deleted");
+
+    // A new droplet gets the same address, and the machine behind it has a new host key.
+    host.restart_sshd_with_new_host_key();
+    let out = dep.sfuctl(&fake, &["up"]).assert().success();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(err.contains("first contact") && !err.contains("CHANGED"), "{err}");
+    let second_id = fake.get("/_fake/state")["droplets"][0]["id"].to_string();
+    assert_ne!(first_id, second_id);
+    assert!(fake.get("/_fake/state")["droplets"][0]["networks"]["v4"].to_string().contains(&host.address()), "the address is reused");
+
+    // The same droplet with a changed key: refused, naming the pin to remove.
+    host.restart_sshd_with_new_host_key();
+    let out = dep.sfuctl(&fake, &["up"]).assert().code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(err.contains("CHANGED") && err.contains(&format!("server:{second_id}")), "{err}");
+    dep.sfuctl(&fake, &["down", "--yes"]).assert().success();
+    assert_eq!(leftovers(&fake, &dep.name), Vec::<String>::new());
+}

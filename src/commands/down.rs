@@ -112,6 +112,8 @@ async fn cloud_down(args: &DownArgs, output: Output, spec: &Spec, provider: std:
         let mut state = StateFile::load(&spec.name)?;
         state.state.resources.clear();
         state.state.hosts.clear();
+        // Every pin of a cloud deployment is one of its servers': gone with them (a new server may get the address).
+        state.state.host_keys.clear();
         state.save()?;
     }
     match output {

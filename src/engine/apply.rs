@@ -78,10 +78,13 @@ pub fn state_ledger(dep: &Arc<Deployment>) -> Ledger {
             match saved {
                 Saved::Key(id) => s.state.resources.insert("ssh_key".into(), id),
                 Saved::Firewall(id) => s.state.resources.insert("firewall".into(), id),
-                Saved::Server(name, id) => s.state.resources.insert(format!("server:{name}"), id),
+                Saved::Server(name, id) => {
+                    s.state.set_server_id(&name, &id);
+                    None
+                }
                 Saved::ServerGone(name) => {
-                    s.state.hosts.remove(&name);
-                    s.state.resources.remove(&format!("server:{name}"))
+                    s.state.forget_server(&name);
+                    None
                 }
             };
             s.save()
@@ -105,6 +108,15 @@ pub async fn apply(
     let saved_ids = dep.with_state(|s| s.state.resources.iter().filter(|(k, _)| k.starts_with("server:")).map(|(_, v)| v.clone()).collect());
     let inputs = Inputs { spec, base_dir: &dep.base_dir, renderer, secret, public_key, timings, ledger: state_ledger(dep), saved_ids };
     let (servers, report) = converge(&provider, &inputs, confirm).await?;
+    if data.creates_servers() {
+        // Every server's ID in the state (found by tag after a lost state too): host keys are pinned by it.
+        dep.with_state(|s| {
+            for server in &servers {
+                s.state.set_server_id(&server.name, &server.id.0);
+            }
+            s.save()
+        })?;
+    }
     let hosts = targets(spec, &servers);
     if data.creates_servers() {
         let mut ssh_waits = tokio::task::JoinSet::new();
