@@ -98,6 +98,11 @@ impl Deployment {
         }))
     }
 
+    /// Whether the deployment's servers are made by sfuctl (a cloud), not given to it.
+    fn creates_servers(&self) -> bool {
+        crate::provider::catalog::ProviderData::get(self.spec.provider.kind).creates_servers()
+    }
+
     /// Runs `f` on the state (callers save it themselves, right after a change).
     pub fn with_state<T>(&self, f: impl FnOnce(&mut StateFile) -> T) -> T {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -115,7 +120,10 @@ impl Deployment {
             .find(|h| h.name == host.name)
             .and_then(|h| h.host_key.clone())
             .or_else(|| self.spec.ssh.host_key.clone());
-        let pinned_in_state = self.with_state(|s| s.state.host_keys.get(&host.address).cloned());
+        // A server sfuctl made is pinned by its provider ID (an address may be handed to a new server after
+        // `down`); a host you gave sfuctl by its address.
+        let pin = self.with_state(|s| if self.creates_servers() { s.state.server_id(&host.name).map(|id| crate::state::server_pin(id)) } else { None }).unwrap_or_else(|| host.address.clone());
+        let pinned_in_state = self.with_state(|s| s.state.host_keys.get(&pin).cloned());
         let mut target = SshTarget::new(host.address.clone(), self.spec.ssh.port(), ssh_user(&self.spec));
         target.private_key = self.key.clone();
         target.passphrase = self.passphrase.clone();
@@ -125,14 +133,14 @@ impl Deployment {
             let mut err = UserError::failed(format!("cannot connect to host `{}`", host.name));
             if pinned_by_spec.is_none() && pinned_in_state.is_some() && format!("{e:#}").contains("CHANGED") {
                 let path = self.with_state(|s| s.path().display().to_string());
-                err = err.hint(format!("sfuctl pinned this host's key at first contact: after checking the new key on the host (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`), remove `{}` from `host_keys` in {path}, or pin the new key with `ssh.host_key`", host.address));
+                err = err.hint(format!("sfuctl pinned this host's key at first contact: after checking the new key on the host (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`), remove `{pin}` from `host_keys` in {path}, or pin the new key with `ssh.host_key`"));
             }
             err.caused_by(e)
         })?;
         if pinned_by_spec.is_none() && pinned_in_state.is_none() {
             eprintln!("{}: first contact, pinned host key {fingerprint}", host.name);
             self.with_state(|s| {
-                s.state.host_keys.insert(host.address.clone(), fingerprint.clone());
+                s.state.host_keys.insert(pin.clone(), fingerprint.clone());
                 s.save()
             })?;
         }

@@ -91,6 +91,16 @@ pub trait CloudFake: Sync {
 
     /// The provider's server error answer.
     fn server_error(&self) -> Reply;
+
+    /// Someone else's server, made in the fake out of band (name `example.com`, tags `["web"]`); returns its ID.
+    fn plant_foreign(&self) -> String;
+
+    /// Whether the fake still holds server `id` (not deleted or terminated).
+    fn holds_server(&self, id: &str) -> bool;
+
+    /// What [`Effect::Strip`] removes from the server list so that it ignores the owner filter (empty: the
+    /// provider sends none and already gets every server).
+    fn owner_filter(&self) -> &'static [&'static str];
 }
 
 /// Provider calls that faults are aimed at.
@@ -264,7 +274,7 @@ impl<'a> Deployment<'a> {
         let renderer = Renderer::new(None)?;
         let secret = Secret::new("conformance-secret-0123456789abcdef0123456789");
         let timings = timings();
-        let inputs = Inputs { spec, base_dir: std::path::Path::new("."), renderer: &renderer, secret: &secret, public_key: Some(KEY.into()), timings: &timings, ledger };
+        let inputs = Inputs { spec, base_dir: std::path::Path::new("."), renderer: &renderer, secret: &secret, public_key: Some(KEY.into()), timings: &timings, ledger, saved_ids: vec![] };
         let (servers, report) = converge(&provider, &inputs, confirm).await?;
         let saved = saved.lock().unwrap().clone();
         Ok(Converged { servers, report, saved, stats: provider.requests() })
@@ -374,7 +384,79 @@ pub async fn run_suite(fake: &dyn CloudFake) -> Vec<(&'static str, Duration)> {
     let t = Instant::now();
     faults(Deployment::new(fake, "flt")).await;
     timed("6 429/5xx on list and create (+ down)", t);
+
+    let t = Instant::now();
+    someone_elses_server(Deployment::new(fake, "own")).await;
+    timed("8 someone else's server in the list", t);
+    let t = Instant::now();
+    two_runs_at_once(Deployment::new(fake, "dup")).await;
+    timed("9 two runs at once", t);
     times
+}
+
+/// 8: the server list ignores its owner filter and returns someone else's server (`example.com`, tags `["web"]`):
+/// create, a scale-down and down never touch it, and the fake still holds it.
+async fn someone_elses_server(mut dep: Deployment<'_>) {
+    let fake = dep.fake;
+    let proxy = fake.proxy();
+    let theirs = fake.plant_foreign();
+    assert!(fake.holds_server(&theirs));
+    if !fake.owner_filter().is_empty() {
+        proxy.inject([Fault {
+            label: "list ignores its filter".into(),
+            matches: fake.call(Call::ListServers, &dep.owner),
+            count: u32::MAX,
+            effect: Effect::Strip(fake.owner_filter()),
+            reply: fake.server_error(),
+        }]);
+    }
+    let c = dep.converge(&dep.spec(2, None), |shown| panic!("nothing to delete, yet asked about {shown:?}")).await.unwrap_or_else(|e| panic!("create: {e:#}\n{}", proxy.log_text()));
+    assert_eq!(names(&c.servers), [dep.server_name(1), dep.server_name(2)]);
+    let (current, _) = dep.refresh().await;
+    assert_eq!(names(&current.servers), [dep.server_name(1), dep.server_name(2)]);
+    // Reported when the provider passed it on (DigitalOcean, AWS); Linode and Vultr check the tag themselves too.
+    // (An unfiltered EC2 list also returns other deployments' and terminated instances: reported alike.)
+    assert!(current.foreign.is_empty() || current.foreign.iter().any(|f| f.contains(&theirs) && f.contains("example.com")), "reported: {:?}", current.foreign);
+    // Scale down: only sfuctl's server 2 is shown and deleted.
+    let shown = Mutex::new(Vec::new());
+    let c = dep
+        .converge(&dep.spec(1, None), |servers| {
+            *shown.lock().unwrap() = names(servers);
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("scale down: {e:#}"));
+    assert_eq!(*shown.lock().unwrap(), [dep.server_name(2)]);
+    assert_eq!(c.report.servers_deleted, [dep.server_name(2)]);
+    let (teardown, _) = dep.destroy().await;
+    assert!(teardown.failed.is_empty(), "{teardown:?}");
+    assert!(!teardown.deleted.iter().any(|d| d.contains(&theirs)), "{teardown:?}");
+    let touched: Vec<String> = proxy.log().into_iter().filter(|s| !s.line.starts_with("GET") && s.line.contains(&theirs)).map(|s| s.line).collect();
+    assert_eq!(touched, Vec::<String>::new(), "no request changed someone else's server");
+    assert!(fake.holds_server(&theirs), "the fake still holds someone else's server {theirs}");
+    proxy.clear();
+    assert_eq!(dep.inventory().lines(), Vec::<String>::new());
+    dep.down = true;
+}
+
+/// 9: two runs of the same spec at once (two machines: no lock between them) end with exactly one server and one
+/// firewall: each run keeps the lowest ID of a name and deletes the others.
+async fn two_runs_at_once(mut dep: Deployment<'_>) {
+    let spec = dep.spec(1, None);
+    let (a, b) = tokio::join!(dep.converge(&spec, |_| Ok(())), dep.converge(&spec, |_| Ok(())));
+    let outcomes = [a.map(|c| names(&c.servers)).map_err(|e| format!("{e:#}")), b.map(|c| names(&c.servers)).map_err(|e| format!("{e:#}"))];
+    eprintln!("[conformance {}] two runs at once: {outcomes:?}", dep.fake.label());
+    assert!(outcomes.iter().any(Result::is_ok), "at least one run succeeds: {outcomes:?}\n{}", dep.fake.proxy().log_text());
+    // A third run (or the slower of the two) converges to exactly one of each.
+    let c = dep.converge(&spec, |_| Ok(())).await.unwrap_or_else(|e| panic!("converge after two runs: {e:#}"));
+    assert_eq!(names(&c.servers), [dep.server_name(1)]);
+    let inv = dep.inventory();
+    assert_eq!(inv.servers.len(), 1, "exactly `count` servers: {inv:#?}\n{}", dep.fake.proxy().log_text());
+    assert_eq!(inv.firewalls.len(), 1, "exactly one firewall: {inv:#?}");
+    let (teardown, _) = dep.destroy().await;
+    assert!(teardown.failed.is_empty(), "{teardown:?}");
+    assert_eq!(dep.inventory().lines(), Vec::<String>::new());
+    dep.down = true;
 }
 
 /// 1: create with count 2.
@@ -680,6 +762,19 @@ impl CloudFake for DoHarness {
     fn server_error(&self) -> Reply {
         Reply::json(500, r#"{"id":"server_error","message":"Server was unable to give you a response."}"#)
     }
+
+    fn plant_foreign(&self) -> String {
+        let body = serde_json::json!({ "name": "example.com", "region": "fra1", "size": "s-1vcpu-1gb", "image": "ubuntu-24-04-x64", "tags": ["web"] });
+        self.fake.oob("POST", "/v2/droplets", Some(&body))["droplet"]["id"].to_string()
+    }
+
+    fn holds_server(&self, id: &str) -> bool {
+        self.fake.get("/_fake/state")["droplets"].as_array().into_iter().flatten().any(|d| d["id"].to_string().as_str() == id)
+    }
+
+    fn owner_filter(&self) -> &'static [&'static str] {
+        &["tag_name"]
+    }
 }
 
 /// `"22"` or `"40000-41000"`.
@@ -780,6 +875,19 @@ impl CloudFake for AwsHarness {
 
     fn server_error(&self) -> Reply {
         Reply::xml(500, &EC2_ERROR.replace("{code}", "InternalError").replace("{message}", "An internal error has occurred."))
+    }
+
+    fn plant_foreign(&self) -> String {
+        self.moto.run_foreign_instance()
+    }
+
+    fn holds_server(&self, id: &str) -> bool {
+        self.moto.inventory()["instances"].as_array().into_iter().flatten().any(|i| i["id"] == id && i["state"] != "terminated")
+    }
+
+    fn owner_filter(&self) -> &'static [&'static str] {
+        // Every filter of DescribeInstances (the owner tag and the live states).
+        &["Filter."]
     }
 }
 
@@ -890,6 +998,19 @@ impl CloudFake for LinodeHarness {
     fn server_error(&self) -> Reply {
         Reply::json(500, r#"{"errors":[{"reason":"Internal Server Error"}]}"#)
     }
+
+    fn plant_foreign(&self) -> String {
+        let body = serde_json::json!({ "label": "example.com", "region": "eu-central", "type": "g6-nanode-1", "image": "linode/ubuntu24.04", "root_pass": "Someone-Elses-Pass-9271!", "tags": ["web"] });
+        self.fake.oob("POST", "/v4/linode/instances", Some(&body))["id"].to_string()
+    }
+
+    fn holds_server(&self, id: &str) -> bool {
+        self.fake.get("/_fake/state")["instances"].as_array().into_iter().flatten().any(|i| i["id"].to_string().as_str() == id)
+    }
+
+    fn owner_filter(&self) -> &'static [&'static str] {
+        &["X-Filter"]
+    }
 }
 
 #[tokio::test]
@@ -978,6 +1099,20 @@ impl CloudFake for VultrHarness {
 
     fn server_error(&self) -> Reply {
         Reply::json(500, r#"{"error":"Internal server error.","status":500}"#)
+    }
+
+    fn plant_foreign(&self) -> String {
+        let body = serde_json::json!({ "label": "example.com", "region": "fra", "plan": "vc2-1c-1gb", "os_id": 2284, "tags": ["web"] });
+        self.fake.oob("POST", "/v2/instances", Some(&body))["instance"]["id"].as_str().unwrap().to_string()
+    }
+
+    fn holds_server(&self, id: &str) -> bool {
+        self.fake.get("/_fake/state")["instances"].as_array().into_iter().flatten().any(|i| i["id"] == id)
+    }
+
+    fn owner_filter(&self) -> &'static [&'static str] {
+        // Every instance is listed already (Vultr's tag filter is deprecated): nothing to strip.
+        &[]
     }
 }
 

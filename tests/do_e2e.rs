@@ -236,3 +236,95 @@ fn a_bad_token_fails_with_a_hint_and_creates_nothing() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.get_output().stdout), String::from_utf8_lossy(&out.get_output().stderr));
     assert!(text.contains("Refreshed from DigitalOcean") && !text.contains(fake.token()), "{text}");
 }
+
+/// Two `up` of one spec at once from two machines (two state directories: no lock between them), then from one
+/// machine (one state directory: the second waits for the first's lock). Each ends with exactly `count` servers:
+/// a duplicate of a name is found after create and the lowest ID is kept, whichever run sees it.
+#[test]
+fn two_runs_at_once_end_with_exactly_count_servers() {
+    require_tool("turnserver", "coturn");
+    let hosts = [TestHost::start("do-twin-1"), TestHost::start("do-twin-2"), TestHost::start("do-twin-3")];
+    let pool = hosts.iter().map(|h| h.address()).collect::<Vec<_>>().join(",");
+    let fake = DoFake::start_with(&["--address-pool", &pool, "--boot-delay", "1"]);
+    let dep = DoDeployment::new("twin", &hosts[0], &[&hosts[0], &hosts[1], &hosts[2]]);
+    dep.write_spec("40000-40999", 1);
+    let droplets = || -> Vec<String> {
+        fake.get("/_fake/state")["droplets"].as_array().into_iter().flatten().map(|d| d["name"].as_str().unwrap_or_default().to_string()).collect()
+    };
+    let other_machine = dep.dir.path().join("state-of-another-machine");
+    let run = |state: Option<&std::path::Path>| {
+        let mut cmd = dep.sfuctl(&fake, &["up", "--yes"]);
+        if let Some(dir) = state {
+            cmd.env("SFUCTL_STATE_DIR", dir);
+        }
+        cmd.output().unwrap()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| run(None));
+        let b = s.spawn(|| run(Some(&other_machine)));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let text = |o: &std::process::Output| format!("exit {:?}\n{}{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    eprintln!("two machines:\n--- a: {}\n--- b: {}", text(&a), text(&b));
+    assert!(a.status.success() || b.status.success(), "at least one run succeeds:\n{}\n{}", text(&a), text(&b));
+    assert_eq!(droplets(), [format!("sfuctl-{}-1", dep.name)], "exactly count servers after two machines ran up at once");
+    // The next run from either machine converges with nothing to create.
+    let again = run(None);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(droplets().len(), 1);
+
+    // One machine: the second run waits for the first's lock, then finds everything made.
+    dep.write_spec("40000-40999", 2);
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| run(None));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let b = s.spawn(|| run(None));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a.status.success() && b.status.success(), "{}\n{}", text(&a), text(&b));
+    assert!(text(&a).contains("waiting for another sfuctl run") || text(&b).contains("waiting for another sfuctl run"), "{}\n{}", text(&a), text(&b));
+    let mut names = droplets();
+    names.sort();
+    assert_eq!(names, [format!("sfuctl-{}-1", dep.name), format!("sfuctl-{}-2", dep.name)]);
+    dep.sfuctl(&fake, &["down", "--yes"]).assert().success();
+    assert_eq!(leftovers(&fake, &dep.name), Vec::<String>::new());
+}
+
+/// Clouds reuse addresses: a server sfuctl made is pinned by its provider ID, the pin goes with `down`, and a new
+/// server at the same address (with a new host key) is first contact again; a changed key on the SAME server is
+/// still refused.
+#[test]
+fn a_reused_address_is_first_contact_again_but_a_changed_key_on_the_same_server_is_refused() {
+    require_tool("turnserver", "coturn");
+    let mut host = TestHost::start("do-reuse");
+    let fake = DoFake::start_with(&["--address-pool", &host.address()]);
+    let dep = DoDeployment::new("reuse", &host, &[&host]);
+    dep.write_spec("40000-40999", 1);
+    let state = || -> Value { serde_json::from_str(&std::fs::read_to_string(dep.dir.path().join(format!("state/{}.json", dep.name))).unwrap()).unwrap() };
+
+    let out = dep.sfuctl(&fake, &["up"]).assert().success();
+    assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("first contact"));
+    let first_id = fake.get("/_fake/state")["droplets"][0]["id"].to_string();
+    let pins = state()["host_keys"].clone();
+    assert_eq!(pins.as_object().unwrap().keys().collect::<Vec<_>>(), [&format!("server:{first_id}")], "pinned by the droplet's ID, not its address: {pins}");
+
+    dep.sfuctl(&fake, &["down", "--yes"]).assert().success();
+    assert_eq!(state()["host_keys"], serde_json::json!({}), "down drops the pins of the servers it deleted");
+
+    // A new droplet gets the same address, and the machine behind it has a new host key.
+    host.restart_sshd_with_new_host_key();
+    let out = dep.sfuctl(&fake, &["up"]).assert().success();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(err.contains("first contact") && !err.contains("CHANGED"), "{err}");
+    let second_id = fake.get("/_fake/state")["droplets"][0]["id"].to_string();
+    assert_ne!(first_id, second_id);
+    assert!(fake.get("/_fake/state")["droplets"][0]["networks"]["v4"].to_string().contains(&host.address()), "the address is reused");
+
+    // The same droplet with a changed key: refused, naming the pin to remove.
+    host.restart_sshd_with_new_host_key();
+    let out = dep.sfuctl(&fake, &["up"]).assert().code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(err.contains("CHANGED") && err.contains(&format!("server:{second_id}")), "{err}");
+    dep.sfuctl(&fake, &["down", "--yes"]).assert().success();
+    assert_eq!(leftovers(&fake, &dep.name), Vec::<String>::new());
+}

@@ -207,7 +207,7 @@ async fn twelve_instances_keep_to_the_create_limit() {
     let secret = Secret::new("pacing-secret-0123456789abcdef0123456789");
     let timings = Timings { server: Duration::from_secs(120), firewall: Duration::from_secs(30), ssh: Duration::from_secs(5), busy: Duration::from_secs(30) };
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMiUZBmwUBMwwQNNV+aldxkNLIDCr5Wa8Hu4X5NRP8Xm test@sfuctl".to_string();
-    let inputs = Inputs { spec: &spec, base_dir: std::path::Path::new("."), renderer: &renderer, secret: &secret, public_key: Some(key), timings: &timings, ledger };
+    let inputs = Inputs { spec: &spec, base_dir: std::path::Path::new("."), renderer: &renderer, secret: &secret, public_key: Some(key), timings: &timings, ledger, saved_ids: vec![] };
 
     let started = Instant::now();
     let (servers, report) = converge(&provider, &inputs, |shown| panic!("nothing to delete, yet asked about {shown:?}")).await.unwrap_or_else(|e| panic!("{e:#}"));

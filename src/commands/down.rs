@@ -35,6 +35,8 @@ pub struct DownArgs {
 pub async fn execute(args: &DownArgs, output: Output) -> Result<Exit> {
     let loaded = load_valid_spec(&args.spec, FileCheck::Warn)?;
     let provider = catalog::require(&loaded.spec)?;
+    // One run of a deployment at a time on this machine (`up` takes the same lock).
+    let _lock = crate::state::DeploymentLock::acquire(&loaded.spec.name, crate::state::lock_timeout()).await?;
     // Servers sfuctl made go through the API (deleting one removes what was on it); on servers it was given, it
     // removes over SSH what it put there.
     if ProviderData::get(loaded.spec.provider.kind).creates_servers() {
@@ -88,9 +90,12 @@ async fn cloud_down(args: &DownArgs, output: Output, spec: &Spec, provider: std:
     let owner = Owner::new(&spec.name);
     // The key is found by fingerprint; without the public key file it cannot be found, and is left alone.
     let public_key = engine::public_key(spec, base_dir(&args.spec)).ok();
-    let current = engine::refresh(provider.as_ref(), ProviderData::get(spec.provider.kind), &owner, public_key.as_deref()).await?;
+    // A tagged server whose ID sfuctl saved is the deployment's whatever its name; anything else the API returns
+    // must carry the tag and sfuctl's name (refresh warns about, and leaves alone, what does not).
+    let saved_ids: Vec<String> = StateFile::load(&spec.name)?.state.resources.iter().filter(|(k, _)| k.starts_with("server:")).map(|(_, v)| v.clone()).collect();
+    let current = engine::refresh::refresh_with(provider.as_ref(), ProviderData::get(spec.provider.kind), &owner, public_key.as_deref(), &saved_ids).await?;
     let mut lines: Vec<String> = current.servers.iter().map(|s| format!("  - server {} ({})", s.name, s.id)).collect();
-    if let Some(fw) = &current.firewall {
+    for fw in current.firewall.iter().chain(&current.extra_firewalls) {
         lines.push(format!("  - firewall {} ({})", fw.name, fw.id));
     }
     if let Some(key) = current.key.as_ref().filter(|k| k.name == owner.ssh_key_name()) {
@@ -107,6 +112,8 @@ async fn cloud_down(args: &DownArgs, output: Output, spec: &Spec, provider: std:
         let mut state = StateFile::load(&spec.name)?;
         state.state.resources.clear();
         state.state.hosts.clear();
+        // Every pin of a cloud deployment is one of its servers': gone with them (a new server may get the address).
+        state.state.host_keys.clear();
         state.save()?;
     }
     match output {

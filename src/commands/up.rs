@@ -68,6 +68,8 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
         Some(raw) => Some(Arc::new(Artifact::prepare(&resolve_path(raw, base))?)),
         None => None,
     };
+    // One run of a deployment at a time on this machine; taken before the state is read.
+    let _lock = crate::state::DeploymentLock::acquire(&spec.name, crate::state::lock_timeout()).await?;
     let dep = Deployment::new(spec, base, timeouts(args.connect_timeout, args.health_timeout))?;
     check_secret_unchanged(&dep, &secret, args.rotate_secret)?;
     let yes = args.yes;

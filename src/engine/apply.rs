@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::deploy::Deployment;
 use crate::engine::diff::{Diff, FirewallChange};
 use crate::engine::pacing::Gate;
-use crate::engine::refresh::{Current, public_key, refresh};
+use crate::engine::refresh::{Current, duplicates, not_owned, public_key, refresh_with};
 use crate::engine::{Timings, targets, wait_for_ssh};
 use crate::error::UserError;
 use crate::http::{RetryPolicy, maybe_applied};
@@ -78,10 +78,13 @@ pub fn state_ledger(dep: &Arc<Deployment>) -> Ledger {
             match saved {
                 Saved::Key(id) => s.state.resources.insert("ssh_key".into(), id),
                 Saved::Firewall(id) => s.state.resources.insert("firewall".into(), id),
-                Saved::Server(name, id) => s.state.resources.insert(format!("server:{name}"), id),
+                Saved::Server(name, id) => {
+                    s.state.set_server_id(&name, &id);
+                    None
+                }
                 Saved::ServerGone(name) => {
-                    s.state.hosts.remove(&name);
-                    s.state.resources.remove(&format!("server:{name}"))
+                    s.state.forget_server(&name);
+                    None
                 }
             };
             s.save()
@@ -102,8 +105,18 @@ pub async fn apply(
     let spec = &dep.spec;
     let data = ProviderData::get(spec.provider.kind);
     let public_key = if data.ssh_key == KeyHandling::None { None } else { Some(public_key(spec, &dep.base_dir)?) };
-    let inputs = Inputs { spec, base_dir: &dep.base_dir, renderer, secret, public_key, timings, ledger: state_ledger(dep) };
+    let saved_ids = dep.with_state(|s| s.state.resources.iter().filter(|(k, _)| k.starts_with("server:")).map(|(_, v)| v.clone()).collect());
+    let inputs = Inputs { spec, base_dir: &dep.base_dir, renderer, secret, public_key, timings, ledger: state_ledger(dep), saved_ids };
     let (servers, report) = converge(&provider, &inputs, confirm).await?;
+    if data.creates_servers() {
+        // Every server's ID in the state (found by tag after a lost state too): host keys are pinned by it.
+        dep.with_state(|s| {
+            for server in &servers {
+                s.state.set_server_id(&server.name, &server.id.0);
+            }
+            s.save()
+        })?;
+    }
     let hosts = targets(spec, &servers);
     if data.creates_servers() {
         let mut ssh_waits = tokio::task::JoinSet::new();
@@ -134,6 +147,9 @@ pub struct Inputs<'a> {
     pub timings: &'a Timings,
     /// Where each ID goes the moment it exists.
     pub ledger: Ledger,
+    /// Server IDs saved in the local state: a tagged server with one of these IDs is the deployment's whatever
+    /// its name (see [`crate::engine::refresh::not_owned`]).
+    pub saved_ids: Vec<String>,
 }
 
 /// Makes the key, firewall and servers the spec wants, deletes extra servers (`confirm` is asked first) and waits
@@ -142,7 +158,7 @@ pub async fn converge(provider: &Arc<dyn Provider>, inputs: &Inputs<'_>, confirm
     let spec = inputs.spec;
     let data = ProviderData::get(spec.provider.kind);
     let owner = Owner::new(&spec.name);
-    let current = refresh(provider.as_ref(), data, &owner, inputs.public_key.as_deref()).await?;
+    let current = refresh_with(provider.as_ref(), data, &owner, inputs.public_key.as_deref(), &inputs.saved_ids).await?;
     let diff = Diff::new(spec, data, &owner, &current);
     if !diff.delete.is_empty() {
         confirm(&diff.delete)?;
@@ -165,10 +181,22 @@ pub async fn converge(provider: &Arc<dyn Provider>, inputs: &Inputs<'_>, confirm
         (inputs.ledger)(Saved::ServerGone(server.name.clone()))?;
         report.servers_deleted.push(server.name.clone());
     }
+    for server in &diff.duplicates {
+        crate::engine::teardown::delete_server(provider.as_ref(), &server.id, &server.name, inputs.timings.busy).await?;
+        eprintln!("deleted server {} ({}): a duplicate of that name (the lowest ID is kept)", server.name, server.id);
+        report.servers_deleted.push(format!("{} ({})", server.name, server.id));
+    }
+    // Another run (another machine, or one without the lock) may have made the same firewall at the same time:
+    // every run keeps the lowest ID of the name and deletes the others.
+    let firewall = match firewall {
+        Some(fw) if report.firewall == "created" || !current.extra_firewalls.is_empty() => Some(settle_firewall(provider.as_ref(), &owner, fw, inputs).await?),
+        other => other,
+    };
 
     let mut servers: Vec<Server> = diff.keep.iter().chain(created.iter()).cloned().collect();
     servers.sort_by_key(|s| owner.server_index(&s.name));
-    let servers = wait_until_up(provider, &owner, servers, inputs.timings.server).await?;
+    let recheck = !created.is_empty();
+    let servers = wait_until_up(provider, &owner, servers, recheck, inputs).await?;
     // A firewall that was ready before may not be any more: attaching it to a new server (by tag or at launch)
     // puts it back to applying. Re-read it whenever servers were created, so no server is deployed uncovered.
     if let Some(fw) = firewall.filter(|fw| !fw.ready || !report.servers_created.is_empty()) {
@@ -299,20 +327,73 @@ pub async fn create_server(provider: &dyn Provider, owner: &Owner, req: &ServerR
     }
 }
 
+/// The firewall to use after this run created one (or found several): the lowest ID named exactly
+/// `sfuctl-<name>`; any other of that name is deleted (two runs that created it at once both end here and agree).
+async fn settle_firewall(provider: &dyn Provider, owner: &Owner, mine: Firewall, inputs: &Inputs<'_>) -> Result<Firewall> {
+    let mut named: Vec<Firewall> = provider.list_firewalls(owner).await?.into_iter().filter(|f| f.name == owner.firewall_name()).collect();
+    if !named.iter().any(|f| f.id == mine.id) {
+        named.push(mine.clone());
+    }
+    named.sort_by(|a, b| (a.id.0.len(), &a.id.0).cmp(&(b.id.0.len(), &b.id.0)));
+    let keep = named.remove(0);
+    for extra in named {
+        crate::engine::teardown::delete_firewall(provider, &extra.id, &extra.name, inputs.timings.busy).await?;
+        eprintln!("deleted firewall {} ({}): a duplicate of that name (the lowest ID is kept)", extra.name, extra.id);
+    }
+    if keep.id != mine.id {
+        (inputs.ledger)(Saved::Firewall(keep.id.0.clone()))?;
+    }
+    Ok(keep)
+}
+
 /// Waits for every server to run with a public IPv4: one list by tag per round, however many servers there are
 /// (polling each one would spend the API's rate limit ten times as fast for ten servers).
-async fn wait_until_up(provider: &Arc<dyn Provider>, owner: &Owner, servers: Vec<Server>, timeout: Duration) -> Result<Vec<Server>> {
-    if servers.iter().all(Server::is_up) {
+///
+/// Servers are followed by name: when another run created the same name at the same time, every run keeps the
+/// lowest ID (the same choice on every machine), deletes the others and follows the one kept. `recheck` lists at
+/// least once even when every server already looks up (after a create).
+async fn wait_until_up(provider: &Arc<dyn Provider>, owner: &Owner, servers: Vec<Server>, recheck: bool, inputs: &Inputs<'_>) -> Result<Vec<Server>> {
+    if !recheck && servers.iter().all(Server::is_up) {
         return Ok(servers);
     }
-    let wanted: Vec<_> = servers.iter().map(|s| s.id.clone()).collect();
+    let wanted: Vec<(String, crate::provider::ServerId)> = servers.iter().map(|s| (s.name.clone(), s.id.clone())).collect();
     let what = if wanted.len() == 1 { format!("server {} to run with a public IPv4", servers[0].name) } else { format!("{} servers to run with a public IPv4", wanted.len()) };
-    wait::until(&what, timeout, Duration::from_secs(1), || {
-        let (provider, owner, wanted) = (Arc::clone(provider), owner.clone(), wanted.clone());
+    let gone = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::<String>::new()));
+    let (busy, ledger, saved_ids) = (inputs.timings.busy, Arc::clone(&inputs.ledger), inputs.saved_ids.clone());
+    let wanted = Arc::new(std::sync::Mutex::new(wanted));
+    wait::until(&what, inputs.timings.server, Duration::from_secs(1), || {
+        let (provider, owner, wanted, gone, ledger, saved_ids) = (Arc::clone(provider), owner.clone(), Arc::clone(&wanted), Arc::clone(&gone), Arc::clone(&ledger), saved_ids.clone());
         async move {
-            let listed = provider.list_servers(&owner).await?;
+            let skip = gone.lock().unwrap().clone();
+            let listed: Vec<Server> = provider
+                .list_servers(&owner)
+                .await?
+                .into_iter()
+                .filter(|s| not_owned(&owner, s, &saved_ids).is_none() && !skip.contains(&s.id.0))
+                .collect();
+            let names: Vec<String> = wanted.lock().unwrap().iter().map(|(n, _)| n.clone()).collect();
+            let ours: Vec<Server> = listed.iter().filter(|s| names.contains(&s.name)).cloned().collect();
+            for dup in duplicates(&owner, &ours) {
+                crate::engine::teardown::delete_server(provider.as_ref(), &dup.id, &dup.name, busy).await?;
+                eprintln!("deleted server {} ({}): another run created the same name at the same time; the lowest ID is kept", dup.name, dup.id);
+                gone.lock().unwrap().insert(dup.id.0.clone());
+            }
+            let skip = gone.lock().unwrap().clone();
+            let listed: Vec<Server> = listed.into_iter().filter(|s| !skip.contains(&s.id.0)).collect();
+            // Follow the kept server of each name (ours, or the other run's when its ID is lower).
+            let current: Vec<(String, crate::provider::ServerId)> = wanted.lock().unwrap().clone();
+            for (name, id) in &current {
+                let Some(kept) = listed.iter().find(|s| &s.name == name).filter(|s| &s.id != id) else { continue };
+                if skip.contains(&id.0) || listed.iter().all(|s| &s.id != id) && provider.get_server(id).await?.is_none() {
+                    ledger(Saved::Server(name.clone(), kept.id.0.clone()))?;
+                    for w in wanted.lock().unwrap().iter_mut().filter(|(n, _)| n == name) {
+                        w.1 = kept.id.clone();
+                    }
+                }
+            }
+            let wanted_ids: Vec<crate::provider::ServerId> = wanted.lock().unwrap().iter().map(|(_, id)| id.clone()).collect();
             let mut found = Vec::new();
-            for id in &wanted {
+            for id in &wanted_ids {
                 match listed.iter().find(|s| &s.id == id) {
                     Some(s) if s.is_up() => found.push(s.clone()),
                     Some(s) => return Ok(Check::NotYet(format!("{} is {}", s.name, s.status))),

@@ -32,8 +32,11 @@ pub struct Diff {
     pub keep: Vec<Server>,
     /// Indices of servers to create.
     pub create: Vec<u32>,
-    /// Servers to delete (beyond `count`, or not named like sfuctl's).
+    /// Servers to delete (beyond `count`, or not named like sfuctl's): asked first.
     pub delete: Vec<Server>,
+    /// Second servers of one name (two runs created `sfuctl-<name>-1` at once): the lowest ID is kept, these go
+    /// without asking (sfuctl's own copies of a server it keeps).
+    pub duplicates: Vec<Server>,
 }
 
 impl Diff {
@@ -41,7 +44,7 @@ impl Diff {
     /// deleted through an API.
     pub fn new(spec: &Spec, data: &ProviderData, owner: &Owner, current: &Current) -> Self {
         if !data.creates_servers() {
-            return Self { create_key: false, firewall: FirewallChange::Keep, keep: current.servers.clone(), create: vec![], delete: vec![] };
+            return Self { create_key: false, firewall: FirewallChange::Keep, keep: current.servers.clone(), create: vec![], delete: vec![], duplicates: vec![] };
         }
         let count = spec.provider.count.unwrap_or(1);
         let wanted = spec.manifest().cloud_rules();
@@ -56,21 +59,22 @@ impl Diff {
                 if diff.is_empty() && fw.outbound_ok { FirewallChange::Keep } else { FirewallChange::Update(diff) }
             }
         };
+        let duplicates = crate::engine::refresh::duplicates(owner, &current.servers);
         let (mut keep, mut delete) = (Vec::new(), Vec::new());
-        for server in &current.servers {
+        for server in current.servers.iter().filter(|s| !duplicates.contains(s)) {
             match owner.server_index(&server.name) {
-                Some(i) if i <= count && !keep.iter().any(|k: &Server| k.name == server.name) => keep.push(server.clone()),
+                Some(i) if i <= count => keep.push(server.clone()),
                 _ => delete.push(server.clone()),
             }
         }
         let create = (1..=count).filter(|i| !keep.iter().any(|s| owner.server_index(&s.name) == Some(*i))).collect();
         let create_key = data.ssh_key == KeyHandling::Register && current.key.is_none();
-        Self { create_key, firewall, keep, create, delete }
+        Self { create_key, firewall, keep, create, delete, duplicates }
     }
 
     /// Whether anything in the cloud would change.
     pub fn is_empty(&self) -> bool {
-        !self.create_key && matches!(self.firewall, FirewallChange::Keep) && self.create.is_empty() && self.delete.is_empty()
+        !self.create_key && matches!(self.firewall, FirewallChange::Keep) && self.create.is_empty() && self.delete.is_empty() && self.duplicates.is_empty()
     }
 
     /// The cloud changes as plan entries, in the order `up` makes them.
@@ -110,6 +114,10 @@ impl Diff {
         for s in &self.delete {
             let addr = s.public_ipv4.map(|a| a.to_string()).unwrap_or_else(|| "no address".into());
             out.push(change(Action::Delete, "server", s.name.clone(), vec![format!("id {}, {addr}", s.id)]));
+        }
+        for s in &self.duplicates {
+            let addr = s.public_ipv4.map(|a| a.to_string()).unwrap_or_else(|| "no address".into());
+            out.push(change(Action::Delete, "server", s.name.clone(), vec![format!("id {}, {addr}: a duplicate (the lowest ID of that name is kept)", s.id)]));
         }
         out
     }

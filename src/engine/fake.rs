@@ -33,6 +33,8 @@ pub struct State {
     pub locked_deletes: u32,
     /// Every call, as `method name`.
     pub calls: Vec<String>,
+    /// The list of servers ignores its tag filter (a mock, a proxy or an API fault): every server is listed.
+    pub unfiltered: bool,
     next_id: u32,
 }
 
@@ -93,7 +95,7 @@ impl Provider for Fake {
         ok(self.with(|s| {
             s.calls.push("list_servers".into());
             self.read(s);
-            s.servers.values().filter(|v| v.tags.contains(&owner.tag())).cloned().collect()
+            s.servers.values().filter(|v| s.unfiltered || v.tags.contains(&owner.tag())).cloned().collect()
         }))
     }
 

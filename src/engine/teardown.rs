@@ -52,16 +52,25 @@ pub async fn destroy(provider: Arc<dyn Provider>, owner: &Owner, current: &Curre
             Err(e) => out.failed.push(format!("a delete task stopped: {e}")),
         }
     }
-    if let Some(fw) = &current.firewall {
+    for fw in current.firewall.iter().chain(&current.extra_firewalls) {
         match delete_firewall(provider.as_ref(), &fw.id, &fw.name, timings.busy).await {
             Ok(()) => out.deleted.push(format!("firewall {} ({})", fw.name, fw.id)),
             Err(e) => out.failed.push(format!("firewall {} ({}): {e:#}", fw.name, fw.id)),
         }
     }
-    if let Some(key) = current.key.as_ref().filter(|k| k.name == owner.ssh_key_name()) {
-        match provider.delete_ssh_key(&key.id).await {
-            Ok(()) => out.deleted.push(format!("ssh key {} ({})", key.name, key.fingerprint)),
-            Err(e) => out.failed.push(format!("ssh key {} ({}): {e:#}", key.name, key.fingerprint)),
+    let mut key = current.key.clone().filter(|k| k.name == owner.ssh_key_name());
+    // Two runs at once may each have registered the key under sfuctl's name: look again after each delete.
+    for _ in 0..5 {
+        let Some(k) = key.take() else { break };
+        match provider.delete_ssh_key(&k.id).await {
+            Ok(()) => out.deleted.push(format!("ssh key {} ({})", k.name, k.fingerprint)),
+            Err(e) => {
+                out.failed.push(format!("ssh key {} ({}): {e:#}", k.name, k.fingerprint));
+                break;
+            }
+        }
+        if let Some(line) = &current.public_key {
+            key = provider.find_ssh_key(line).await.ok().flatten().filter(|again| again.name == owner.ssh_key_name() && again.id != k.id);
         }
     }
     if out.failed.is_empty()

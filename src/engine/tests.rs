@@ -56,6 +56,7 @@ impl Run {
             public_key: Some("ssh-ed25519 AAAA test".into()),
             timings: &timings,
             ledger: self.ledger(),
+            saved_ids: vec![],
         };
         converge(provider, &inputs, |_| if confirm_ok { Ok(()) } else { Err(anyhow::anyhow!("not confirmed")) }).await
     }
@@ -184,7 +185,7 @@ async fn down_removes_servers_firewall_and_our_key_and_leaves_nothing() {
         assert!(state.servers.is_empty() && state.firewall.is_none() && state.keys.is_empty());
     }
     let after = refresh(provider.as_ref(), ProviderData::get(s.provider.kind), &owner, Some("k")).await.unwrap();
-    assert!(matches!(after, Current { ref servers, firewall: None, key: None } if servers.is_empty()));
+    assert!(matches!(after, Current { ref servers, firewall: None, key: None, ref extra_firewalls, .. } if extra_firewalls.is_empty() && servers.is_empty()));
 }
 
 #[tokio::test]
@@ -202,4 +203,73 @@ async fn a_partial_failure_keeps_what_was_made_and_the_next_run_finishes() {
     let (servers, report) = Run::new().converge(&provider, &spec(2), true).await.unwrap();
     assert_eq!(servers.len(), 2);
     assert!(!report.key_created && report.firewall == "unchanged", "{report:?}");
+}
+
+fn planted(id: &str, name: &str, tags: &[&str]) -> crate::provider::Server {
+    use crate::provider::{Server, ServerId, ServerStatus};
+    Server {
+        id: ServerId(id.into()),
+        name: name.into(),
+        status: ServerStatus::Running,
+        public_ipv4: Some([198, 51, 100, 9].into()),
+        public_ipv6: None,
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        region: None,
+    }
+}
+
+#[tokio::test]
+async fn servers_that_fail_the_ownership_check_are_reported_and_never_deleted() {
+    let fake = Arc::new(Fake::default());
+    let provider: Arc<dyn Provider> = fake.clone();
+    Run::new().converge(&provider, &spec(2), true).await.unwrap();
+    {
+        let mut state = fake.state.lock().unwrap();
+        state.unfiltered = true;
+        // Someone else's droplet, returned by a list that ignored its filter; one tagged like ours but named
+        // otherwise; one named like ours without the tag.
+        state.servers.insert("3164444".into(), planted("3164444", "example.com", &["web"]));
+        state.servers.insert("900".into(), planted("900", "mail", &["sfuctl:demo"]));
+        state.servers.insert("901".into(), planted("901", "sfuctl-demo-3", &["prod"]));
+    }
+    let owner = Owner::new("demo");
+    let data = ProviderData::get(spec(1).provider.kind);
+    let current = refresh(provider.as_ref(), data, &owner, None).await.unwrap();
+    assert_eq!(current.servers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["sfuctl-demo-1", "sfuctl-demo-2"]);
+    assert_eq!(current.foreign.len(), 3, "{:?}", current.foreign);
+    assert!(current.foreign.iter().any(|f| f.starts_with("server example.com (3164444): it does not carry the tag sfuctl:demo")), "{:?}", current.foreign);
+    // A scale-down deletes only sfuctl's server 2.
+    let (_, report) = Run::new().converge(&provider, &spec(1), true).await.unwrap();
+    assert_eq!(report.servers_deleted, ["sfuctl-demo-2"]);
+    // down deletes only sfuctl-demo-1.
+    let current = refresh(provider.as_ref(), data, &owner, None).await.unwrap();
+    let teardown = destroy(Arc::clone(&provider), &owner, &current, &quick()).await;
+    assert!(teardown.failed.is_empty(), "{teardown:?}");
+    let left: Vec<String> = fake.state.lock().unwrap().servers.keys().cloned().collect();
+    assert_eq!(left, ["3164444", "900", "901"], "nothing that failed the check was deleted");
+    assert!(!fake.calls().iter().any(|c| c.contains("3164444") || c.contains(" 900") || c.contains(" 901")), "{:?}", fake.calls());
+    // A tagged server whose ID sfuctl saved is its own, whatever its name.
+    let current = super::refresh::refresh_with(provider.as_ref(), data, &owner, None, &["900".into()]).await.unwrap();
+    assert_eq!(current.servers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["mail"]);
+}
+
+#[tokio::test]
+async fn duplicates_of_one_name_keep_the_lowest_id_on_every_run() {
+    let fake = Arc::new(Fake::default());
+    let provider: Arc<dyn Provider> = fake.clone();
+    Run::new().converge(&provider, &spec(1), true).await.unwrap();
+    let first = fake.state.lock().unwrap().servers.keys().next().cloned().unwrap();
+    // Another machine created the same name at the same time (IDs 10 and 9: 9 sorts before 10 as a number).
+    fake.state.lock().unwrap().servers.insert("10".into(), planted("10", "sfuctl-demo-1", &["sfuctl:demo"]));
+    fake.state.lock().unwrap().servers.insert("9".into(), planted("9", "sfuctl-demo-1", &["sfuctl:demo"]));
+    let owner = Owner::new("demo");
+    let dups = super::refresh::duplicates(&owner, &fake.state.lock().unwrap().servers.values().cloned().collect::<Vec<_>>());
+    let mut ids: Vec<String> = dups.iter().map(|s| s.id.0.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, ["10", "9"], "the lowest ID ({first}) is kept");
+    // up deletes the duplicates without asking, and keeps exactly one.
+    let (servers, report) = Run::new().converge(&provider, &spec(1), false).await.unwrap();
+    assert_eq!(servers.iter().map(|s| s.id.0.as_str()).collect::<Vec<_>>(), [first.as_str()]);
+    assert_eq!(report.servers_deleted.len(), 2, "{report:?}");
+    assert_eq!(fake.state.lock().unwrap().servers.keys().cloned().collect::<Vec<_>>(), [first]);
 }

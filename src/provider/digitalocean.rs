@@ -315,7 +315,8 @@ impl DigitalOcean {
     /// them from sfuctl).
     pub async fn forget_owner(&self, owner: &Owner) -> Result<()> {
         let tag = owner.tag();
-        let left = self.list_servers(owner).await?;
+        // Counted on sfuctl's side: a list that ignored its filter must not keep the tag alive forever.
+        let left: Vec<Server> = self.list_servers(owner).await?.into_iter().filter(|s| s.tags.contains(&tag)).collect();
         if !left.is_empty() {
             return Err(UserError::failed(format!("not deleting the tag `{tag}` on DigitalOcean: {} droplet(s) still carry it", left.len())).into());
         }

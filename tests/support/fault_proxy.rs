@@ -25,6 +25,10 @@ pub enum Effect {
     Refuse,
     /// Forwarded to the fake (which acts on it); its answer is dropped and the fault's answer sent instead.
     LoseAnswer,
+    /// Forwarded without its filter (an API, mock or proxy that ignores it), and the fake's answer returned: query
+    /// parameters and form-body parameters whose name starts with one of these, and headers of one of these names,
+    /// are removed. The fault's reply is not used.
+    Strip(&'static [&'static str]),
 }
 
 /// Which requests a fault hits: the method, the exact path (without the query), and substrings that must all
@@ -233,6 +237,33 @@ impl Request {
         format!("{} {}{action}", self.method, self.target)
     }
 
+    /// The same request without the parameters and headers `parts` names (see [`Effect::Strip`]).
+    fn stripped(&self, parts: &[&str]) -> Request {
+        let keep = |kv: &&str| !parts.iter().any(|p| kv.starts_with(p));
+        let target = match self.target.split_once('?') {
+            Some((path, query)) => {
+                let query: Vec<&str> = query.split('&').filter(keep).collect();
+                if query.is_empty() { path.to_string() } else { format!("{path}?{}", query.join("&")) }
+            }
+            None => self.target.clone(),
+        };
+        let text = self.body_text();
+        let body = if text.contains('=') && !text.trim_start().starts_with('{') { text.split('&').filter(keep).collect::<Vec<_>>().join("&").into_bytes() } else { self.body.clone() };
+        let headers = self
+            .headers
+            .iter()
+            .filter(|h| {
+                let name = h.split(':').next().unwrap_or_default().trim();
+                !parts.iter().any(|p| name.eq_ignore_ascii_case(p))
+            })
+            .map(|h| {
+                let name = h.split(':').next().unwrap_or_default().trim();
+                if name.eq_ignore_ascii_case("content-length") { format!("Content-Length: {}", body.len()) } else { h.clone() }
+            })
+            .collect();
+        Request { method: self.method.clone(), target, headers, body }
+    }
+
     /// The request as sent upstream: the same head with `Connection: close`.
     fn encode(&self) -> Vec<u8> {
         let mut head = format!("{} {} HTTP/1.1\r\n", self.method, self.target);
@@ -347,6 +378,10 @@ fn serve(mut conn: TcpStream, upstream: SocketAddr, shared: &Shared) {
     };
     let (status, answer) = match &fault {
         Some(f) if f.effect == Effect::Refuse => (f.reply.status, encode_reply(&f.reply)),
+        Some(Fault { effect: Effect::Strip(parts), .. }) => match forward(&req.stripped(parts), upstream) {
+            Ok(raw) => closing(&raw),
+            Err(e) => (502, encode_reply(&Reply::json(502, &format!("{{\"proxy_error\":\"{e}\"}}")))),
+        },
         Some(f) => {
             // The fake acts on it; the client never learns.
             let _ = forward(&req, upstream);

@@ -152,6 +152,22 @@ print(json.dumps(out, default=str))
         serde_json::from_slice(&out.stdout).expect("inventory JSON")
     }
 
+    /// Launches someone else's instance out of band (tags `Name=example.com`, `web`), as another tool would; returns
+    /// its ID.
+    pub fn run_foreign_instance(&self) -> String {
+        let script = r#"
+import boto3, sys
+ec2 = boto3.client("ec2", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3])
+image = ec2.describe_images(Owners=["099720109477"])["Images"][0]["ImageId"]
+r = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro",
+    TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "example.com"}, {"Key": "web", "Value": ""}]}])
+print(r["Instances"][0]["InstanceId"])
+"#;
+        let out = Command::new(PYTHON).args(["-c", script, &self.url(), self.access_key(), self.secret_key()]).stdin(Stdio::null()).output().expect("run boto3");
+        assert!(out.status.success(), "boto3 run_instances failed: {}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// What of deployment `name` moto still holds: instances with its tag that are not terminated, groups named
     /// `sfuctl-<name>` or tagged with it, key pairs named `sfuctl-<name>`.
     pub fn leftovers(&self, name: &str) -> Vec<String> {
