@@ -197,9 +197,11 @@ pub async fn converge(provider: &Arc<dyn Provider>, inputs: &Inputs<'_>, confirm
     servers.sort_by_key(|s| owner.server_index(&s.name));
     let recheck = !created.is_empty();
     let servers = wait_until_up(provider, &owner, servers, recheck, inputs).await?;
-    // A firewall that was ready before may not be any more: attaching it to a new server (by tag or at launch)
-    // puts it back to applying. Re-read it whenever servers were created, so no server is deployed uncovered.
-    if let Some(fw) = firewall.filter(|fw| !fw.ready || !report.servers_created.is_empty()) {
+    // A tag-attached firewall that was ready before is not any more once new servers carry the tag: it applies
+    // itself to them (DigitalOcean's pending_changes). Re-read it then, so no server is deployed uncovered; one
+    // given at launch covers its server from the start.
+    let joined_by_tag = data.firewall.attach == Attach::Tag && !report.servers_created.is_empty();
+    if let Some(fw) = firewall.filter(|fw| !fw.ready || joined_by_tag) {
         wait_until_applied(provider, &fw, inputs.timings.firewall).await?;
     }
     let stats = provider.requests();
