@@ -276,7 +276,12 @@ fn the_shared_secret_changes_only_on_purpose() {
     dep.sfuctl(&["up", "--no-audit"]).env("SFUCTL_SECRET", first).assert().success();
     let conf = || std::fs::read_to_string(dep.root().join("config/turnserver.conf")).unwrap();
     assert!(conf().contains(&format!("static-auth-secret={first}\n")));
-    let state_file = std::fs::read_dir(dep.spec().parent().unwrap().join("state")).unwrap().next().unwrap().unwrap().path();
+    // The state directory also holds the run lock (`<name>.lock`): the state is the JSON file.
+    let state_file = std::fs::read_dir(dep.spec().parent().unwrap().join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("the state file");
     let state = std::fs::read_to_string(&state_file).unwrap();
     assert!(state.contains("\"salt\"") && !state.contains(first), "a salted fingerprint, never the secret: {state}");
 
