@@ -168,24 +168,21 @@ pub struct HostTarget {
     pub listen_ip: String,
 }
 
+impl HostTarget {
+    /// A host announcing `address` (IPv4 or IPv6, or a placeholder) and binding the wildcard address of its family.
+    pub fn new(name: impl Into<String>, address: impl Into<String>) -> Self {
+        let address = address.into();
+        let listen_ip = if address.contains(':') { "::" } else { "0.0.0.0" }.to_string();
+        Self { name: name.into(), address, address_v6: None, listen_ip }
+    }
+}
+
 /// The hosts of a spec, with `address` for cloud hosts whose real addresses are not known yet.
 pub fn host_targets(spec: &Spec, address: &str) -> Vec<HostTarget> {
-    let listen_ip = |addr: &str| if addr.contains(':') { "::".to_string() } else { "0.0.0.0".to_string() };
     if !ProviderData::get(spec.provider.kind).creates_servers() {
-        spec.provider
-            .hosts
-            .iter()
-            .map(|h| HostTarget { name: h.name.clone(), address: h.address.clone(), address_v6: None, listen_ip: listen_ip(&h.address) })
-            .collect()
+        spec.provider.hosts.iter().map(|h| HostTarget::new(&h.name, &h.address)).collect()
     } else {
-        (1..=spec.provider.count.unwrap_or(1))
-            .map(|n| HostTarget {
-                name: Owner::new(&spec.name).server_name(n),
-                address: address.to_string(),
-                address_v6: None,
-                listen_ip: listen_ip(address),
-            })
-            .collect()
+        (1..=spec.provider.count.unwrap_or(1)).map(|n| HostTarget::new(Owner::new(&spec.name).server_name(n), address)).collect()
     }
 }
 

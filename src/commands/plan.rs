@@ -80,7 +80,7 @@ pub async fn execute(args: &PlanArgs, output: Output) -> Result<Exit> {
     }
     let mut resources = diff.changes(spec, data, &owner, base);
     for i in &diff.create {
-        let host = HostTarget { name: owner.server_name(*i), address: "(known after create)".into(), address_v6: None, listen_ip: "0.0.0.0".into() };
+        let host = HostTarget::new(owner.server_name(*i), "(known after create)");
         resources.extend(host_changes(spec, &spec.manifest(), &host));
     }
 

@@ -271,7 +271,7 @@ async fn create_servers(
     let mut tasks = tokio::task::JoinSet::new();
     let mut failures = Vec::new();
     for &i in &diff.create {
-        let host = HostTarget { name: owner.server_name(i), address: PLACEHOLDER_ADDRESS.into(), address_v6: None, listen_ip: "0.0.0.0".into() };
+        let host = HostTarget::new(owner.server_name(i), PLACEHOLDER_ADDRESS);
         let req = inputs.renderer.render_host(spec, inputs.base_dir, &host, inputs.secret).and_then(|files| {
             let mut req = ServerRequest::for_spec(spec, i, key_ids.clone(), files.cloud_init)?;
             if data.ssh_key == KeyHandling::Inline {

@@ -56,10 +56,8 @@ pub fn targets(spec: &Spec, servers: &[Server]) -> Vec<HostTarget> {
         .filter_map(|s| {
             let address = s.public_ipv4?;
             Some(HostTarget {
-                name: s.name.clone(),
-                address: address.to_string(),
                 address_v6: spec.provider.ipv6.then_some(s.public_ipv6).flatten().map(|a| a.to_string()),
-                listen_ip: if address.is_ipv6() { "::".into() } else { "0.0.0.0".into() },
+                ..HostTarget::new(&s.name, address.to_string())
             })
         })
         .collect()
