@@ -2,67 +2,18 @@
 //! against the official OpenAPI document), whose droplets get the addresses of real namespace hosts, so the SSH
 //! deploy of coturn, its health check and the host firewall are real.
 
-use std::path::PathBuf;
 
 use predicates::prelude::*;
 use serde_json::Value;
 
-use crate::support::cli::{require_tool, sfuctl};
+use crate::support::cli::require_tool;
+use crate::support::cloud_deployment::{CloudDeployment, json};
 use crate::support::do_fake::DoFake;
 use crate::support::netns::TestHost;
 
-/// A DigitalOcean deployment under test: its spec, state and cleanup of the (shared) filesystem.
-struct DoDeployment {
-    name: String,
-    dir: tempfile::TempDir,
-    home: tempfile::TempDir,
-    key: PathBuf,
-}
+/// The spec's provider block for this cloud.
+const DIGITALOCEAN: &str = "  kind: digitalocean\n  region: fra1\n  size: s-1vcpu-1gb\n";
 
-impl DoDeployment {
-    /// A deployment whose droplets accept `key_host`'s client key; `hosts` are the namespace hosts the fake hands
-    /// out (each is told to accept that key).
-    fn new(label: &str, key_host: &TestHost, hosts: &[&TestHost]) -> Self {
-        let public = std::fs::read_to_string(key_host.client_key().with_extension("pub")).unwrap();
-        for h in hosts {
-            let authorized = h.dir().join("authorized_keys");
-            let mut keys = std::fs::read_to_string(&authorized).unwrap_or_default();
-            if !keys.contains(public.trim()) {
-                keys.push_str(&public);
-                std::fs::write(&authorized, keys).unwrap();
-            }
-        }
-        let name = format!("{label}-{}", key_host.ns().trim_start_matches("sfut-"));
-        Self { name, dir: tempfile::tempdir().unwrap(), home: tempfile::tempdir().unwrap(), key: key_host.client_key() }
-    }
-
-    fn write_spec(&self, rtc: &str, count: u32) {
-        let spec = format!(
-            "name: {}\nprovider:\n  kind: digitalocean\n  region: fra1\n  size: s-1vcpu-1gb\n  count: {count}\nssh:\n  private_key: {}\n  allow_from: [10.200.0.0/16]\nsfu:\n  kind: coturn\n  artifact: /usr/bin/turnserver\n  rtc_ports: {rtc}\n  run_as: root\n",
-            self.name,
-            self.key.display()
-        );
-        std::fs::write(self.spec(), spec).unwrap();
-    }
-
-    fn spec(&self) -> PathBuf {
-        self.dir.path().join("spec.yaml")
-    }
-
-    fn sfuctl(&self, fake: &DoFake, args: &[&str]) -> assert_cmd::Command {
-        let mut cmd = sfuctl(self.home.path());
-        cmd.env("DIGITALOCEAN_TOKEN", fake.token())
-            .env("DIGITALOCEAN_API_URL", fake.url())
-            .env("SFUCTL_STATE_DIR", self.dir.path().join("state"))
-            .env("SFUCTL_SECRET", "do-e2e-secret-0123456789abcdef0123456789abcdef");
-        cmd.args(args).arg(self.spec());
-        cmd
-    }
-}
-
-fn json(out: &assert_cmd::assert::Assert) -> Value {
-    serde_json::from_slice(&out.get_output().stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.get_output().stdout)))
-}
 
 /// Requests the fake has seen, as `METHOD path`.
 fn mutating_since(fake: &DoFake, seen: usize) -> Vec<String> {
@@ -103,7 +54,7 @@ fn digitalocean_plan_up_converge_scale_and_down() {
     let hosts = [TestHost::start("do-1"), TestHost::start("do-2"), TestHost::start("do-3")];
     let pool = hosts.iter().map(|h| h.address()).collect::<Vec<_>>().join(",");
     let fake = DoFake::start_with(&["--address-pool", &pool, "--boot-delay", "1"]);
-    let dep = DoDeployment::new("do", &hosts[0], &[&hosts[0], &hosts[1], &hosts[2]]);
+    let dep = CloudDeployment::new("do", &hosts[0], &[&hosts[0], &hosts[1], &hosts[2]], DIGITALOCEAN);
     dep.write_spec("40000-40999", 1);
 
     // plan refreshes from the API: nothing exists yet.
@@ -200,7 +151,7 @@ fn digitalocean_plan_up_converge_scale_and_down() {
 fn a_failure_midway_is_continued_by_up_and_cleaned_by_down() {
     let host = TestHost::start("do-midway");
     let fake = DoFake::start_with(&["--address-pool", &host.address()]);
-    let dep = DoDeployment::new("mid", &host, &[&host]);
+    let dep = CloudDeployment::new("mid", &host, &[&host], DIGITALOCEAN);
     dep.write_spec("40000-40999", 1);
     // Every droplet create fails: the key and firewall exist by then.
     fake.fault(serde_json::json!({ "method": "POST", "path_regex": "^/v2/droplets$", "status": 422, "count": 1, "message": "Region is out of capacity" }));
@@ -222,7 +173,7 @@ fn a_failure_midway_is_continued_by_up_and_cleaned_by_down() {
 fn a_bad_token_fails_with_a_hint_and_creates_nothing() {
     let host = TestHost::start("do-token");
     let fake = DoFake::start_with(&["--address-pool", &host.address()]);
-    let dep = DoDeployment::new("tok", &host, &[&host]);
+    let dep = CloudDeployment::new("tok", &host, &[&host], DIGITALOCEAN);
     dep.write_spec("40000-40999", 1);
     let mut cmd = dep.sfuctl(&fake, &["up"]);
     cmd.env("DIGITALOCEAN_TOKEN", "dop_v1_wrong_token_value");
@@ -246,7 +197,7 @@ fn two_runs_at_once_end_with_exactly_count_servers() {
     let hosts = [TestHost::start("do-twin-1"), TestHost::start("do-twin-2"), TestHost::start("do-twin-3")];
     let pool = hosts.iter().map(|h| h.address()).collect::<Vec<_>>().join(",");
     let fake = DoFake::start_with(&["--address-pool", &pool, "--boot-delay", "1"]);
-    let dep = DoDeployment::new("twin", &hosts[0], &[&hosts[0], &hosts[1], &hosts[2]]);
+    let dep = CloudDeployment::new("twin", &hosts[0], &[&hosts[0], &hosts[1], &hosts[2]], DIGITALOCEAN);
     dep.write_spec("40000-40999", 1);
     let droplets = || -> Vec<String> {
         fake.get("/_fake/state")["droplets"].as_array().into_iter().flatten().map(|d| d["name"].as_str().unwrap_or_default().to_string()).collect()
@@ -298,7 +249,7 @@ fn a_reused_address_is_first_contact_again_but_a_changed_key_on_the_same_server_
     require_tool("turnserver", "coturn");
     let mut host = TestHost::start("do-reuse");
     let fake = DoFake::start_with(&["--address-pool", &host.address()]);
-    let dep = DoDeployment::new("reuse", &host, &[&host]);
+    let dep = CloudDeployment::new("reuse", &host, &[&host], DIGITALOCEAN);
     dep.write_spec("40000-40999", 1);
     let state = || -> Value { serde_json::from_str(&std::fs::read_to_string(dep.dir.path().join(format!("state/{}.json", dep.name))).unwrap()).unwrap() };
 

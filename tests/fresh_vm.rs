@@ -9,6 +9,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::support::cli::{repo, sfuctl};
+use crate::support::cloud_deployment::CloudEnv;
 use crate::support::do_fake::DoFake;
 use crate::support::linode_fake::LinodeFake;
 use crate::support::vultr_fake::VultrFake;
@@ -30,6 +31,12 @@ impl Fresh {
         let key = keypair(dir.path());
         let name = format!("{label}-{}", std::process::id() % 10000);
         Self { name, dir, key, env: vec![("SFUCTL_SECRET".into(), "fresh-vm-secret-0123456789abcdef0123456789abcdef".into())] }
+    }
+
+    /// The same deployment, with sfuctl pointed at a cloud fake.
+    fn against(mut self, fake: &impl CloudEnv) -> Self {
+        self.env.extend(fake.env().into_iter().map(|(k, v)| (k.to_string(), v)));
+        self
     }
 
     fn spec(&self) -> PathBuf {
@@ -116,9 +123,7 @@ fn coturn_from_nothing_on_a_fresh_digitalocean_droplet_survives_a_reboot() {
     let dep = Fresh::new("vm-coturn");
     let fake = DoFake::start_with(&["--boot-vms", "--boot-delay", "1"]);
     dep.write("  kind: digitalocean\n  region: fra1\n", "  kind: coturn\n  rtc_ports: 40000-49999\n");
-    let mut env = vec![("DIGITALOCEAN_TOKEN".to_string(), fake.token().to_string()), ("DIGITALOCEAN_API_URL".to_string(), fake.url())];
-    env.extend(dep.env.clone());
-    let dep = Fresh { env, ..dep };
+    let dep = dep.against(&fake);
     let address = lifecycle(&dep, "root", Some("coturn.service"));
     let down = dep.json(&["down", "--yes"]);
     assert!(down["failed"].as_array().unwrap().is_empty(), "{down:#}");
@@ -132,13 +137,7 @@ fn janus_from_nothing_on_a_fresh_aws_instance_with_a_40000_port_range() {
     let dep = Fresh::new("vm-janus");
     let moto = Moto::start(&["--boot-vms"]);
     dep.write("  kind: aws\n  region: us-east-1\n  size: c6i.large\n", "  kind: janus\n  rtc_ports: 20000-59999\n");
-    let mut env = vec![
-        ("AWS_ACCESS_KEY_ID".to_string(), moto.access_key().to_string()),
-        ("AWS_SECRET_ACCESS_KEY".to_string(), moto.secret_key().to_string()),
-        ("AWS_ENDPOINT_URL".to_string(), moto.url()),
-    ];
-    env.extend(dep.env.clone());
-    let dep = Fresh { env, ..dep };
+    let dep = dep.against(&moto);
     let address = lifecycle(&dep, "ubuntu", Some("janus.service"));
     let down = dep.json(&["down", "--yes"]);
     assert!(down["failed"].as_array().unwrap().is_empty(), "{down:#}");
@@ -151,9 +150,7 @@ fn coturn_from_nothing_on_a_fresh_linode_instance() {
     let dep = Fresh::new("vm-li");
     let fake = LinodeFake::start_with(&["--boot-vms", "--boot-delay", "1"]);
     dep.write("  kind: linode\n  region: eu-central\n", "  kind: coturn\n  rtc_ports: 42000-42999\n");
-    let mut env = vec![("LINODE_TOKEN".to_string(), fake.token().to_string()), ("LINODE_URL".to_string(), fake.url())];
-    env.extend(dep.env.clone());
-    let dep = Fresh { env, ..dep };
+    let dep = dep.against(&fake);
     let address = lifecycle(&dep, "root", Some("coturn.service"));
     let down = dep.json(&["down", "--yes"]);
     assert!(down["failed"].as_array().unwrap().is_empty(), "{down:#}");
@@ -166,9 +163,7 @@ fn janus_from_nothing_on_a_fresh_vultr_instance() {
     let dep = Fresh::new("vm-vu");
     let fake = VultrFake::start_with(&["--boot-vms", "--boot-delay", "1"]);
     dep.write("  kind: vultr\n  region: fra\n", "  kind: janus\n  rtc_ports: 43000-43999\n");
-    let mut env = vec![("VULTR_API_KEY".to_string(), fake.api_key().to_string()), ("VULTR_API_ENDPOINT".to_string(), fake.api_url())];
-    env.extend(dep.env.clone());
-    let dep = Fresh { env, ..dep };
+    let dep = dep.against(&fake);
     let address = lifecycle(&dep, "root", Some("janus.service"));
     let down = dep.json(&["down", "--yes"]);
     assert!(down["failed"].as_array().unwrap().is_empty(), "{down:#}");
@@ -196,13 +191,8 @@ fn a_mediasoup_app_installs_node_and_its_worker_on_a_fresh_droplet_and_answers_i
             mirrors.npm
         ),
     );
-    let mut env = vec![
-        ("DIGITALOCEAN_TOKEN".to_string(), fake.token().to_string()),
-        ("DIGITALOCEAN_API_URL".to_string(), fake.url()),
-        ("NODEJS_ORG_MIRROR".to_string(), mirrors.node.clone()),
-    ];
-    env.extend(dep.env.clone());
-    let dep = Fresh { env, ..dep };
+    let mut dep = dep.against(&fake);
+    dep.env.push(("NODEJS_ORG_MIRROR".into(), mirrors.node.clone()));
 
     let up = dep.json(&["up", "--yes"]);
     let host = &up["hosts"][0]["host"];

@@ -3,7 +3,6 @@
 //! deploy of coturn, its health check, the host firewall and the audit are real. And a `count: 12` run through
 //! the engine that must keep to Linode's create limit (10 per 30 s) instead of failing on it.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,63 +17,14 @@ use sfuctl::provider::{Owner, Provider};
 use sfuctl::render::Renderer;
 use sfuctl::spec::{ProviderKind, Spec};
 
-use crate::support::cli::{require_tool, sfuctl};
+use crate::support::cli::require_tool;
+use crate::support::cloud_deployment::{CloudDeployment, json};
 use crate::support::linode_fake::{LinodeFake, pool};
 use crate::support::netns::TestHost;
 
-/// A Linode deployment under test: its spec, state and a HOME of its own.
-struct LinodeDeployment {
-    name: String,
-    dir: tempfile::TempDir,
-    home: tempfile::TempDir,
-    key: PathBuf,
-}
+/// The spec's provider block for this cloud.
+const LINODE: &str = "  kind: linode\n  region: eu-central\n  size: g6-nanode-1\n";
 
-impl LinodeDeployment {
-    /// A deployment whose instances accept `key_host`'s client key; `hosts` are the namespace hosts the fake hands
-    /// out (each is told to accept that key, as cloud-init would from `authorized_keys`).
-    fn new(label: &str, key_host: &TestHost, hosts: &[&TestHost]) -> Self {
-        let public = std::fs::read_to_string(key_host.client_key().with_extension("pub")).unwrap();
-        for h in hosts {
-            let authorized = h.dir().join("authorized_keys");
-            let mut keys = std::fs::read_to_string(&authorized).unwrap_or_default();
-            if !keys.contains(public.trim()) {
-                keys.push_str(&public);
-                std::fs::write(&authorized, keys).unwrap();
-            }
-        }
-        let name = format!("{label}-{}", key_host.ns().trim_start_matches("sfut-"));
-        Self { name, dir: tempfile::tempdir().unwrap(), home: tempfile::tempdir().unwrap(), key: key_host.client_key() }
-    }
-
-    fn write_spec(&self, rtc: &str, count: u32) {
-        let spec = format!(
-            "name: {}\nprovider:\n  kind: linode\n  region: eu-central\n  size: g6-nanode-1\n  count: {count}\nssh:\n  private_key: {}\n  allow_from: [10.200.0.0/16]\nsfu:\n  kind: coturn\n  artifact: /usr/bin/turnserver\n  rtc_ports: {rtc}\n  run_as: root\n",
-            self.name,
-            self.key.display()
-        );
-        std::fs::write(self.spec(), spec).unwrap();
-    }
-
-    fn spec(&self) -> PathBuf {
-        self.dir.path().join("spec.yaml")
-    }
-
-    fn sfuctl(&self, fake: &LinodeFake, args: &[&str]) -> assert_cmd::Command {
-        let mut cmd = sfuctl(self.home.path());
-        // LINODE_URL is the host only: sfuctl appends /v4, as the terraform provider does.
-        cmd.env("LINODE_TOKEN", fake.token())
-            .env("LINODE_URL", fake.url())
-            .env("SFUCTL_STATE_DIR", self.dir.path().join("state"))
-            .env("SFUCTL_SECRET", "linode-e2e-secret-0123456789abcdef0123456789abcdef");
-        cmd.args(args).arg(self.spec());
-        cmd
-    }
-}
-
-fn json(out: &assert_cmd::assert::Assert) -> Value {
-    serde_json::from_slice(&out.get_output().stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.get_output().stdout)))
-}
 
 /// The client's requests since `seen` that could change something.
 fn mutating_since(fake: &LinodeFake, seen: usize) -> Vec<String> {
@@ -90,7 +40,7 @@ fn linode_plan_up_audit_status_converge_and_down() {
     require_tool("turnserver", "coturn");
     let hosts = [TestHost::start("li-1")];
     let fake = LinodeFake::start_with(&["--address-pool", &hosts[0].address(), "--boot-delay", "1"]);
-    let dep = LinodeDeployment::new("li", &hosts[0], &[&hosts[0]]);
+    let dep = CloudDeployment::new("li", &hosts[0], &[&hosts[0]], LINODE);
     dep.write_spec("40000-40999", 1);
 
     // plan with LINODE_TOKEN set refreshes from the API (it used to exit 2): nothing exists yet.
@@ -168,7 +118,7 @@ fn linode_plan_up_audit_status_converge_and_down() {
 fn a_bad_token_fails_with_a_hint_and_creates_nothing() {
     let host = TestHost::start("li-token");
     let fake = LinodeFake::start_with(&["--address-pool", &host.address()]);
-    let dep = LinodeDeployment::new("lit", &host, &[&host]);
+    let dep = CloudDeployment::new("lit", &host, &[&host], LINODE);
     dep.write_spec("40000-40999", 1);
     let mut cmd = dep.sfuctl(&fake, &["up"]);
     cmd.env("LINODE_TOKEN", "linode-wrong-token-value-0123");

@@ -2,68 +2,19 @@
 //! request checked against Vultr's OpenAPI document and its prose rules), whose instances get the addresses of
 //! real namespace hosts, so the SSH deploy of coturn, its health check, the host firewall and the audit are real.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use predicates::prelude::*;
 use serde_json::{Value, json};
 
-use crate::support::cli::{require_tool, sfuctl};
+use crate::support::cli::require_tool;
+use crate::support::cloud_deployment::{CloudDeployment, json};
 use crate::support::netns::TestHost;
+
+/// The spec's provider block for this cloud.
+const VULTR: &str = "  kind: vultr\n  region: fra\n  size: vc2-1c-1gb\n";
 use crate::support::vultr_fake::VultrFake;
 
-/// A Vultr deployment under test: its spec, state and home directory.
-struct VultrDeployment {
-    name: String,
-    dir: tempfile::TempDir,
-    home: tempfile::TempDir,
-    key: PathBuf,
-}
-
-impl VultrDeployment {
-    /// A deployment whose instances accept `key_host`'s client key; `hosts` are the namespace hosts the fake hands
-    /// out (each is told to accept that key).
-    fn new(label: &str, key_host: &TestHost, hosts: &[&TestHost]) -> Self {
-        let public = std::fs::read_to_string(key_host.client_key().with_extension("pub")).unwrap();
-        for h in hosts {
-            let authorized = h.dir().join("authorized_keys");
-            let mut keys = std::fs::read_to_string(&authorized).unwrap_or_default();
-            if !keys.contains(public.trim()) {
-                keys.push_str(&public);
-                std::fs::write(&authorized, keys).unwrap();
-            }
-        }
-        let name = format!("{label}-{}", key_host.ns().trim_start_matches("sfut-"));
-        Self { name, dir: tempfile::tempdir().unwrap(), home: tempfile::tempdir().unwrap(), key: key_host.client_key() }
-    }
-
-    fn write_spec(&self, rtc: &str, count: u32) {
-        let spec = format!(
-            "name: {}\nprovider:\n  kind: vultr\n  region: fra\n  size: vc2-1c-1gb\n  count: {count}\nssh:\n  private_key: {}\n  allow_from: [10.200.0.0/16]\nsfu:\n  kind: coturn\n  artifact: /usr/bin/turnserver\n  rtc_ports: {rtc}\n  run_as: root\n",
-            self.name,
-            self.key.display()
-        );
-        std::fs::write(self.spec(), spec).unwrap();
-    }
-
-    fn spec(&self) -> PathBuf {
-        self.dir.path().join("spec.yaml")
-    }
-
-    fn sfuctl(&self, fake: &VultrFake, args: &[&str]) -> assert_cmd::Command {
-        let mut cmd = sfuctl(self.home.path());
-        cmd.env("VULTR_API_KEY", fake.api_key())
-            .env("VULTR_API_ENDPOINT", fake.api_url())
-            .env("SFUCTL_STATE_DIR", self.dir.path().join("state"))
-            .env("SFUCTL_SECRET", "vultr-e2e-secret-0123456789abcdef0123456789abcdef");
-        cmd.args(args).arg(self.spec());
-        cmd
-    }
-}
-
-fn json_of(out: &assert_cmd::assert::Assert) -> Value {
-    serde_json::from_slice(&out.get_output().stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.get_output().stdout)))
-}
 
 /// Requests other than GET the fake has seen since `seen`.
 fn mutating_since(fake: &VultrFake, seen: usize) -> Vec<String> {
@@ -76,7 +27,7 @@ fn vultr_validate_plan_up_audit_status_and_down() {
     let hosts = [TestHost::start("vu-1"), TestHost::start("vu-2")];
     let pool = hosts.iter().map(|h| h.address()).collect::<Vec<_>>().join(",");
     let fake = VultrFake::start_with(&["--address-pool", &pool, "--boot-delay", "1"]);
-    let dep = VultrDeployment::new("vu", &hosts[0], &[&hosts[0], &hosts[1]]);
+    let dep = CloudDeployment::new("vu", &hosts[0], &[&hosts[0], &hosts[1]], VULTR);
     dep.write_spec("40000-40999", 1);
 
     dep.sfuctl(&fake, &["validate"]).assert().success();
@@ -85,12 +36,12 @@ fn vultr_validate_plan_up_audit_status_and_down() {
     let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     assert!(text.contains(&format!("Vultr firewall group, description sfuctl-{}, given to each instance at launch", dep.name)), "{text}");
     assert!(!text.contains("outbound"), "a Vultr firewall group does not filter egress: no outbound rules: {text}");
-    let plan = json_of(&dep.sfuctl(&fake, &["plan", "--output", "json"]).assert().success());
+    let plan = json(&dep.sfuctl(&fake, &["plan", "--output", "json"]).assert().success());
     assert_eq!(plan["refreshed"], true, "{plan}");
     assert_eq!(plan["summary"]["add"], 5, "key, firewall group, instance, host firewall, service: {plan}");
 
     // up: key, group with the manifest's rules, instance with it at launch and cloud-init, wait, SSH deploy, health.
-    let up = json_of(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
+    let up = json(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
     assert_eq!(up["cloud"]["firewall"], "created", "{up}");
     assert_eq!(up["cloud"]["key_created"], true);
     assert_eq!(up["cloud"]["servers_created"], json!([format!("sfuctl-{}-1", dep.name)]));
@@ -131,13 +82,13 @@ fn vultr_validate_plan_up_audit_status_and_down() {
     let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(audit["hosts"][0]["cause"], "cloud-firewall", "{audit}");
     let seen = fake.request_lines().len();
-    let up = json_of(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
+    let up = json(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
     assert_eq!(up["cloud"]["firewall"], "updated", "{up}");
     assert_eq!(up["audit"]["ok"], true, "{up}");
     let changed = mutating_since(&fake, seen);
     assert_eq!(changed, [format!("POST /v2/firewalls/{}/rules -> 201", group["id"].as_str().unwrap())], "one rule added back, nothing else");
 
-    let status = json_of(&dep.sfuctl(&fake, &["status", "--output", "json"]).assert().success());
+    let status = json(&dep.sfuctl(&fake, &["status", "--output", "json"]).assert().success());
     assert_eq!(status["servers"].as_array().unwrap().len(), 1, "{status}");
     assert_eq!(status["hosts"][0]["service"]["state"], "active", "{status}");
 
@@ -145,7 +96,7 @@ fn vultr_validate_plan_up_audit_status_and_down() {
     fake.post("/_fake/config", &json!({ "lock_delay": 25 }));
     dep.write_spec("40000-40999", 2);
     let started = Instant::now();
-    let up = json_of(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
+    let up = json(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
     assert_eq!(up["cloud"]["servers_created"].as_array().unwrap().len(), 1, "{up}");
     assert!(up["hosts"].as_array().unwrap().iter().all(|h| h["ok"] == true), "{up}");
     let state = fake.get("/_fake/state");
@@ -169,7 +120,7 @@ fn vultr_validate_plan_up_audit_status_and_down() {
 fn a_bad_api_key_fails_with_a_hint_and_creates_nothing() {
     let host = TestHost::start("vu-key");
     let fake = VultrFake::start_with(&["--address-pool", &host.address()]);
-    let dep = VultrDeployment::new("vuk", &host, &[&host]);
+    let dep = CloudDeployment::new("vuk", &host, &[&host], VULTR);
     dep.write_spec("40000-40999", 1);
     let mut cmd = dep.sfuctl(&fake, &["up"]);
     cmd.env("VULTR_API_KEY", "WRONGKEY0123456789ABCDEFGHIJKLMNOPQR");

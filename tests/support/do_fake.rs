@@ -31,3 +31,9 @@ impl Deref for DoFake {
         &self.0
     }
 }
+
+impl crate::support::cloud_deployment::CloudEnv for DoFake {
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![("DIGITALOCEAN_TOKEN", self.token().to_string()), ("DIGITALOCEAN_API_URL", self.url())]
+    }
+}

@@ -66,3 +66,10 @@ impl Deref for LinodeFake {
         &self.0
     }
 }
+
+impl crate::support::cloud_deployment::CloudEnv for LinodeFake {
+    /// `LINODE_URL` is the host only: sfuctl appends `/v4`, as the terraform provider does.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![("LINODE_TOKEN", self.token().to_string()), ("LINODE_URL", self.url())]
+    }
+}

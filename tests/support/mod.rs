@@ -1,6 +1,7 @@
 //! Test support: the real test bed (namespace hosts with sshd, fakes of cloud APIs).
 #![allow(dead_code)]
 pub mod cli;
+pub mod cloud_deployment;
 pub mod deployment;
 pub mod netns;
 pub mod api_fake;

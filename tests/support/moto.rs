@@ -216,3 +216,9 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+impl crate::support::cloud_deployment::CloudEnv for Moto {
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![("AWS_ACCESS_KEY_ID", self.access_key().to_string()), ("AWS_SECRET_ACCESS_KEY", self.secret_key().to_string()), ("AWS_ENDPOINT_URL", self.url())]
+    }
+}

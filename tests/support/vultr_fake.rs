@@ -67,3 +67,9 @@ impl Deref for VultrFake {
         &self.0
     }
 }
+
+impl crate::support::cloud_deployment::CloudEnv for VultrFake {
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![("VULTR_API_KEY", self.api_key().to_string()), ("VULTR_API_ENDPOINT", self.api_url())]
+    }
+}
