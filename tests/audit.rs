@@ -79,7 +79,28 @@ fn healthy(label: &str) -> (TestHost, Deployment) {
     }
     assert_eq!(status_of(&h, "cloud-firewall").0, "skip");
     assert_eq!(status_of(&h, "udp-reachability").1, "1000/1000 ports answered");
+    // The TURN checks give their relay allocations back: within a few seconds nothing holds a media port, so the
+    // scenarios below start from a host whose whole range is free.
+    let started = std::time::Instant::now();
+    loop {
+        let held = relay_ports_in_use(&host);
+        if held.is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(15), "the audit's TURN allocations still hold udp {held:?} after 15 s");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
     (host, dep)
+}
+
+/// UDP ports of the media range (40000-40999) bound in the host's namespace.
+fn relay_ports_in_use(host: &TestHost) -> Vec<u16> {
+    let out = std::process::Command::new("ip").args(["netns", "exec", host.ns(), "ss", "-Hunl"]).output().expect("run ss in the namespace");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3)?.rsplit(':').next()?.parse::<u16>().ok())
+        .filter(|p| (40000..=40999).contains(p))
+        .collect()
 }
 
 #[test]
