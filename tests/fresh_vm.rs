@@ -273,3 +273,24 @@ fn copy_dir(from: &Path, to: &Path) {
     let out = Command::new("cp").arg("-r").arg(from).arg(to).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// README's first command: `scripts/demo` boots a fresh VM, deploys coturn to it with `up`, audits it, converges
+/// again, and removes the deployment and the VM.
+#[test]
+fn readme_first_command_deploys_to_a_fresh_vm_audits_and_removes_it_all() {
+    require_testbed();
+    let out = Command::new(repo().join("scripts/demo"))
+        .env("SFUCTL", assert_cmd::cargo::cargo_bin("sfuctl"))
+        .env_remove("SFUCTL_SECRET")
+        .env_remove("SFUCTL_STATE_DIR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run scripts/demo");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "scripts/demo exited {:?}:\n{text}", out.status.code());
+    for expected in ["Up: 1 host(s) deployed, 0 failed", "turn-auth           pass", "Audit: 1 host(s), 0 failing", "No changes", "removed service"] {
+        assert!(text.contains(expected), "`{expected}` in the demo's output:\n{text}");
+    }
+    let address = text.split("is up at ").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("the VM's address in the output");
+    assert!(!vm_exists(address.trim_end_matches(';')), "the demo's VM is destroyed:\n{text}");
+}
