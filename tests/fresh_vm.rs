@@ -179,7 +179,7 @@ fn a_mediasoup_app_installs_node_and_its_worker_on_a_fresh_droplet_and_answers_i
     // The app as a user has it: sources and lock file; the worker binary rides along (hosts here have no
     // internet to fetch mediasoup's prebuilt one), found through MEDIASOUP_WORKER_BIN.
     let app = dep.dir.path().join("app");
-    copy_dir(&repo().join("tests/fixtures/mediasoup-app"), &app);
+    copy_dir(&repo().join("examples/mediasoup-app"), &app);
     std::fs::create_dir_all(app.join("worker")).unwrap();
     std::fs::copy(mediasoup_worker(), app.join("worker/mediasoup-worker")).unwrap();
     let root = format!("/opt/sfuctl/{}", dep.name);
