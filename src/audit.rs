@@ -27,7 +27,7 @@ use crate::render::{HostTarget, Layout, service_name};
 use crate::spec::Spec;
 
 /// The order checks run and are reported in; the first failing one is a host's cause.
-pub const CHECK_IDS: [&str; 10] = [
+pub const CHECK_IDS: [&str; 11] = [
     "cloud-firewall",
     "ssh-exposure",
     "host-firewall",
@@ -39,6 +39,7 @@ pub const CHECK_IDS: [&str; 10] = [
     "turn-auth",
     "turn-peers",
     "janus-api",
+    "janus-ice",
 ];
 
 /// A check's outcome.
@@ -624,6 +625,7 @@ fn abuse_check(spec: &Spec, host: &HostTarget, abuse: AbuseCheck) -> Check {
         AbuseCheck::TurnAuth => turn_auth(spec, target),
         AbuseCheck::TurnPeers => turn_peers(spec, target),
         AbuseCheck::JanusApi => janus_api(spec, target),
+        AbuseCheck::JanusIce => janus_ice(spec, target),
     };
     result.unwrap_or_else(|e| check(id, Status::Fail, format!("the probe could not run: {e:#}"), Some("see tcp-reachability and service: the server must answer on its port".into())))
 }
@@ -735,6 +737,72 @@ fn janus_api(spec: &Spec, target: SocketAddr) -> Result<Check> {
         }
         None => Ok(check(id, Status::Fail, format!("a call with the apisecret from ${} is refused too", spec.sfu.secret_env()), Some("the server has another secret than the one exported here: apps will fail too; run `sfuctl up`".into()))),
     }
+}
+
+/// How long Janus may take to gather candidates and answer an echotest offer.
+const JANUS_ANSWER_WAIT: Duration = Duration::from_secs(10);
+
+/// Through the API with the shared secret: an echotest session, our SDP offer, Janus's answer, then an ICE
+/// connectivity check from here to each UDP candidate Janus announces on the host's public address. Proof that
+/// the server's own media socket answers on the announced address, not only that some port is open.
+fn janus_ice(spec: &Spec, target: SocketAddr) -> Result<Check> {
+    let id = "janus-ice";
+    let Some(secret) = audit_secret(spec) else {
+        return Ok(check(id, Status::Skip, format!("${} is unset: no apisecret to open a session with", spec.sfu.secret_env()), None));
+    };
+    let fail = |layer: &str, detail: String, hint: &str| check(id, Status::Fail, format!("{layer}: {detail}"), Some(hint.to_string()));
+    let session = match crate::janus_session::JanusSession::create(target, &secret, ABUSE_TIMEOUT) {
+        Ok(s) => s,
+        Err(e) => return Ok(fail("Janus API", format!("{e:#}"), "see janus-api: the server must accept the shared secret as apisecret")),
+    };
+    let local = crate::ice::IceCredentials::random()?;
+    let answer = session
+        .attach("janus.plugin.echotest")
+        .and_then(|handle| session.offer(handle, serde_json::json!({ "audio": true, "video": false }), &crate::ice::audio_offer(&local)?, JANUS_ANSWER_WAIT))
+        .and_then(|sdp| crate::ice::parse_answer(&sdp));
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => return Ok(fail("signaling", format!("an echotest session on tcp {target}: {e:#}"), "the echotest plugin must be loaded (janus.jcfg's plugins.disable must not name it); see the service log")),
+    };
+    let public = target.ip();
+    let udp: Vec<&crate::ice::Candidate> = answer.candidates.iter().filter(|c| c.transport == "udp" && c.component == 1).collect();
+    let announced: Vec<&crate::ice::Candidate> = udp.iter().copied().filter(|c| c.address.ip() == public).collect();
+    if announced.is_empty() {
+        let seen: Vec<String> = answer.candidates.iter().map(ToString::to_string).collect();
+        return Ok(fail(
+            "candidates",
+            format!("Janus announces no UDP candidate on the host's public address {public} (it announces: {})", if seen.is_empty() { "none".to_string() } else { seen.join(", ") }),
+            "nat.nat_1_1_mapping must be the public address: see config-consistency, or run `sfuctl up`",
+        ));
+    }
+    let mut dead = Vec::new();
+    for candidate in &announced {
+        match crate::ice::connectivity_check(candidate.address, &local, &answer.credentials, ABUSE_TIMEOUT)? {
+            crate::ice::CheckOutcome::Answered { mapped } => {
+                let media = spec.manifest().media();
+                if !media.contains(candidate.address.port()) {
+                    return Ok(fail("candidates", format!("the candidate {candidate} answers, but its port is outside the media range {media}"), "Janus's media.rtp_port_range differs from the manifest: see config-consistency"));
+                }
+                let others = if dead.is_empty() { String::new() } else { format!("; silent: {}", dead.join(", ")) };
+                return Ok(check(
+                    id,
+                    Status::Pass,
+                    format!("an echotest session's candidate {candidate} answered an ICE connectivity check signed with Janus's ice-pwd (it saw us at {mapped}){others}"),
+                    None,
+                ));
+            }
+            crate::ice::CheckOutcome::BadIntegrity => dead.push(format!("{candidate}: answered without Janus's MESSAGE-INTEGRITY (not Janus's socket)")),
+            crate::ice::CheckOutcome::Error(code) => dead.push(format!("{candidate}: Binding error {code}")),
+            crate::ice::CheckOutcome::Refused => dead.push(format!("{candidate}: nothing listens (ICMP port unreachable)")),
+            crate::ice::CheckOutcome::Silent => dead.push(format!("{candidate}: no answer")),
+        }
+    }
+    drop(session);
+    Ok(fail(
+        "ICE",
+        format!("no candidate Janus announces answered a connectivity check: {}", dead.join("; ")),
+        "UDP to the media range does not reach Janus's socket: see udp-reachability and host-firewall",
+    ))
 }
 
 /// The audit as a table, one block per host.

@@ -249,6 +249,9 @@ pub enum AbuseCheck {
     TurnPeers,
     /// A Janus API call without the `apisecret` is refused.
     JanusApi,
+    /// An echotest session's ICE candidate (the server's own media socket) answers a connectivity check signed
+    /// with the ice-pwd of Janus's answer, on the host's public address.
+    JanusIce,
 }
 
 impl AbuseCheck {
@@ -258,6 +261,7 @@ impl AbuseCheck {
             Self::TurnAuth => "turn-auth",
             Self::TurnPeers => "turn-peers",
             Self::JanusApi => "janus-api",
+            Self::JanusIce => "janus-ice",
         }
     }
 }

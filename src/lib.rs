@@ -29,6 +29,8 @@ pub mod state;
 pub mod validate;
 pub mod wait;
 pub mod http;
+pub mod ice;
+pub mod janus_session;
 pub mod install;
 pub mod kind;
 pub mod provider;

@@ -241,17 +241,41 @@ fn h_turn_credentials_and_relay_peers_from_outside() {
     assert!(detail.contains("was refused (401)"), "{detail}");
 }
 
+/// POSTs `body` to the Janus API at `address:8088` with a plain HTTP/1.0 client; returns the JSON answer.
+fn janus_post(address: &str, path: &str, body: &str) -> Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((address, 8088)).expect("connect to the Janus API");
+    write!(s, "POST {path} HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (_, json) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("not HTTP: {answer}"));
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"))
+}
+
 #[test]
 fn i_janus_api_without_the_secret_is_refused() {
     require_tool("janus", "janus");
     let host = TestHost::start("aud-i");
     let dep = Deployment::new(&host, "aud-i", "  kind: janus\n  artifact: /usr/bin/janus\n  rtc_ports: 20000-20099\n", "");
     dep.sfuctl(&["up", "--no-audit", "--health-timeout", "30"]).assert().success();
+    // The abuse itself: an app without the secret cannot create a session (or anything else).
+    let refused = janus_post(&host.address(), "/janus", r#"{"janus":"create","transaction":"t"}"#);
+    assert_eq!((refused["janus"].as_str(), refused["error"]["code"].as_u64()), (Some("error"), Some(403)), "{refused}");
+    let wrong = janus_post(&host.address(), "/janus", r#"{"janus":"create","transaction":"t","apisecret":"not-the-secret"}"#);
+    assert_eq!(wrong["error"]["code"].as_u64(), Some(403), "{wrong}");
     let (code, h) = audit(&dep);
     assert_eq!((code, failing(&h)), (0, vec![]), "{h}");
     let (status, detail) = status_of(&h, "janus-api");
     assert_eq!(status, "pass", "{detail}");
     assert!(detail.contains("without the apisecret is refused (403)") && detail.contains("with the shared secret it is answered"), "{detail}");
+    // Janus's own media socket answers an ICE check on the announced (public) address and a media port.
+    let (status, detail) = status_of(&h, "janus-ice");
+    assert_eq!(status, "pass", "{detail}");
+    assert!(detail.contains(&format!("candidate udp {}:200", host.address())) && detail.contains("signed with Janus's ice-pwd"), "{detail}");
+    // Every session the audit opened (janus-api's and janus-ice's) was destroyed again.
+    let log = std::fs::read_to_string(dep.root().join("service.log")).unwrap();
+    let (created, destroyed) = (log.matches("Creating new session").count(), log.matches("Destroying session").count());
+    assert!(created >= 2 && created == destroyed, "{created} session(s) created, {destroyed} destroyed:\n{log}");
 
     // Janus without api_secret, deployed for real: anyone can drive it, and the audit says so.
     let open = templates_with("janus/janus.jcfg.j2", |t| t.lines().filter(|l| !l.contains("api_secret")).map(|l| format!("{l}\n")).collect());
@@ -260,4 +284,25 @@ fn i_janus_api_without_the_secret_is_refused() {
     assert_eq!(code, 3, "{h}");
     assert_eq!(failing(&h), ["janus-api"], "{h}");
     assert!(status_of(&h, "janus-api").1.contains("without an apisecret created a session"), "{h}");
+}
+
+#[test]
+fn j_janus_media_dropped_on_the_way_fails_the_ice_check() {
+    require_tool("janus", "janus");
+    let host = TestHost::start("aud-j");
+    let dep = Deployment::new(&host, "aud-j", "  kind: janus\n  artifact: /usr/bin/janus\n  rtc_ports: 20000-20099\n", "");
+    dep.sfuctl(&["up", "--no-audit", "--health-timeout", "30"]).assert().success();
+    // Signaling over TCP works; UDP to the media range is dropped between here and the host.
+    let _drop = PathDrop::new(&host, "udp dport 20000-20099");
+    let (code, h) = audit(&dep);
+    assert_eq!(code, 3, "{h}");
+    assert_eq!(failing(&h), ["udp-reachability", "janus-ice"], "{h}");
+    assert_eq!(status_of(&h, "janus-api").0, "pass", "{h}");
+    let (_, detail) = status_of(&h, "janus-ice");
+    assert!(detail.starts_with("ICE: no candidate Janus announces answered a connectivity check") && detail.contains("no answer"), "{detail}");
+
+    // Without the secret the check cannot open a session: skipped, never a pass.
+    let out = dep.sfuctl(&["audit", "--output", "json"]).env_remove("SFUCTL_SECRET").output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status_of(&v["hosts"][0], "janus-ice").0, "skip", "{v}");
 }

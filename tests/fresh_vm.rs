@@ -118,6 +118,24 @@ fn lifecycle(dep: &Fresh, login: &str, distro_unit: Option<&str>) -> String {
     address
 }
 
+/// A Janus deployed from nothing is locked down, proven from outside: an API call without the secret is refused
+/// (sent here for real, and in the audit's JSON), and Janus's own media socket answers an ICE connectivity check on
+/// the VM's address.
+fn assert_janus_locked_down(dep: &Fresh, address: &str) {
+    use std::io::{Read, Write};
+    let body = r#"{"janus":"create","transaction":"t"}"#;
+    let mut s = std::net::TcpStream::connect((address, 8088)).expect("connect to the Janus API");
+    write!(s, "POST /janus HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("\"code\": 403") || answer.contains("\"code\":403"), "a create without the apisecret must be refused: {answer}");
+    let audit = dep.json(&["audit"]);
+    assert_audit_ok(&audit, &["janus-api", "janus-ice"]);
+    let checks = audit["hosts"][0]["checks"].as_array().unwrap();
+    let ice = checks.iter().find(|c| c["id"] == "janus-ice").unwrap()["detail"].as_str().unwrap();
+    assert!(ice.contains(&format!("candidate udp {address}:")) && ice.contains("signed with Janus's ice-pwd"), "{ice}");
+}
+
 #[test]
 fn coturn_from_nothing_on_a_fresh_digitalocean_droplet_survives_a_reboot() {
     let dep = Fresh::new("vm-coturn");
@@ -139,6 +157,7 @@ fn janus_from_nothing_on_a_fresh_aws_instance_with_a_40000_port_range() {
     dep.write("  kind: aws\n  region: us-east-1\n  size: c6i.large\n", "  kind: janus\n  rtc_ports: 20000-59999\n");
     let dep = dep.against(&moto);
     let address = lifecycle(&dep, "ubuntu", Some("janus.service"));
+    assert_janus_locked_down(&dep, &address);
     let down = dep.json(&["down", "--yes"]);
     assert!(down["failed"].as_array().unwrap().is_empty(), "{down:#}");
     assert!(moto.leftovers(&dep.name).is_empty(), "{:?}", moto.leftovers(&dep.name));
@@ -165,6 +184,7 @@ fn janus_from_nothing_on_a_fresh_vultr_instance() {
     dep.write("  kind: vultr\n  region: fra\n", "  kind: janus\n  rtc_ports: 43000-43999\n");
     let dep = dep.against(&fake);
     let address = lifecycle(&dep, "root", Some("janus.service"));
+    assert_janus_locked_down(&dep, &address);
     let down = dep.json(&["down", "--yes"]);
     assert!(down["failed"].as_array().unwrap().is_empty(), "{down:#}");
     assert!(fake.leftovers(&dep.name).is_empty(), "{:?}", fake.leftovers(&dep.name));
