@@ -143,8 +143,11 @@ fn coturn_from_nothing_on_a_fresh_digitalocean_droplet_survives_a_reboot() {
     dep.write("  kind: digitalocean\n  region: fra1\n", "  kind: coturn\n  rtc_ports: 40000-49999\n");
     let dep = dep.against(&fake);
     let address = lifecycle(&dep, "root", Some("coturn.service"));
+    let state_file = dep.dir.path().join("state").join(format!("{}.json", dep.name));
+    assert!(std::fs::read_to_string(&state_file).unwrap().contains("\"salt\""), "up remembered the secret's fingerprint");
     let down = dep.json(&["down", "--yes"]);
     assert!(down["failed"].as_array().unwrap().is_empty(), "{down:#}");
+    assert!(!std::fs::read_to_string(&state_file).unwrap().contains("\"salt\""), "down forgets the secret's fingerprint: a later up is a first deployment");
     assert!(fake.get("/_fake/state")["droplets"].as_array().unwrap().is_empty(), "the fake holds nothing");
     assert!(!vm_exists(&address), "the droplet's VM is gone with it");
     fake.assert_no_violations();
