@@ -42,6 +42,10 @@ pub struct KindDescriptor {
     /// kind gives no way to estimate it.
     #[serde(default)]
     pub ports_per_participant: Option<u32>,
+    /// Whether the server can take ICE over TCP on the media range, so `sfu.rtc_tcp` applies (mediasoup's
+    /// WebRtcTransports with a TCP listenInfo).
+    #[serde(default)]
+    pub media_over_tcp: bool,
     /// The media range's purpose in the manifest, firewall rules and plan.
     #[serde(default = "default_media_purpose")]
     pub media_purpose: String,

@@ -347,6 +347,8 @@ struct TemplatePort {
 #[derive(Serialize)]
 struct SfuContext {
     listen_port: Option<u16>,
+    /// `sfu.rtc_tcp`: the media range is open over TCP too.
+    rtc_tcp: bool,
     ice_tcp_port: Option<u16>,
     domain: Option<String>,
     env: BTreeMap<String, String>,
@@ -395,6 +397,7 @@ impl Context {
             ssh_port: spec.ssh.port(),
             sfu: SfuContext {
                 listen_port: spec.sfu.listen_port(),
+                rtc_tcp: spec.sfu.rtc_tcp,
                 ice_tcp_port: spec.sfu.ice_tcp_port(),
                 domain: spec.sfu.domain.clone(),
                 env: spec.sfu.env.clone(),

@@ -209,7 +209,7 @@ fn a_mediasoup_app_installs_node_and_its_worker_on_a_fresh_droplet_and_answers_i
     dep.write(
         "  kind: digitalocean\n  region: fra1\n",
         &format!(
-            "  kind: mediasoup\n  artifact: {}\n  rtc_ports: 40000-40099\n  tcp_ports: [3000]\n  env:\n    PORT: \"3000\"\n    MEDIASOUP_WORKER_BIN: {root}/app/worker/mediasoup-worker\n    npm_config_registry: {}\n",
+            "  kind: mediasoup\n  artifact: {}\n  rtc_ports: 40000-40099\n  rtc_tcp: true\n  tcp_ports: [3000]\n  env:\n    PORT: \"3000\"\n    MEDIASOUP_WORKER_BIN: {root}/app/worker/mediasoup-worker\n    npm_config_registry: {}\n",
             app.display(),
             mirrors.npm
         ),
@@ -224,6 +224,7 @@ fn a_mediasoup_app_installs_node_and_its_worker_on_a_fresh_droplet_and_answers_i
     assert_eq!(host["installed"]["npm"], true, "npm ci ran on the host: {up:#}");
     assert_audit_ok(&up["audit"], &["service", "config-consistency", "udp-reachability", "tcp-reachability"]);
     ice_check(&address, 40000..=40099);
+    tcp_candidate_accepts(&address, 40000..=40099);
 
     reboot(&address, "root", &dep.key);
     assert_audit_ok(&dep.json(&["audit"]), &["host-firewall", "service", "udp-reachability"]);
@@ -290,6 +291,25 @@ fn ice_check(address: &str, range: std::ops::RangeInclusive<u16>) {
         .filter_map(|c| c["candidate"].as_str()?.rsplit(':').next()?.parse().ok())
         .collect();
     assert!(!ports.is_empty() && ports.iter().all(|p| range.contains(p)), "candidate ports {ports:?} in the media range {range:?}: {text}");
+}
+
+/// With `sfu.rtc_tcp`, the real worker took the TCP listenInfo: the transport announces a TCP candidate on the
+/// host's public address in the media range, and a TCP connection from here to it is accepted (both firewalls open
+/// the range over TCP).
+fn tcp_candidate_accepts(address: &str, range: std::ops::RangeInclusive<u16>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((address, 3000)).expect("connect to the app");
+    write!(s, "GET /transport HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let body: Value = serde_json::from_str(answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    let tcp: Vec<&Value> = body["iceCandidates"].as_array().unwrap().iter().filter(|c| c["protocol"] == "tcp").collect();
+    assert_eq!(tcp.len(), 1, "one TCP candidate: {body:#}");
+    let port = tcp[0]["port"].as_u64().unwrap() as u16;
+    assert_eq!(tcp[0]["address"].as_str().or(tcp[0]["ip"].as_str()), Some(address), "{body:#}");
+    assert!(range.contains(&port), "TCP candidate port {port} in the media range {range:?}");
+    std::net::TcpStream::connect_timeout(&(address.parse::<std::net::IpAddr>().unwrap(), port).into(), std::time::Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("TCP to the candidate {address}:{port}: {e}"));
 }
 
 fn copy_dir(from: &Path, to: &Path) {
