@@ -306,3 +306,28 @@ fn j_janus_media_dropped_on_the_way_fails_the_ice_check() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status_of(&v["hosts"][0], "janus-ice").0, "skip", "{v}");
 }
+
+#[test]
+fn k_a_relay_paired_with_one_sfu_relays_to_nothing_else() {
+    use sfuctl::probe::{Allocation, TurnClient, turn_rest_credential};
+    require_tool("turnserver", "coturn");
+    let host = TestHost::start("aud-k");
+    // The SFU this relay serves: this machine's side of the host's link (a private address, which the relay
+    // refuses unless it is the paired one).
+    let sfu: std::net::IpAddr = host.gateway_address().parse().unwrap();
+    let dep = Deployment::new(&host, "aud-k", &format!("{COTURN}  vars: {{ only_peers: [{sfu}] }}\n"), "");
+    dep.sfuctl(&["up", "--no-audit"]).assert().success();
+    let (code, h) = audit(&dep);
+    assert_eq!((code, failing(&h)), (0, vec![]), "{h}");
+    assert_eq!(status_of(&h, "turn-peers").0, "pass", "{h}");
+
+    let target = std::net::SocketAddr::new(host.address().parse().unwrap(), 3478);
+    let (user, password) = turn_rest_credential("e2e-secret-0123456789abcdef0123456789abcdef", "test-k");
+    let mut client = TurnClient::new(target, Some((&user, &password)), std::time::Duration::from_secs(3)).unwrap();
+    assert!(matches!(client.allocate().unwrap(), Allocation::Relayed(_)));
+    assert_eq!(client.create_permission(std::net::SocketAddr::new(sfu, 40000)).unwrap(), None, "the paired SFU is a peer");
+    // A public address: refused only because of only_peers (CreatePermission sends nothing to the peer).
+    assert_eq!(client.create_permission("1.1.1.1:3478".parse().unwrap()).unwrap(), Some(403), "any other peer is refused");
+    assert_eq!(client.create_permission("10.0.0.1:80".parse().unwrap()).unwrap(), Some(403));
+    client.release();
+}
