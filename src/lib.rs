@@ -25,6 +25,7 @@ pub mod render;
 pub mod secret;
 pub mod service;
 pub mod spec;
+pub mod turn_client;
 pub mod state;
 pub mod validate;
 pub mod wait;
