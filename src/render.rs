@@ -59,9 +59,9 @@ const DENIED_PEER_RANGES: &[DeniedPeerRange] = &[
     deny("198.51.100.0-198.51.100.255", "198.51.100.0/24 documentation (TEST-NET-2): never a real peer"),
     deny("203.0.113.0-203.0.113.255", "203.0.113.0/24 documentation (TEST-NET-3): never a real peer"),
     deny("224.0.0.0-255.255.255.255", "224.0.0.0/4 multicast, 240.0.0.0/4 reserved and the broadcast address"),
-    deny("::", "::/128 unspecified: reaches the host itself, like 0.0.0.0"),
+    // No range starting at `::` (::/128 unspecified, ::/96 IPv4-compatible): coturn 4.6.1 then denies every IPv6
+    // peer (`::`) or every IPv4 peer (`::-::ffff:ffff`), as the loopback coturn test in audit.rs shows.
     deny("::1", "::1 loopback: every local service of the host"),
-    deny("::-::ffff:ffff", "::/96 deprecated IPv4-compatible addresses: IPv4 peers in disguise"),
     deny("::ffff:0.0.0.0-::ffff:255.255.255.255", "::ffff:0:0/96 IPv4-mapped: any IPv4 address, the denied ones above included, in IPv6 form"),
     deny("64:ff9b::-64:ff9b::ffff:ffff", "64:ff9b::/96 NAT64: reaches IPv4 networks, private ones included, through a translator"),
     deny("64:ff9b:1::-64:ff9b:1:ffff:ffff:ffff:ffff:ffff", "64:ff9b:1::/48 local-use NAT64 (RFC 8215): internal IPv4 networks"),
@@ -485,7 +485,6 @@ mod tests {
         // The host's own public addresses, IPv4 and IPv6.
         assert!(denied.contains(&"203.0.113.9") && denied.contains(&"2a01:4f8:1:2::9"), "{denied:?}");
         for wanted in [
-            "::",
             "::1",
             "::ffff:0.0.0.0-::ffff:255.255.255.255",
             "64:ff9b::-64:ff9b::ffff:ffff",
@@ -519,9 +518,11 @@ mod tests {
         for public in ["8.8.8.8", "2a00:1450:4001::1", "2606:4700::1111"] {
             assert!(!inside(public.parse().unwrap()), "{public} must stay reachable");
         }
-        for special in ["fd00:ec2::254", "::ffff:10.0.0.1", "64:ff9b::a00:1", "fe80::1", "ff02::1", "::", "2001:db8::1", "169.254.169.254"] {
+        for special in ["fd00:ec2::254", "::ffff:10.0.0.1", "64:ff9b::a00:1", "fe80::1", "ff02::1", "2001:db8::1", "169.254.169.254"] {
             assert!(inside(special.parse().unwrap()), "{special} must be denied");
         }
+        // coturn reads a range from `::` as "any address" of one family: never such a line.
+        assert!(!denied.iter().any(|d| *d == "::" || d.starts_with("::-")), "{denied:?}");
         // An IPv6-only host denies its one address too.
         assert!(turnserver_conf("2a01:4f8:1:2::9", None, "").contains("\ndenied-peer-ip=2a01:4f8:1:2::9\n"));
     }
