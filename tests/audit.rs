@@ -305,6 +305,16 @@ fn j_janus_media_dropped_on_the_way_fails_the_ice_check() {
     let out = dep.sfuctl(&["audit", "--output", "json"]).env_remove("SFUCTL_SECRET").output().unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status_of(&v["hosts"][0], "janus-ice").0, "skip", "{v}");
+    drop(_drop);
+
+    // Janus announcing another address than the host's: its candidates are not where clients can reach it.
+    let wrong = templates_with("janus/janus.jcfg.j2", |t| t.replace("nat_1_1_mapping = {{ host.address | tojson }}", "nat_1_1_mapping = \"203.0.113.99\""));
+    dep.sfuctl(&["up", "--no-audit", "--health-timeout", "30", "--templates", wrong.path().to_str().unwrap()]).assert().success();
+    let (code, h) = audit(&dep);
+    assert_eq!(code, 3, "{h}");
+    assert_eq!(failing(&h), ["config-consistency", "janus-ice"], "{h}");
+    let (_, detail) = status_of(&h, "janus-ice");
+    assert!(detail.starts_with("candidates: Janus announces no UDP candidate on the host's public address") && detail.contains("203.0.113.99"), "{detail}");
 }
 
 #[test]

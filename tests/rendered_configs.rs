@@ -70,6 +70,8 @@ fn node_loads_the_mediasoup_module_with_both_shapes() {
     assert!(out.status.success(), "node: {}", String::from_utf8_lossy(&out.stderr));
     let env = std::fs::read_to_string(find(&hosts[0], "config/mediasoup.env").unwrap()).unwrap();
     assert!(env.contains("MEDIASOUP_ANNOUNCED_ADDRESS=203.0.113.5\n") && env.contains("MEDIASOUP_MIN_PORT=40000\n"));
+    // The app makes WebRtcTransports on the media range: no WebRtcServer on a port the manifest does not open.
+    assert!(env.contains("\nMEDIASOUP_USE_WEBRTC_SERVER=false\n") && env.contains("\nMEDIASOUP_CONFIG=/opt/sfuctl/clearcomms/config/mediasoup-config.js\n"), "{env}");
 }
 
 #[test]
