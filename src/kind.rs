@@ -63,7 +63,7 @@ pub struct KindDescriptor {
     #[serde(default)]
     pub health: Option<HealthProbe>,
     /// The abuses the audit tries against this kind from outside (each a check of its own, after the network
-    /// checks): `turn_auth`, `turn_peers`, `janus_api`.
+    /// checks): `turn_auth`, `turn_peers`, `janus_api`, `janus_ice`.
     #[serde(default)]
     pub abuse_checks: Vec<AbuseCheck>,
     /// What a fresh host needs before the server can start: distribution packages (when the spec gives no
