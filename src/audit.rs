@@ -27,7 +27,7 @@ use crate::render::{HostTarget, Layout, service_name};
 use crate::spec::Spec;
 
 /// The order checks run and are reported in; the first failing one is a host's cause.
-pub const CHECK_IDS: [&str; 10] = [
+pub const CHECK_IDS: [&str; 11] = [
     "cloud-firewall",
     "ssh-exposure",
     "host-firewall",
@@ -39,6 +39,7 @@ pub const CHECK_IDS: [&str; 10] = [
     "turn-auth",
     "turn-peers",
     "janus-api",
+    "janus-ice",
 ];
 
 /// A check's outcome.
@@ -622,8 +623,9 @@ fn abuse_check(spec: &Spec, host: &HostTarget, abuse: AbuseCheck) -> Check {
     let target = SocketAddr::new(address, port);
     let result = match abuse {
         AbuseCheck::TurnAuth => turn_auth(spec, target),
-        AbuseCheck::TurnPeers => turn_peers(spec, target),
+        AbuseCheck::TurnPeers => turn_peers(spec, target, host.address_v6.as_deref().and_then(|a| a.parse().ok()), audit_secret(spec).as_deref()),
         AbuseCheck::JanusApi => janus_api(spec, target),
+        AbuseCheck::JanusIce => janus_ice(spec, target),
     };
     result.unwrap_or_else(|e| check(id, Status::Fail, format!("the probe could not run: {e:#}"), Some("see tcp-reachability and service: the server must answer on its port".into())))
 }
@@ -667,43 +669,74 @@ fn turn_auth(spec: &Spec, target: SocketAddr) -> Result<Check> {
     })
 }
 
-fn turn_peers(spec: &Spec, target: SocketAddr) -> Result<Check> {
-    let id = "turn-peers";
-    let Some(secret) = audit_secret(spec) else {
-        return Ok(check(id, Status::Skip, format!("${} is unset: no credential to allocate a relay with", spec.sfu.secret_env()), None));
-    };
-    let (user, password) = probe::turn_rest_credential(&secret, "sfuctl-audit");
-    let mut client = probe::TurnClient::new(target, Some((&user, &password)), ABUSE_TIMEOUT)?;
-    match client.allocate()? {
-        probe::Allocation::Relayed(_) => {}
-        probe::Allocation::Refused(code) => return Ok(check(id, Status::Skip, format!("no relay to try from (Allocate refused with {code}: see turn-auth)"), None)),
-    }
-    let own: IpAddr = target.ip();
-    let peers: Vec<(String, SocketAddr)> = [
-        (format!("the host itself ({own}, sshd)"), SocketAddr::new(own, spec.ssh.port())),
-        ("a private address (10.0.0.1)".to_string(), "10.0.0.1:80".parse()?),
-        ("loopback (127.0.0.1)".to_string(), "127.0.0.1:22".parse()?),
-        ("cloud metadata (169.254.169.254)".to_string(), "169.254.169.254:80".parse()?),
-    ]
-    .into_iter()
-    .filter(|(_, p)| p.is_ipv4())
-    .collect();
+/// Tries CreatePermission towards each of `peers` on `client`'s allocation: (granted, refused other than with 403).
+fn try_peers(client: &mut probe::TurnClient, peers: &[(String, SocketAddr)]) -> Result<(Vec<String>, Vec<String>)> {
     let mut allowed = Vec::new();
     let mut odd = Vec::new();
-    for (what, peer) in &peers {
+    for (what, peer) in peers {
         match client.create_permission(*peer)? {
             None => allowed.push(what.clone()),
             Some(403) => {}
             Some(code) => odd.push(format!("{what}: {code}")),
         }
     }
+    Ok((allowed, odd))
+}
+
+/// With the shared secret's credential: CreatePermission towards the host itself, private, loopback and metadata
+/// addresses must be refused; where the host has an IPv6 address, the same from an IPv6 relay towards its IPv6
+/// counterparts.
+fn turn_peers(spec: &Spec, target: SocketAddr, own_v6: Option<IpAddr>, secret: Option<&str>) -> Result<Check> {
+    let id = "turn-peers";
+    let Some(secret) = secret else {
+        return Ok(check(id, Status::Skip, format!("${} is unset: no credential to allocate a relay with", spec.sfu.secret_env()), None));
+    };
+    let (user, password) = probe::turn_rest_credential(secret, "sfuctl-audit");
+    let mut client = probe::TurnClient::new(target, Some((&user, &password)), ABUSE_TIMEOUT)?;
+    match client.allocate()? {
+        probe::Allocation::Relayed(_) => {}
+        probe::Allocation::Refused(code) => return Ok(check(id, Status::Skip, format!("no relay to try from (Allocate refused with {code}: see turn-auth)"), None)),
+    }
+    let own: IpAddr = target.ip();
+    let ssh = spec.ssh.port();
+    let mut peers: Vec<(String, SocketAddr)> = vec![
+        (format!("the host itself ({own}, sshd)"), SocketAddr::new(own, ssh)),
+        ("a private address (10.0.0.1)".to_string(), "10.0.0.1:80".parse()?),
+        ("loopback (127.0.0.1)".to_string(), "127.0.0.1:22".parse()?),
+        ("cloud metadata (169.254.169.254)".to_string(), "169.254.169.254:80".parse()?),
+    ];
+    let (mut allowed, mut odd) = try_peers(&mut client, &peers)?;
     client.release();
+    let mut notes = Vec::new();
+    if let Some(v6) = own_v6 {
+        // An IPv4 allocation cannot reach IPv6 peers: ask for an IPv6 relay (RFC 6156) on a client of its own.
+        let mut client6 = probe::TurnClient::new(target, Some((&user, &password)), ABUSE_TIMEOUT)?;
+        match client6.allocate_ipv6()? {
+            probe::Allocation::Relayed(_) => {
+                let peers6: Vec<(String, SocketAddr)> = vec![
+                    (format!("the host itself over IPv6 ({v6}, sshd)"), SocketAddr::new(v6, ssh)),
+                    ("a unique-local address (fd00::1)".to_string(), "[fd00::1]:80".parse()?),
+                    ("IPv6 loopback (::1)".to_string(), "[::1]:22".parse()?),
+                    ("IPv4-mapped loopback (::ffff:127.0.0.1)".to_string(), "[::ffff:127.0.0.1]:22".parse()?),
+                    ("the unspecified address (::)".to_string(), "[::]:22".parse()?),
+                    ("a link-local address (fe80::1)".to_string(), "[fe80::1]:80".parse()?),
+                ];
+                let (a, o) = try_peers(&mut client6, &peers6)?;
+                client6.release();
+                allowed.extend(a);
+                odd.extend(o);
+                peers.extend(peers6);
+            }
+            probe::Allocation::Refused(code) => notes.push(format!("no IPv6 relay is given (Allocate for IPv6 refused with {code}), so no IPv6 peer is reachable")),
+        }
+    }
+    let notes = if notes.is_empty() { String::new() } else { format!("; {}", notes.join("; ")) };
     Ok(if !allowed.is_empty() {
         check(id, Status::Fail, format!("the relay grants a permission towards {}", allowed.join(", ")), Some("anyone with a credential can reach those through the relay: `sfuctl up` renders coturn's denied-peer-ip again".into()))
     } else if !odd.is_empty() {
         check(id, Status::Warn, format!("CreatePermission was refused, but not with 403: {}", odd.join("; ")), None)
     } else {
-        check(id, Status::Pass, format!("CreatePermission is refused (403) towards {}", peers.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>().join(", ")), None)
+        check(id, Status::Pass, format!("CreatePermission is refused (403) towards {}{notes}", peers.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>().join(", ")), None)
     })
 }
 
@@ -735,6 +768,72 @@ fn janus_api(spec: &Spec, target: SocketAddr) -> Result<Check> {
         }
         None => Ok(check(id, Status::Fail, format!("a call with the apisecret from ${} is refused too", spec.sfu.secret_env()), Some("the server has another secret than the one exported here: apps will fail too; run `sfuctl up`".into()))),
     }
+}
+
+/// How long Janus may take to gather candidates and answer an echotest offer.
+const JANUS_ANSWER_WAIT: Duration = Duration::from_secs(10);
+
+/// Through the API with the shared secret: an echotest session, our SDP offer, Janus's answer, then an ICE
+/// connectivity check from here to each UDP candidate Janus announces on the host's public address. Proof that
+/// the server's own media socket answers on the announced address, not only that some port is open.
+fn janus_ice(spec: &Spec, target: SocketAddr) -> Result<Check> {
+    let id = "janus-ice";
+    let Some(secret) = audit_secret(spec) else {
+        return Ok(check(id, Status::Skip, format!("${} is unset: no apisecret to open a session with", spec.sfu.secret_env()), None));
+    };
+    let fail = |layer: &str, detail: String, hint: &str| check(id, Status::Fail, format!("{layer}: {detail}"), Some(hint.to_string()));
+    let session = match crate::janus_session::JanusSession::create(target, &secret, ABUSE_TIMEOUT) {
+        Ok(s) => s,
+        Err(e) => return Ok(fail("Janus API", format!("{e:#}"), "see janus-api: the server must accept the shared secret as apisecret")),
+    };
+    let local = crate::ice::IceCredentials::random()?;
+    let answer = session
+        .attach("janus.plugin.echotest")
+        .and_then(|handle| session.offer(handle, serde_json::json!({ "audio": true, "video": false }), &crate::ice::audio_offer(&local)?, JANUS_ANSWER_WAIT))
+        .and_then(|sdp| crate::ice::parse_answer(&sdp));
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => return Ok(fail("signaling", format!("an echotest session on tcp {target}: {e:#}"), "the echotest plugin must be loaded (janus.jcfg's plugins.disable must not name it); see the service log")),
+    };
+    let public = target.ip();
+    let udp: Vec<&crate::ice::Candidate> = answer.candidates.iter().filter(|c| c.transport == "udp" && c.component == 1).collect();
+    let announced: Vec<&crate::ice::Candidate> = udp.iter().copied().filter(|c| c.address.ip() == public).collect();
+    if announced.is_empty() {
+        let seen: Vec<String> = answer.candidates.iter().map(ToString::to_string).collect();
+        return Ok(fail(
+            "candidates",
+            format!("Janus announces no UDP candidate on the host's public address {public} (it announces: {})", if seen.is_empty() { "none".to_string() } else { seen.join(", ") }),
+            "nat.nat_1_1_mapping must be the public address: see config-consistency, or run `sfuctl up`",
+        ));
+    }
+    let mut dead = Vec::new();
+    for candidate in &announced {
+        match crate::ice::connectivity_check(candidate.address, &local, &answer.credentials, ABUSE_TIMEOUT)? {
+            crate::ice::CheckOutcome::Answered { mapped } => {
+                let media = spec.manifest().media();
+                if !media.contains(candidate.address.port()) {
+                    return Ok(fail("candidates", format!("the candidate {candidate} answers, but its port is outside the media range {media}"), "Janus's media.rtp_port_range differs from the manifest: see config-consistency"));
+                }
+                let others = if dead.is_empty() { String::new() } else { format!("; silent: {}", dead.join(", ")) };
+                return Ok(check(
+                    id,
+                    Status::Pass,
+                    format!("an echotest session's candidate {candidate} answered an ICE connectivity check signed with Janus's ice-pwd (it saw us at {mapped}){others}"),
+                    None,
+                ));
+            }
+            crate::ice::CheckOutcome::BadIntegrity => dead.push(format!("{candidate}: answered without Janus's MESSAGE-INTEGRITY (not Janus's socket)")),
+            crate::ice::CheckOutcome::Error(code) => dead.push(format!("{candidate}: Binding error {code}")),
+            crate::ice::CheckOutcome::Refused => dead.push(format!("{candidate}: nothing listens (ICMP port unreachable)")),
+            crate::ice::CheckOutcome::Silent => dead.push(format!("{candidate}: no answer")),
+        }
+    }
+    drop(session);
+    Ok(fail(
+        "ICE",
+        format!("no candidate Janus announces answered a connectivity check: {}", dead.join("; ")),
+        "UDP to the media range does not reach Janus's socket: see udp-reachability and host-firewall",
+    ))
 }
 
 /// The audit as a table, one block per host.
@@ -814,6 +913,89 @@ mod tests {
             assert_eq!((v.announced.as_deref(), v.min, v.max), (Some("203.0.113.9"), Some(40000), Some(40999)), "{}", kind.as_str());
             assert_eq!(v.listen.as_deref(), Some("0.0.0.0"), "{}", kind.as_str());
         }
+    }
+
+    /// The coturn sfuctl renders, run on loopback: listening on 127.0.0.1, relaying from 127.0.0.1 and ::1 (so an
+    /// IPv6 relay exists). Killed on drop.
+    struct LoopbackCoturn {
+        child: std::process::Child,
+        _dir: tempfile::TempDir,
+        port: u16,
+    }
+
+    impl Drop for LoopbackCoturn {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn free_udp_port() -> u16 {
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    fn loopback_coturn(spec: &Spec, secret: &str) -> LoopbackCoturn {
+        let which = std::process::Command::new("sh").args(["-c", "command -v turnserver"]).output().unwrap();
+        assert!(which.status.success(), "turnserver is missing: install coturn (scripts/testbed/install does)");
+        let mut host = crate::render::HostTarget::new("a", "127.0.0.1");
+        host.address_v6 = Some("::1".into());
+        let files = crate::render::Renderer::new(None).unwrap().render_host(spec, std::path::Path::new("."), &host, &crate::secret::Secret::new(secret)).unwrap();
+        let conf = files.files.into_iter().find(|f| f.path.ends_with("turnserver.conf")).unwrap().contents;
+        let dir = tempfile::tempdir().unwrap();
+        let (port, relay) = (free_udp_port(), free_udp_port());
+        let mut lines: Vec<String> = conf
+            .lines()
+            // No external-ip: with one (IPv4) external address coturn reports every relay, IPv6 ones too, as that.
+            .filter(|l| !["listening-ip=", "listening-port=", "external-ip=", "min-port=", "max-port=", "pidfile=", "userdb="].iter().any(|k| l.starts_with(k)))
+            .map(str::to_string)
+            .collect();
+        lines.extend([
+            "listening-ip=127.0.0.1".to_string(),
+            format!("listening-port={port}"),
+            "relay-ip=127.0.0.1".into(),
+            "relay-ip=::1".into(),
+            format!("min-port={relay}"),
+            format!("max-port={}", relay.saturating_add(4)),
+            format!("pidfile={}/t.pid", dir.path().display()),
+            format!("userdb={}/t.db", dir.path().display()),
+        ]);
+        let path = dir.path().join("turnserver.conf");
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let child = std::process::Command::new("turnserver").arg("-c").arg(&path).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        // Ready once it answers a STUN Binding request.
+        let target: SocketAddr = SocketAddr::new("127.0.0.1".parse().unwrap(), port);
+        let started = std::time::Instant::now();
+        while probe::stun_binding(target, Duration::from_millis(200)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "coturn did not start on udp {target}");
+        }
+        LoopbackCoturn { child, _dir: dir, port }
+    }
+
+    #[test]
+    fn turn_peers_refuses_ipv6_peers_from_an_ipv6_relay_of_the_rendered_coturn() {
+        let spec = crate::spec::Spec::parse("name: t\nprovider: { kind: ssh, hosts: [{ name: a, address: 127.0.0.1 }] }\nsfu: { kind: coturn, rtc_ports: 40000-40999 }\n").unwrap();
+        let secret = "loopback-secret-0123456789abcdef0123456789abcdef";
+        let coturn = loopback_coturn(&spec, secret);
+        let target = SocketAddr::new("127.0.0.1".parse().unwrap(), coturn.port);
+        let c = turn_peers(&spec, target, Some("::1".parse().unwrap()), Some(secret)).unwrap();
+        assert_eq!(c.status, Status::Pass, "{c:?}");
+        for peer in ["the host itself over IPv6 (::1, sshd)", "fd00::1", "::ffff:127.0.0.1", "(::)", "fe80::1", "cloud metadata (169.254.169.254)"] {
+            assert!(c.detail.contains(peer), "{peer} in {}", c.detail);
+        }
+        // What the denied ranges leave open is open: a public IPv6 peer gets a permission (none sends anything).
+        let (user, password) = probe::turn_rest_credential(secret, "test");
+        let mut client = probe::TurnClient::new(target, Some((&user, &password)), ABUSE_TIMEOUT).unwrap();
+        let relayed = client.allocate_ipv6().unwrap();
+        assert!(matches!(relayed, probe::Allocation::Relayed(a) if a.is_ipv6()), "{relayed:?}");
+        assert_eq!(client.create_permission("[2606:4700::1111]:3478".parse().unwrap()).unwrap(), None, "a public IPv6 peer");
+        assert_eq!(client.create_permission("[64:ff9b::a00:1]:80".parse().unwrap()).unwrap(), Some(403), "NAT64 into 10.0.0.1");
+        client.release();
+        let mut client = probe::TurnClient::new(target, Some((&user, &password)), ABUSE_TIMEOUT).unwrap();
+        assert!(matches!(client.allocate().unwrap(), probe::Allocation::Relayed(a) if a.is_ipv4()));
+        assert_eq!(client.create_permission("1.1.1.1:3478".parse().unwrap()).unwrap(), None, "a public IPv4 peer");
+        client.release();
+        // Without the secret there is nothing to allocate with.
+        assert_eq!(turn_peers(&spec, target, None, None).unwrap().status, Status::Skip);
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct KindDescriptor {
     /// kind gives no way to estimate it.
     #[serde(default)]
     pub ports_per_participant: Option<u32>,
+    /// Whether the server can take ICE over TCP on the media range, so `sfu.rtc_tcp` applies (mediasoup's
+    /// WebRtcTransports with a TCP listenInfo).
+    #[serde(default)]
+    pub media_over_tcp: bool,
     /// The media range's purpose in the manifest, firewall rules and plan.
     #[serde(default = "default_media_purpose")]
     pub media_purpose: String,
@@ -59,7 +63,7 @@ pub struct KindDescriptor {
     #[serde(default)]
     pub health: Option<HealthProbe>,
     /// The abuses the audit tries against this kind from outside (each a check of its own, after the network
-    /// checks): `turn_auth`, `turn_peers`, `janus_api`.
+    /// checks): `turn_auth`, `turn_peers`, `janus_api`, `janus_ice`.
     #[serde(default)]
     pub abuse_checks: Vec<AbuseCheck>,
     /// What a fresh host needs before the server can start: distribution packages (when the spec gives no
@@ -249,6 +253,9 @@ pub enum AbuseCheck {
     TurnPeers,
     /// A Janus API call without the `apisecret` is refused.
     JanusApi,
+    /// An echotest session's ICE candidate (the server's own media socket) answers a connectivity check signed
+    /// with the ice-pwd of Janus's answer, on the host's public address.
+    JanusIce,
 }
 
 impl AbuseCheck {
@@ -258,6 +265,7 @@ impl AbuseCheck {
             Self::TurnAuth => "turn-auth",
             Self::TurnPeers => "turn-peers",
             Self::JanusApi => "janus-api",
+            Self::JanusIce => "janus-ice",
         }
     }
 }

@@ -99,6 +99,16 @@ impl Manifest {
             sources: anywhere(),
             field: "sfu.rtc_ports",
         });
+        if sfu.rtc_tcp {
+            rules.push(PortRule {
+                protocol: Protocol::Tcp,
+                ports: sfu.rtc_ports,
+                purpose: "media over TCP (ICE-TCP)".into(),
+                role: PortRole::Media,
+                sources: anywhere(),
+                field: "sfu.rtc_tcp",
+            });
+        }
         for own in &kind.own_ports {
             let port = own.field.in_spec(sfu).unwrap_or(own.default);
             for rule in &own.rules {
@@ -129,7 +139,7 @@ impl Manifest {
 
     /// The UDP media range.
     pub fn media(&self) -> PortRange {
-        self.rules.iter().find(|r| r.role == PortRole::Media).map(|r| r.ports).expect("the manifest always has a media range")
+        self.rules.iter().find(|r| r.role == PortRole::Media && r.protocol == Protocol::Udp).map(|r| r.ports).expect("the manifest always has a media range")
     }
 
     /// The SSH rule.
@@ -214,6 +224,16 @@ mod tests {
         assert_eq!(m.ssh().sources, vec!["203.0.113.7/32".parse::<IpNet>().unwrap()]);
         assert_eq!(m.single_ports(Protocol::Tcp), vec![443, 8088]);
         assert!(m.needs_privileged_ports());
+    }
+
+    #[test]
+    fn rtc_tcp_opens_the_media_range_over_tcp_too() {
+        let m = spec("mediasoup", "  rtc_tcp: true\n  tcp_ports: [3000]\n").manifest();
+        let lines: Vec<String> = m.rules.iter().map(|r| format!("{} {} {}", r.protocol, r.ports, r.purpose)).collect();
+        assert_eq!(lines, ["tcp 22 SSH", "udp 40000-41000 media (RTP/RTCP)", "tcp 40000-41000 media over TCP (ICE-TCP)", "tcp 3000 tcp_ports 3000"]);
+        assert_eq!(m.media(), PortRange { start: 40000, end: 41000 });
+        assert_eq!(m.single_ports(Protocol::Tcp), vec![3000], "the TCP media range is no single port to connect to");
+        assert_eq!(spec("mediasoup", "").manifest().rules.len(), 2, "no TCP media unless asked");
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! Probes sent from the machine running sfuctl to a host, across the real network: a STUN Binding request
-//! (coturn answers with the address it saw us at) and a plain HTTP GET (Janus's `/janus/info`); the audit's abuse
-//! probes: a minimal TURN client ([`TurnClient`]: Allocate, CreatePermission, Refresh with long-term credentials,
-//! written here because no maintained STUN/TURN message crate could be checked from this workplace) and an HTTP POST
-//! of JSON (Janus's API).
+//! (coturn answers with the address it saw us at; written and read with `stun-types`) and a plain HTTP GET (Janus's
+//! `/janus/info`); the audit's abuse probes: the TURN client of [`crate::turn_client`] (re-exported here) and an
+//! HTTP POST of JSON (Janus's API).
 //!
 //! Also the audit's UDP range probe: a short-lived responder on the host ([`RESPONDER`]) binds the free ports of
 //! the media range and answers datagrams with an HMAC of their content under a key only this run knows, and
@@ -17,9 +16,10 @@ use std::net::IpAddr;
 
 use anyhow::{Result, anyhow, bail};
 use sha2::Sha256;
+use stun_types::attribute::XorMappedAddress;
+use stun_types::message::{BINDING, Message, MessageClass, MessageWrite, MessageWriteExt, MessageWriteVec, TransactionId};
 
-/// The STUN magic cookie (RFC 5389).
-const MAGIC_COOKIE: u32 = 0x2112_A442;
+pub use crate::turn_client::{Allocation, TurnClient, turn_rest_credential};
 
 /// Sends a STUN Binding request to `target` over UDP and waits up to `timeout` for the matching success
 /// response. Returns the XOR-MAPPED-ADDRESS the server reported (where it saw the request come from).
@@ -27,13 +27,9 @@ pub fn stun_binding(target: SocketAddr, timeout: Duration) -> Result<SocketAddr>
     let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
     let socket = UdpSocket::bind(bind)?;
     socket.connect(target)?;
-    let mut transaction = [0u8; 12];
-    getrandom::fill(&mut transaction).map_err(|e| anyhow!("no random bytes: {e}"))?;
-    let mut request = Vec::with_capacity(20);
-    request.extend_from_slice(&0x0001u16.to_be_bytes()); // Binding request
-    request.extend_from_slice(&0u16.to_be_bytes()); // no attributes
-    request.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
-    request.extend_from_slice(&transaction);
+    let msg = Message::builder_request(BINDING, MessageWriteVec::new());
+    let transaction = msg.transaction_id();
+    let request = msg.finish();
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 1500];
     // UDP may drop a datagram: resend every 250 ms until the deadline.
@@ -46,7 +42,7 @@ pub fn stun_binding(target: SocketAddr, timeout: Duration) -> Result<SocketAddr>
         socket.set_read_timeout(Some(wait))?;
         match socket.recv(&mut buf) {
             Ok(n) => {
-                if let Some(addr) = parse_binding_success(&buf[..n], &transaction)? {
+                if let Some(addr) = parse_binding_success(&buf[..n], transaction)? {
                     return Ok(addr);
                 }
             }
@@ -60,275 +56,18 @@ pub fn stun_binding(target: SocketAddr, timeout: Duration) -> Result<SocketAddr>
 }
 
 /// Parses a STUN Binding success response for `transaction`; `None` for a datagram that is not one.
-fn parse_binding_success(msg: &[u8], transaction: &[u8; 12]) -> Result<Option<SocketAddr>> {
-    if msg.len() < 20 || msg[4..8] != MAGIC_COOKIE.to_be_bytes() || &msg[8..20] != transaction {
+fn parse_binding_success(datagram: &[u8], transaction: TransactionId) -> Result<Option<SocketAddr>> {
+    let Ok(msg) = Message::from_bytes(datagram) else { return Ok(None) };
+    if msg.transaction_id() != transaction || !msg.has_method(BINDING) {
         return Ok(None);
     }
-    let kind = u16::from_be_bytes([msg[0], msg[1]]);
-    if kind == 0x0111 {
-        bail!("the STUN server answered with a Binding error");
-    }
-    if kind != 0x0101 {
-        return Ok(None);
-    }
-    let mut attrs = &msg[20..];
-    while attrs.len() >= 4 {
-        let ty = u16::from_be_bytes([attrs[0], attrs[1]]);
-        let len = usize::from(u16::from_be_bytes([attrs[2], attrs[3]]));
-        let value = attrs.get(4..4 + len).ok_or_else(|| anyhow!("truncated STUN attribute"))?;
-        if ty == 0x0020 && value.len() >= 8 {
-            let port = u16::from_be_bytes([value[2], value[3]]) ^ (MAGIC_COOKIE >> 16) as u16;
-            let ip = match value[1] {
-                0x01 => std::net::IpAddr::from((u32::from_be_bytes([value[4], value[5], value[6], value[7]]) ^ MAGIC_COOKIE).to_be_bytes()),
-                0x02 if value.len() >= 20 => {
-                    let mut key = [0u8; 16];
-                    key[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
-                    key[4..].copy_from_slice(transaction);
-                    let mut octets = [0u8; 16];
-                    for i in 0..16 {
-                        octets[i] = value[4 + i] ^ key[i];
-                    }
-                    std::net::IpAddr::from(octets)
-                }
-                _ => bail!("unknown address family in XOR-MAPPED-ADDRESS"),
-            };
-            return Ok(Some(SocketAddr::new(ip, port)));
+    match msg.class() {
+        MessageClass::Error => bail!("the STUN server answered with a Binding error"),
+        MessageClass::Success => {
+            let mapped = msg.attribute::<XorMappedAddress>().map_err(|_| anyhow!("the STUN answer has no XOR-MAPPED-ADDRESS"))?;
+            Ok(Some(mapped.addr(transaction)))
         }
-        attrs = &attrs[(4 + len + 3) / 4 * 4..];
-    }
-    bail!("the STUN answer has no XOR-MAPPED-ADDRESS")
-}
-
-/// A TURN server's answer to a request: success with the message, or an error code (401, 403, ...).
-#[derive(Debug)]
-enum TurnAnswer {
-    Success(Vec<u8>),
-    Error(u16, Vec<u8>),
-}
-
-/// A minimal TURN client over UDP (RFC 5766 with long-term credentials, RFC 5389): Allocate, CreatePermission and
-/// Refresh, enough for the audit to try the abuses a relay must refuse.
-pub struct TurnClient {
-    socket: UdpSocket,
-    timeout: Duration,
-    username: Option<String>,
-    key: Option<[u8; 16]>,
-    realm: Vec<u8>,
-    nonce: Vec<u8>,
-}
-
-/// What an Allocate got.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Allocation {
-    /// The relayed transport address (XOR-RELAYED-ADDRESS).
-    Relayed(SocketAddr),
-    /// Refused with this error code.
-    Refused(u16),
-}
-
-const TURN_ALLOCATE: u16 = 0x0003;
-const TURN_REFRESH: u16 = 0x0004;
-const TURN_CREATE_PERMISSION: u16 = 0x0008;
-
-/// The TURN REST API credential for `user` valid for an hour: `<expiry>:<user>` and base64(HMAC-SHA1(secret,
-/// username)), as coturn's `use-auth-secret` checks it.
-pub fn turn_rest_credential(secret: &str, user: &str) -> (String, String) {
-    use base64::Engine as _;
-    use hmac::{Hmac, Mac};
-    let expiry = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + 3600;
-    let username = format!("{expiry}:{user}");
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
-    mac.update(username.as_bytes());
-    (username.clone(), base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
-}
-
-fn xor_address(addr: SocketAddr, transaction: &[u8; 12]) -> Vec<u8> {
-    let port = addr.port() ^ (MAGIC_COOKIE >> 16) as u16;
-    let mut v = vec![0u8, if addr.is_ipv4() { 1 } else { 2 }];
-    v.extend_from_slice(&port.to_be_bytes());
-    match addr.ip() {
-        IpAddr::V4(ip) => v.extend_from_slice(&(u32::from(ip) ^ MAGIC_COOKIE).to_be_bytes()),
-        IpAddr::V6(ip) => {
-            let mut key = [0u8; 16];
-            key[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
-            key[4..].copy_from_slice(transaction);
-            v.extend(ip.octets().iter().zip(key).map(|(a, b)| a ^ b));
-        }
-    }
-    v
-}
-
-/// The attributes of a STUN message, as (type, value).
-fn attributes(msg: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    let mut attrs = msg.get(20..).unwrap_or(&[]);
-    while attrs.len() >= 4 {
-        let ty = u16::from_be_bytes([attrs[0], attrs[1]]);
-        let len = usize::from(u16::from_be_bytes([attrs[2], attrs[3]]));
-        let Some(value) = attrs.get(4..4 + len) else { break };
-        out.push((ty, value));
-        attrs = attrs.get((4 + len).div_ceil(4) * 4..).unwrap_or(&[]);
-    }
-    out
-}
-
-impl TurnClient {
-    /// A client for the TURN server at `target`, with a long-term credential or none.
-    pub fn new(target: SocketAddr, credential: Option<(&str, &str)>, timeout: Duration) -> Result<Self> {
-        let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
-        let socket = UdpSocket::bind(bind)?;
-        socket.connect(target)?;
-        Ok(Self {
-            socket,
-            timeout,
-            username: credential.map(|(u, _)| u.to_string()),
-            key: None,
-            realm: Vec::new(),
-            nonce: Vec::new(),
-        }
-        .with_password(credential.map(|(_, p)| p.to_string())))
-    }
-
-    fn with_password(mut self, password: Option<String>) -> Self {
-        // The key needs the realm, known from the first 401: kept until then.
-        self.realm = password.map(String::into_bytes).unwrap_or_default();
-        self
-    }
-
-    /// Sends a request (signed when there is a credential and a nonce) and waits for its answer, resending every
-    /// 250 ms.
-    fn request(&mut self, method: u16, attrs: &[(u16, Vec<u8>)]) -> Result<(TurnAnswer, [u8; 12])> {
-        let mut transaction = [0u8; 12];
-        getrandom::fill(&mut transaction).map_err(|e| anyhow!("no random bytes: {e}"))?;
-        let mut all: Vec<(u16, Vec<u8>)> = attrs.to_vec();
-        if let (Some(user), Some(_)) = (&self.username, &self.key) {
-            all.push((0x0006, user.as_bytes().to_vec()));
-            all.push((0x0014, self.realm.clone()));
-            all.push((0x0015, self.nonce.clone()));
-        }
-        let mut msg = Vec::new();
-        msg.extend_from_slice(&method.to_be_bytes());
-        msg.extend_from_slice(&0u16.to_be_bytes());
-        msg.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
-        msg.extend_from_slice(&transaction);
-        for (ty, value) in &all {
-            msg.extend_from_slice(&ty.to_be_bytes());
-            msg.extend_from_slice(&(value.len() as u16).to_be_bytes());
-            msg.extend_from_slice(value);
-            msg.resize(msg.len().div_ceil(4) * 4, 0);
-        }
-        if let Some(key) = &self.key {
-            use hmac::{Hmac, Mac};
-            let len = (msg.len() - 20 + 24) as u16;
-            msg[2..4].copy_from_slice(&len.to_be_bytes());
-            let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).expect("HMAC takes a key of any length");
-            mac.update(&msg);
-            msg.extend_from_slice(&0x0008u16.to_be_bytes());
-            msg.extend_from_slice(&20u16.to_be_bytes());
-            msg.extend_from_slice(&mac.finalize().into_bytes());
-        } else {
-            let len = (msg.len() - 20) as u16;
-            msg[2..4].copy_from_slice(&len.to_be_bytes());
-        }
-        let deadline = Instant::now() + self.timeout;
-        let mut buf = [0u8; 1500];
-        while Instant::now() < deadline {
-            let _ = self.socket.send(&msg);
-            let wait = (deadline - Instant::now()).min(Duration::from_millis(250)).max(Duration::from_millis(1));
-            self.socket.set_read_timeout(Some(wait))?;
-            match self.socket.recv(&mut buf) {
-                Ok(n) if n >= 20 && buf[4..8] == MAGIC_COOKIE.to_be_bytes() && buf[8..20] == transaction => {
-                    let class = u16::from_be_bytes([buf[0], buf[1]]) & 0x0110;
-                    let answer = buf[..n].to_vec();
-                    return Ok((
-                        match class {
-                            0x0100 => TurnAnswer::Success(answer),
-                            _ => {
-                                let code = attributes(&answer)
-                                    .iter()
-                                    .find(|(t, v)| *t == 0x0009 && v.len() >= 4)
-                                    .map(|(_, v)| u16::from(v[2] & 0x07) * 100 + u16::from(v[3]))
-                                    .unwrap_or(0);
-                                TurnAnswer::Error(code, answer)
-                            }
-                        },
-                        transaction,
-                    ));
-                }
-                Ok(_) => continue,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => bail!("nothing listens on udp {} (ICMP port unreachable)", self.socket.peer_addr()?),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        bail!("no TURN answer from udp {} within {:.1}s", self.socket.peer_addr()?, self.timeout.as_secs_f64())
-    }
-
-    /// Sends a request; on a 401 (or a stale nonce, 438) with a credential, takes the realm and nonce and sends it
-    /// again signed.
-    fn signed(&mut self, method: u16, attrs: &[(u16, Vec<u8>)]) -> Result<(TurnAnswer, [u8; 12])> {
-        let (answer, tx) = self.request(method, attrs)?;
-        match &answer {
-            TurnAnswer::Error(401 | 438, msg) if self.username.is_some() => {
-                let attrs_of = attributes(msg);
-                let get = |t: u16| attrs_of.iter().find(|(ty, _)| *ty == t).map(|(_, v)| v.to_vec());
-                let (Some(realm), Some(nonce)) = (get(0x0014), get(0x0015)) else { return Ok((answer, tx)) };
-                if self.key.is_none() {
-                    use md5::{Digest, Md5};
-                    let password = std::mem::take(&mut self.realm);
-                    let user = self.username.clone().unwrap_or_default();
-                    let mut h = Md5::new();
-                    h.update(format!("{user}:{}:", String::from_utf8_lossy(&realm)).as_bytes());
-                    h.update(&password);
-                    self.key = Some(h.finalize().into());
-                } else if matches!(answer, TurnAnswer::Error(401, _)) {
-                    return Ok((answer, tx));
-                }
-                self.realm = realm;
-                self.nonce = nonce;
-                self.request(method, attrs)
-            }
-            _ => Ok((answer, tx)),
-        }
-    }
-
-    /// Asks for a UDP relay.
-    pub fn allocate(&mut self) -> Result<Allocation> {
-        let (answer, tx) = self.signed(TURN_ALLOCATE, &[(0x0019, vec![17, 0, 0, 0])])?;
-        match answer {
-            TurnAnswer::Error(code, _) => Ok(Allocation::Refused(code)),
-            TurnAnswer::Success(msg) => {
-                let attrs = attributes(&msg);
-                let (_, v) = attrs.iter().find(|(t, _)| *t == 0x0016).ok_or_else(|| anyhow!("the Allocate answer has no XOR-RELAYED-ADDRESS"))?;
-                let mut fake = vec![0u8; 20];
-                fake[..2].copy_from_slice(&0x0101u16.to_be_bytes());
-                fake[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
-                fake[8..20].copy_from_slice(&tx);
-                fake.extend_from_slice(&0x0020u16.to_be_bytes());
-                fake.extend_from_slice(&(v.len() as u16).to_be_bytes());
-                fake.extend_from_slice(v);
-                let addr = parse_binding_success(&fake, &tx)?.ok_or_else(|| anyhow!("unreadable XOR-RELAYED-ADDRESS"))?;
-                Ok(Allocation::Relayed(addr))
-            }
-        }
-    }
-
-    /// Asks for a permission towards `peer`: `None` when granted, else the error code.
-    pub fn create_permission(&mut self, peer: SocketAddr) -> Result<Option<u16>> {
-        // An IPv6 XOR-PEER-ADDRESS depends on the request's transaction id, which `request` makes: IPv4 only.
-        if peer.is_ipv6() {
-            bail!("CreatePermission towards an IPv6 peer is not supported by this probe");
-        }
-        let (answer, _) = self.signed(TURN_CREATE_PERMISSION, &[(0x0012, xor_address(peer, &[0u8; 12]))])?;
-        Ok(match answer {
-            TurnAnswer::Success(_) => None,
-            TurnAnswer::Error(code, _) => Some(code),
-        })
-    }
-
-    /// Gives the allocation back (Refresh with a lifetime of 0).
-    pub fn release(&mut self) {
-        let _ = self.signed(TURN_REFRESH, &[(0x000D, vec![0, 0, 0, 0])]);
+        _ => Ok(None),
     }
 }
 
@@ -581,36 +320,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_an_ipv4_xor_mapped_address() {
-        let tx = [7u8; 12];
-        let mut msg = vec![0x01, 0x01, 0x00, 0x0c];
-        msg.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
-        msg.extend_from_slice(&tx);
-        // XOR-MAPPED-ADDRESS for 203.0.113.5:40000
-        let port = 40000u16 ^ (MAGIC_COOKIE >> 16) as u16;
-        let ip = u32::from_be_bytes([203, 0, 113, 5]) ^ MAGIC_COOKIE;
-        msg.extend_from_slice(&[0x00, 0x20, 0x00, 0x08, 0x00, 0x01]);
-        msg.extend_from_slice(&port.to_be_bytes());
-        msg.extend_from_slice(&ip.to_be_bytes());
-        assert_eq!(parse_binding_success(&msg, &tx).unwrap(), Some("203.0.113.5:40000".parse().unwrap()));
-        assert_eq!(parse_binding_success(&msg, &[8u8; 12]).unwrap(), None, "another transaction is ignored");
-    }
-
-    #[test]
-    fn the_turn_rest_credential_is_coturn_s() {
-        use base64::Engine as _;
-        use hmac::{Hmac, Mac};
-        let (user, password) = turn_rest_credential("s3cret", "sfuctl-audit");
-        let (expiry, name) = user.split_once(':').unwrap();
-        assert_eq!(name, "sfuctl-audit");
-        assert!(expiry.parse::<u64>().unwrap() > 1_700_000_000);
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(b"s3cret").unwrap();
-        mac.update(user.as_bytes());
-        assert_eq!(base64::engine::general_purpose::STANDARD.decode(password).unwrap(), mac.finalize().into_bytes().to_vec());
-        let peer: SocketAddr = "203.0.113.5:40000".parse().unwrap();
-        let v = xor_address(peer, &[0u8; 12]);
-        assert_eq!(v[1], 1);
-        assert_eq!(u16::from_be_bytes([v[2], v[3]]) ^ 0x2112, 40000);
+    fn parses_an_xor_mapped_address_of_our_transaction_only() {
+        let request = Message::builder_request(BINDING, MessageWriteVec::new()).finish();
+        let request = Message::from_bytes(&request).unwrap();
+        let seen: SocketAddr = "203.0.113.5:40000".parse().unwrap();
+        let mut answer = Message::builder_success(&request, MessageWriteVec::new());
+        answer.add_attribute(&XorMappedAddress::new(seen, request.transaction_id())).unwrap();
+        let answer = answer.finish();
+        assert_eq!(parse_binding_success(&answer, request.transaction_id()).unwrap(), Some(seen));
+        let other = Message::builder_request(BINDING, MessageWriteVec::new()).transaction_id();
+        assert_eq!(parse_binding_success(&answer, other).unwrap(), None, "another transaction is ignored");
+        let error = Message::builder_error(&request, MessageWriteVec::new()).finish();
+        assert!(parse_binding_success(&error, request.transaction_id()).is_err());
     }
 
     #[test]

@@ -28,31 +28,53 @@ pub const PLACEHOLDER_ADDRESS: &str = "198.51.100.1";
 /// `--templates DIR` override uses.
 const TEMPLATES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/templates.rs"));
 
-/// Peer ranges coturn must never relay to: private, loopback, link-local, shared, multicast and documentation
-/// networks (the lock-down bbb-install and STUNner's security notes recommend).
-const DENIED_PEER_RANGES: &[&str] = &[
-    "0.0.0.0-0.255.255.255",
-    "10.0.0.0-10.255.255.255",
-    "100.64.0.0-100.127.255.255",
-    "127.0.0.0-127.255.255.255",
-    "169.254.0.0-169.254.255.255",
-    "172.16.0.0-172.31.255.255",
-    "192.0.0.0-192.0.0.255",
-    "192.0.2.0-192.0.2.255",
-    "192.88.99.0-192.88.99.255",
-    "192.168.0.0-192.168.255.255",
-    "198.18.0.0-198.19.255.255",
-    "198.51.100.0-198.51.100.255",
-    "203.0.113.0-203.0.113.255",
-    "224.0.0.0-255.255.255.255",
-    "::1",
-    "64:ff9b::-64:ff9b::ffff:ffff",
-    "::ffff:0.0.0.0-::ffff:255.255.255.255",
-    "100::-100::ffff:ffff:ffff:ffff",
-    "2001::-2001:1ff:ffff:ffff:ffff:ffff:ffff:ffff",
-    "2002::-2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-    "fc00::-fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-    "fe80::-febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+/// A peer range coturn must never relay to, and why (rendered as a comment above its `denied-peer-ip` line).
+#[derive(Serialize)]
+struct DeniedPeerRange {
+    /// coturn's form: one address or `first-last`.
+    range: &'static str,
+    /// One line: what the range is and why a relay must not reach it.
+    why: &'static str,
+}
+
+const fn deny(range: &'static str, why: &'static str) -> DeniedPeerRange {
+    DeniedPeerRange { range, why }
+}
+
+/// Peer ranges coturn must never relay to: private, loopback, link-local, shared, multicast, documentation and
+/// other special-purpose networks of both families (IANA's special-purpose registries; the lock-down bbb-install
+/// and STUNner's security notes recommend).
+const DENIED_PEER_RANGES: &[DeniedPeerRange] = &[
+    deny("0.0.0.0-0.255.255.255", "0.0.0.0/8 \"this network\": 0.0.0.0 reaches the host itself on Linux"),
+    deny("10.0.0.0-10.255.255.255", "10.0.0.0/8 private (RFC 1918): VPCs and internal services"),
+    deny("100.64.0.0-100.127.255.255", "100.64.0.0/10 shared address space (RFC 6598): carrier-grade NAT, some VPCs"),
+    deny("127.0.0.0-127.255.255.255", "127.0.0.0/8 loopback: every local service of the host"),
+    deny("169.254.0.0-169.254.255.255", "169.254.0.0/16 link-local: the cloud metadata service 169.254.169.254 and its credentials"),
+    deny("172.16.0.0-172.31.255.255", "172.16.0.0/12 private (RFC 1918): VPCs, docker bridges"),
+    deny("192.0.0.0-192.0.0.255", "192.0.0.0/24 IETF protocol assignments"),
+    deny("192.0.2.0-192.0.2.255", "192.0.2.0/24 documentation (TEST-NET-1): never a real peer"),
+    deny("192.88.99.0-192.88.99.255", "192.88.99.0/24 deprecated 6to4 relay anycast"),
+    deny("192.168.0.0-192.168.255.255", "192.168.0.0/16 private (RFC 1918): internal networks"),
+    deny("198.18.0.0-198.19.255.255", "198.18.0.0/15 benchmarking: never a real peer"),
+    deny("198.51.100.0-198.51.100.255", "198.51.100.0/24 documentation (TEST-NET-2): never a real peer"),
+    deny("203.0.113.0-203.0.113.255", "203.0.113.0/24 documentation (TEST-NET-3): never a real peer"),
+    deny("224.0.0.0-255.255.255.255", "224.0.0.0/4 multicast, 240.0.0.0/4 reserved and the broadcast address"),
+    // No range starting at `::` (::/128 unspecified, ::/96 IPv4-compatible): coturn 4.6.1 then denies every IPv6
+    // peer (`::`) or every IPv4 peer (`::-::ffff:ffff`), as the loopback coturn test in audit.rs shows.
+    deny("::1", "::1 loopback: every local service of the host"),
+    deny("::ffff:0.0.0.0-::ffff:255.255.255.255", "::ffff:0:0/96 IPv4-mapped: any IPv4 address, the denied ones above included, in IPv6 form"),
+    deny("64:ff9b::-64:ff9b::ffff:ffff", "64:ff9b::/96 NAT64: reaches IPv4 networks, private ones included, through a translator"),
+    deny("64:ff9b:1::-64:ff9b:1:ffff:ffff:ffff:ffff:ffff", "64:ff9b:1::/48 local-use NAT64 (RFC 8215): internal IPv4 networks"),
+    deny("100::-100::ffff:ffff:ffff:ffff", "100::/64 discard-only (RFC 6666)"),
+    deny("2001::-2001:1ff:ffff:ffff:ffff:ffff:ffff:ffff", "2001::/23 IETF protocol assignments: Teredo (IPv4 tunnels), ORCHID, benchmarking"),
+    deny("2001:db8::-2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", "2001:db8::/32 documentation: never a real peer"),
+    deny("2002::-2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "2002::/16 6to4: IPv4 addresses, private ones included, tunnelled"),
+    deny("3fff::-3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff", "3fff::/20 documentation (RFC 9637): never a real peer"),
+    deny("5f00::-5f00:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "5f00::/16 SRv6 segment identifiers (RFC 9602): routing internals"),
+    deny("fc00::-fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "fc00::/7 unique local (IPv6's private ranges): VPCs, internal services, AWS's metadata fd00:ec2::254"),
+    deny("fe80::-febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "fe80::/10 link-local: neighbours on the host's own links"),
+    deny("fec0::-feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "fec0::/10 deprecated site-local: internal networks"),
+    deny("ff00::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ff00::/8 multicast"),
 ];
 
 /// Where a deployment's files live on a host. Everything sfuctl puts there is under `root`, except the link
@@ -311,7 +333,7 @@ struct Context {
     paths: Layout,
     nft_table: String,
     host_firewall: bool,
-    denied_peer_ranges: &'static [&'static str],
+    denied_peer_ranges: &'static [DeniedPeerRange],
     nftables: String,
     install: InstallContext,
 }
@@ -347,6 +369,8 @@ struct TemplatePort {
 #[derive(Serialize)]
 struct SfuContext {
     listen_port: Option<u16>,
+    /// `sfu.rtc_tcp`: the media range is open over TCP too.
+    rtc_tcp: bool,
     ice_tcp_port: Option<u16>,
     domain: Option<String>,
     env: BTreeMap<String, String>,
@@ -395,6 +419,7 @@ impl Context {
             ssh_port: spec.ssh.port(),
             sfu: SfuContext {
                 listen_port: spec.sfu.listen_port(),
+                rtc_tcp: spec.sfu.rtc_tcp,
                 ice_tcp_port: spec.sfu.ice_tcp_port(),
                 domain: spec.sfu.domain.clone(),
                 env: spec.sfu.env.clone(),
@@ -442,5 +467,74 @@ mod tests {
         let host = &host_targets(&spec, PLACEHOLDER_ADDRESS)[0];
         let err = r.render_host(&spec, Path::new("."), host, &Secret::new("x")).unwrap_err();
         assert!(format!("{err:#}").contains("comand"), "{err:#}");
+    }
+
+    /// The rendered turnserver.conf of a coturn host announcing `address` (and `address_v6`), with `extra` in `sfu`.
+    fn turnserver_conf(address: &str, address_v6: Option<&str>, extra: &str) -> String {
+        let spec = Spec::parse(&format!("name: t\nprovider: {{ kind: ssh, hosts: [{{ name: a, address: {address} }}] }}\nsfu:\n  kind: coturn\n  rtc_ports: 40000-41000\n{extra}")).unwrap();
+        let mut host = HostTarget::new("a", address);
+        host.address_v6 = address_v6.map(str::to_string);
+        let files = Renderer::new(None).unwrap().render_host(&spec, Path::new("."), &host, &Secret::new("s")).unwrap();
+        files.files.into_iter().find(|f| f.path.ends_with("turnserver.conf")).unwrap().contents
+    }
+
+    #[test]
+    fn coturn_denies_its_own_addresses_and_every_special_range_of_both_families_each_with_a_why() {
+        let conf = turnserver_conf("203.0.113.9", Some("2a01:4f8:1:2::9"), "");
+        let denied: Vec<&str> = conf.lines().filter_map(|l| l.strip_prefix("denied-peer-ip=")).collect();
+        // The host's own public addresses, IPv4 and IPv6.
+        assert!(denied.contains(&"203.0.113.9") && denied.contains(&"2a01:4f8:1:2::9"), "{denied:?}");
+        for wanted in [
+            "::1",
+            "::ffff:0.0.0.0-::ffff:255.255.255.255",
+            "64:ff9b::-64:ff9b::ffff:ffff",
+            "fc00::-fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "fe80::-febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "ff00::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "2001:db8::-2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+            "10.0.0.0-10.255.255.255",
+            "169.254.0.0-169.254.255.255",
+            "127.0.0.0-127.255.255.255",
+        ] {
+            assert!(denied.contains(&wanted), "denied-peer-ip={wanted} missing: {denied:?}");
+        }
+        // Every range is a valid range of one family, first <= last, and has a why-comment right above it.
+        let lines: Vec<&str> = conf.lines().collect();
+        for r in DENIED_PEER_RANGES {
+            let (first, last) = r.range.split_once('-').unwrap_or((r.range, r.range));
+            let (first, last): (std::net::IpAddr, std::net::IpAddr) = (first.parse().unwrap(), last.parse().unwrap());
+            assert!(first.is_ipv4() == last.is_ipv4() && first <= last, "{}", r.range);
+            let at = lines.iter().position(|l| *l == format!("denied-peer-ip={}", r.range)).unwrap();
+            assert_eq!(lines[at - 1], format!("# {}", r.why), "the why-comment of {}", r.range);
+        }
+        // What must stay reachable: a public peer of either family is in no denied range.
+        let inside = |ip: std::net::IpAddr| {
+            DENIED_PEER_RANGES.iter().any(|r| {
+                let (a, b) = r.range.split_once('-').unwrap_or((r.range, r.range));
+                let (a, b): (std::net::IpAddr, std::net::IpAddr) = (a.parse().unwrap(), b.parse().unwrap());
+                a.is_ipv4() == ip.is_ipv4() && a <= ip && ip <= b
+            })
+        };
+        for public in ["8.8.8.8", "2a00:1450:4001::1", "2606:4700::1111"] {
+            assert!(!inside(public.parse().unwrap()), "{public} must stay reachable");
+        }
+        for special in ["fd00:ec2::254", "::ffff:10.0.0.1", "64:ff9b::a00:1", "fe80::1", "ff02::1", "2001:db8::1", "169.254.169.254"] {
+            assert!(inside(special.parse().unwrap()), "{special} must be denied");
+        }
+        // coturn reads a range from `::` as "any address" of one family: never such a line.
+        assert!(!denied.iter().any(|d| *d == "::" || d.starts_with("::-")), "{denied:?}");
+        // An IPv6-only host denies its one address too.
+        assert!(turnserver_conf("2a01:4f8:1:2::9", None, "").contains("\ndenied-peer-ip=2a01:4f8:1:2::9\n"));
+    }
+
+    #[test]
+    fn coturn_relays_only_to_the_paired_sfu_when_asked() {
+        let open = turnserver_conf("203.0.113.9", None, "");
+        assert!(!open.contains("allowed-peer-ip") && !open.contains("denied-peer-ip=0.0.0.0-255.255.255.255"));
+        let paired = turnserver_conf("203.0.113.9", None, "  vars: { only_peers: [198.51.100.20, \"2a01:4f8::20\"] }\n");
+        let lines: Vec<&str> = paired.lines().collect();
+        for line in ["denied-peer-ip=0.0.0.0-255.255.255.255", "denied-peer-ip=::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "allowed-peer-ip=198.51.100.20", "allowed-peer-ip=2a01:4f8::20"] {
+            assert!(lines.contains(&line), "{line} in:\n{paired}");
+        }
     }
 }

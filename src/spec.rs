@@ -182,6 +182,10 @@ pub struct SfuSpec {
     /// The UDP media range (RTP/RTCP; for coturn the relay range), `"40000-41000"`, within 1024-65535. It feeds
     /// the cloud firewall, the host firewall and the server's config alike.
     pub rtc_ports: PortRange,
+    /// Also open `rtc_ports` over TCP, for ICE over TCP where UDP is blocked (kinds whose `kind.yaml` says
+    /// `media_over_tcp`: mediasoup, which then gets a TCP listenInfo on the same range). Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rtc_tcp: bool,
     /// Other public TCP ports (signaling, ICE-TCP, TURN-TLS), e.g. `[443]`.
     #[serde(default)]
     pub tcp_ports: Vec<u16>,

@@ -226,6 +226,10 @@ impl Validator<'_> {
         if sfu.ice_tcp_port.is_some() && descriptor.own_port(PortField::IceTcpPort).is_none() {
             self.error("sfu.ice_tcp_port", format!("only applies to kind {}", crate::kind::kinds_with(PortField::IceTcpPort)), Some("remove it".to_string()));
         }
+        if sfu.rtc_tcp && !descriptor.media_over_tcp {
+            let kinds: Vec<String> = crate::spec::SfuKind::ALL.iter().filter(|k| k.descriptor().media_over_tcp).map(|k| format!("`{}`", k.as_str())).collect();
+            self.error("sfu.rtc_tcp", format!("only applies to kind {}: kind `{kind}` takes no media over TCP on the media range", kinds.join(" or ")), Some("remove it".to_string()));
+        }
         if descriptor.command.is_none() && sfu.command.is_none() {
             self.error("sfu", format!("kind `{kind}` needs a `command`: how to start your server"), Some("add e.g. `command: ./my-sfu --config /opt/sfuctl/<name>/sfuctl.env`".to_string()));
         }

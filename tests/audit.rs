@@ -241,17 +241,41 @@ fn h_turn_credentials_and_relay_peers_from_outside() {
     assert!(detail.contains("was refused (401)"), "{detail}");
 }
 
+/// POSTs `body` to the Janus API at `address:8088` with a plain HTTP/1.0 client; returns the JSON answer.
+fn janus_post(address: &str, path: &str, body: &str) -> Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((address, 8088)).expect("connect to the Janus API");
+    write!(s, "POST {path} HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (_, json) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("not HTTP: {answer}"));
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"))
+}
+
 #[test]
 fn i_janus_api_without_the_secret_is_refused() {
     require_tool("janus", "janus");
     let host = TestHost::start("aud-i");
     let dep = Deployment::new(&host, "aud-i", "  kind: janus\n  artifact: /usr/bin/janus\n  rtc_ports: 20000-20099\n", "");
     dep.sfuctl(&["up", "--no-audit", "--health-timeout", "30"]).assert().success();
+    // The abuse itself: an app without the secret cannot create a session (or anything else).
+    let refused = janus_post(&host.address(), "/janus", r#"{"janus":"create","transaction":"t"}"#);
+    assert_eq!((refused["janus"].as_str(), refused["error"]["code"].as_u64()), (Some("error"), Some(403)), "{refused}");
+    let wrong = janus_post(&host.address(), "/janus", r#"{"janus":"create","transaction":"t","apisecret":"not-the-secret"}"#);
+    assert_eq!(wrong["error"]["code"].as_u64(), Some(403), "{wrong}");
     let (code, h) = audit(&dep);
     assert_eq!((code, failing(&h)), (0, vec![]), "{h}");
     let (status, detail) = status_of(&h, "janus-api");
     assert_eq!(status, "pass", "{detail}");
     assert!(detail.contains("without the apisecret is refused (403)") && detail.contains("with the shared secret it is answered"), "{detail}");
+    // Janus's own media socket answers an ICE check on the announced (public) address and a media port.
+    let (status, detail) = status_of(&h, "janus-ice");
+    assert_eq!(status, "pass", "{detail}");
+    assert!(detail.contains(&format!("candidate udp {}:200", host.address())) && detail.contains("signed with Janus's ice-pwd"), "{detail}");
+    // Every session the audit opened (janus-api's and janus-ice's) was destroyed again.
+    let log = std::fs::read_to_string(dep.root().join("service.log")).unwrap();
+    let (created, destroyed) = (log.matches("Creating new session").count(), log.matches("Destroying session").count());
+    assert!(created >= 2 && created == destroyed, "{created} session(s) created, {destroyed} destroyed:\n{log}");
 
     // Janus without api_secret, deployed for real: anyone can drive it, and the audit says so.
     let open = templates_with("janus/janus.jcfg.j2", |t| t.lines().filter(|l| !l.contains("api_secret")).map(|l| format!("{l}\n")).collect());
@@ -260,4 +284,60 @@ fn i_janus_api_without_the_secret_is_refused() {
     assert_eq!(code, 3, "{h}");
     assert_eq!(failing(&h), ["janus-api"], "{h}");
     assert!(status_of(&h, "janus-api").1.contains("without an apisecret created a session"), "{h}");
+}
+
+#[test]
+fn j_janus_media_dropped_on_the_way_fails_the_ice_check() {
+    require_tool("janus", "janus");
+    let host = TestHost::start("aud-j");
+    let dep = Deployment::new(&host, "aud-j", "  kind: janus\n  artifact: /usr/bin/janus\n  rtc_ports: 20000-20099\n", "");
+    dep.sfuctl(&["up", "--no-audit", "--health-timeout", "30"]).assert().success();
+    // Signaling over TCP works; UDP to the media range is dropped between here and the host.
+    let _drop = PathDrop::new(&host, "udp dport 20000-20099");
+    let (code, h) = audit(&dep);
+    assert_eq!(code, 3, "{h}");
+    assert_eq!(failing(&h), ["udp-reachability", "janus-ice"], "{h}");
+    assert_eq!(status_of(&h, "janus-api").0, "pass", "{h}");
+    let (_, detail) = status_of(&h, "janus-ice");
+    assert!(detail.starts_with("ICE: no candidate Janus announces answered a connectivity check") && detail.contains("no answer"), "{detail}");
+
+    // Without the secret the check cannot open a session: skipped, never a pass.
+    let out = dep.sfuctl(&["audit", "--output", "json"]).env_remove("SFUCTL_SECRET").output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status_of(&v["hosts"][0], "janus-ice").0, "skip", "{v}");
+    drop(_drop);
+
+    // Janus announcing another address than the host's: its candidates are not where clients can reach it.
+    let wrong = templates_with("janus/janus.jcfg.j2", |t| t.replace("nat_1_1_mapping = {{ host.address | tojson }}", "nat_1_1_mapping = \"203.0.113.99\""));
+    dep.sfuctl(&["up", "--no-audit", "--health-timeout", "30", "--templates", wrong.path().to_str().unwrap()]).assert().success();
+    let (code, h) = audit(&dep);
+    assert_eq!(code, 3, "{h}");
+    assert_eq!(failing(&h), ["config-consistency", "janus-ice"], "{h}");
+    let (_, detail) = status_of(&h, "janus-ice");
+    assert!(detail.starts_with("candidates: Janus announces no UDP candidate on the host's public address") && detail.contains("203.0.113.99"), "{detail}");
+}
+
+#[test]
+fn k_a_relay_paired_with_one_sfu_relays_to_nothing_else() {
+    use sfuctl::probe::{Allocation, TurnClient, turn_rest_credential};
+    require_tool("turnserver", "coturn");
+    let host = TestHost::start("aud-k");
+    // The SFU this relay serves: this machine's side of the host's link (a private address, which the relay
+    // refuses unless it is the paired one).
+    let sfu: std::net::IpAddr = host.gateway_address().parse().unwrap();
+    let dep = Deployment::new(&host, "aud-k", &format!("{COTURN}  vars: {{ only_peers: [{sfu}] }}\n"), "");
+    dep.sfuctl(&["up", "--no-audit"]).assert().success();
+    let (code, h) = audit(&dep);
+    assert_eq!((code, failing(&h)), (0, vec![]), "{h}");
+    assert_eq!(status_of(&h, "turn-peers").0, "pass", "{h}");
+
+    let target = std::net::SocketAddr::new(host.address().parse().unwrap(), 3478);
+    let (user, password) = turn_rest_credential("e2e-secret-0123456789abcdef0123456789abcdef", "test-k");
+    let mut client = TurnClient::new(target, Some((&user, &password)), std::time::Duration::from_secs(3)).unwrap();
+    assert!(matches!(client.allocate().unwrap(), Allocation::Relayed(_)));
+    assert_eq!(client.create_permission(std::net::SocketAddr::new(sfu, 40000)).unwrap(), None, "the paired SFU is a peer");
+    // A public address: refused only because of only_peers (CreatePermission sends nothing to the peer).
+    assert_eq!(client.create_permission("1.1.1.1:3478".parse().unwrap()).unwrap(), Some(403), "any other peer is refused");
+    assert_eq!(client.create_permission("10.0.0.1:80".parse().unwrap()).unwrap(), Some(403));
+    client.release();
 }

@@ -302,4 +302,11 @@ fn the_shared_secret_changes_only_on_purpose() {
     dep.sfuctl(&["up", "--no-audit"]).env("SFUCTL_SECRET", second).assert().success().stdout(predicate::str::contains("No changes."));
     dep.sfuctl(&["up", "--no-audit"]).env("SFUCTL_SECRET", first).assert().code(2);
     dep.sfuctl(&["down", "--yes"]).env("SFUCTL_SECRET", second).assert().success();
+    assert!(!std::fs::read_to_string(&state_file).unwrap().contains("\"salt\""), "down forgets the fingerprint");
+
+    // After `down` nothing runs with the old secret: a new one is a first deployment, not a refused rotation.
+    dep.sfuctl(&["up", "--no-audit"]).env("SFUCTL_SECRET", first).assert().success();
+    assert!(conf().contains(&format!("static-auth-secret={first}\n")));
+    dep.sfuctl(&["up", "--no-audit"]).env("SFUCTL_SECRET", second).assert().code(2);
+    dep.sfuctl(&["down", "--yes"]).env("SFUCTL_SECRET", first).assert().success();
 }

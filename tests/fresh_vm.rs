@@ -118,6 +118,24 @@ fn lifecycle(dep: &Fresh, login: &str, distro_unit: Option<&str>) -> String {
     address
 }
 
+/// A Janus deployed from nothing is locked down, proven from outside: an API call without the secret is refused
+/// (sent here for real, and in the audit's JSON), and Janus's own media socket answers an ICE connectivity check on
+/// the VM's address.
+fn assert_janus_locked_down(dep: &Fresh, address: &str) {
+    use std::io::{Read, Write};
+    let body = r#"{"janus":"create","transaction":"t"}"#;
+    let mut s = std::net::TcpStream::connect((address, 8088)).expect("connect to the Janus API");
+    write!(s, "POST /janus HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("\"code\": 403") || answer.contains("\"code\":403"), "a create without the apisecret must be refused: {answer}");
+    let audit = dep.json(&["audit"]);
+    assert_audit_ok(&audit, &["janus-api", "janus-ice"]);
+    let checks = audit["hosts"][0]["checks"].as_array().unwrap();
+    let ice = checks.iter().find(|c| c["id"] == "janus-ice").unwrap()["detail"].as_str().unwrap();
+    assert!(ice.contains(&format!("candidate udp {address}:")) && ice.contains("signed with Janus's ice-pwd"), "{ice}");
+}
+
 #[test]
 fn coturn_from_nothing_on_a_fresh_digitalocean_droplet_survives_a_reboot() {
     let dep = Fresh::new("vm-coturn");
@@ -125,8 +143,11 @@ fn coturn_from_nothing_on_a_fresh_digitalocean_droplet_survives_a_reboot() {
     dep.write("  kind: digitalocean\n  region: fra1\n", "  kind: coturn\n  rtc_ports: 40000-49999\n");
     let dep = dep.against(&fake);
     let address = lifecycle(&dep, "root", Some("coturn.service"));
+    let state_file = dep.dir.path().join("state").join(format!("{}.json", dep.name));
+    assert!(std::fs::read_to_string(&state_file).unwrap().contains("\"salt\""), "up remembered the secret's fingerprint");
     let down = dep.json(&["down", "--yes"]);
     assert!(down["failed"].as_array().unwrap().is_empty(), "{down:#}");
+    assert!(!std::fs::read_to_string(&state_file).unwrap().contains("\"salt\""), "down forgets the secret's fingerprint: a later up is a first deployment");
     assert!(fake.get("/_fake/state")["droplets"].as_array().unwrap().is_empty(), "the fake holds nothing");
     assert!(!vm_exists(&address), "the droplet's VM is gone with it");
     fake.assert_no_violations();
@@ -139,6 +160,7 @@ fn janus_from_nothing_on_a_fresh_aws_instance_with_a_40000_port_range() {
     dep.write("  kind: aws\n  region: us-east-1\n  size: c6i.large\n", "  kind: janus\n  rtc_ports: 20000-59999\n");
     let dep = dep.against(&moto);
     let address = lifecycle(&dep, "ubuntu", Some("janus.service"));
+    assert_janus_locked_down(&dep, &address);
     let down = dep.json(&["down", "--yes"]);
     assert!(down["failed"].as_array().unwrap().is_empty(), "{down:#}");
     assert!(moto.leftovers(&dep.name).is_empty(), "{:?}", moto.leftovers(&dep.name));
@@ -165,6 +187,7 @@ fn janus_from_nothing_on_a_fresh_vultr_instance() {
     dep.write("  kind: vultr\n  region: fra\n", "  kind: janus\n  rtc_ports: 43000-43999\n");
     let dep = dep.against(&fake);
     let address = lifecycle(&dep, "root", Some("janus.service"));
+    assert_janus_locked_down(&dep, &address);
     let down = dep.json(&["down", "--yes"]);
     assert!(down["failed"].as_array().unwrap().is_empty(), "{down:#}");
     assert!(fake.leftovers(&dep.name).is_empty(), "{:?}", fake.leftovers(&dep.name));
@@ -186,7 +209,7 @@ fn a_mediasoup_app_installs_node_and_its_worker_on_a_fresh_droplet_and_answers_i
     dep.write(
         "  kind: digitalocean\n  region: fra1\n",
         &format!(
-            "  kind: mediasoup\n  artifact: {}\n  rtc_ports: 40000-40099\n  tcp_ports: [3000]\n  env:\n    PORT: \"3000\"\n    MEDIASOUP_WORKER_BIN: {root}/app/worker/mediasoup-worker\n    npm_config_registry: {}\n",
+            "  kind: mediasoup\n  artifact: {}\n  rtc_ports: 40000-40099\n  rtc_tcp: true\n  tcp_ports: [3000]\n  env:\n    PORT: \"3000\"\n    MEDIASOUP_WORKER_BIN: {root}/app/worker/mediasoup-worker\n    npm_config_registry: {}\n",
             app.display(),
             mirrors.npm
         ),
@@ -201,6 +224,7 @@ fn a_mediasoup_app_installs_node_and_its_worker_on_a_fresh_droplet_and_answers_i
     assert_eq!(host["installed"]["npm"], true, "npm ci ran on the host: {up:#}");
     assert_audit_ok(&up["audit"], &["service", "config-consistency", "udp-reachability", "tcp-reachability"]);
     ice_check(&address, 40000..=40099);
+    tcp_candidate_accepts(&address, 40000..=40099);
 
     reboot(&address, "root", &dep.key);
     assert_audit_ok(&dep.json(&["audit"]), &["host-firewall", "service", "udp-reachability"]);
@@ -267,6 +291,25 @@ fn ice_check(address: &str, range: std::ops::RangeInclusive<u16>) {
         .filter_map(|c| c["candidate"].as_str()?.rsplit(':').next()?.parse().ok())
         .collect();
     assert!(!ports.is_empty() && ports.iter().all(|p| range.contains(p)), "candidate ports {ports:?} in the media range {range:?}: {text}");
+}
+
+/// With `sfu.rtc_tcp`, the real worker took the TCP listenInfo: the transport announces a TCP candidate on the
+/// host's public address in the media range, and a TCP connection from here to it is accepted (both firewalls open
+/// the range over TCP).
+fn tcp_candidate_accepts(address: &str, range: std::ops::RangeInclusive<u16>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((address, 3000)).expect("connect to the app");
+    write!(s, "GET /transport HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let body: Value = serde_json::from_str(answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    let tcp: Vec<&Value> = body["iceCandidates"].as_array().unwrap().iter().filter(|c| c["protocol"] == "tcp").collect();
+    assert_eq!(tcp.len(), 1, "one TCP candidate: {body:#}");
+    let port = tcp[0]["port"].as_u64().unwrap() as u16;
+    assert_eq!(tcp[0]["address"].as_str().or(tcp[0]["ip"].as_str()), Some(address), "{body:#}");
+    assert!(range.contains(&port), "TCP candidate port {port} in the media range {range:?}");
+    std::net::TcpStream::connect_timeout(&(address.parse::<std::net::IpAddr>().unwrap(), port).into(), std::time::Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("TCP to the candidate {address}:{port}: {e}"));
 }
 
 fn copy_dir(from: &Path, to: &Path) {

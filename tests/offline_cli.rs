@@ -76,6 +76,7 @@ const CASES: &[Case] = &[
     Case { what: "hosts on a cloud", from: "  region: fra1\n", to: "  region: fra1\n  hosts: [{ name: a, address: 203.0.113.1 }]\n", expect: &["provider.hosts (line 5", "kind: ssh"] },
     Case { what: "ssh without hosts", from: "digitalocean\n  region: fra1", to: "ssh", expect: &["needs `hosts`"] },
     Case { what: "unknown field in provider", from: "kind: digitalocean\n  region: fra1", to: "kind: linode\n  region: eu-central\nname2: x", expect: &["unknown field `name2`"] },
+    Case { what: "tcp media on a kind without it", from: "  tcp_ports: [443]\n", to: "  tcp_ports: [443]\n  rtc_tcp: true\n", expect: &["sfu.rtc_tcp (line 11", "only applies to kind `mediasoup`", "remove it"] },
     Case { what: "command of the wrong type", from: "  tcp_ports: [443]\n", to: "  tcp_ports: [443]\n  artifact: ./missing.tar.gz\n  command: [x]\n", expect: &["sfu.command", "invalid type"] },
 ];
 

@@ -60,6 +60,8 @@ fn node_loads_the_mediasoup_module_with_both_shapes() {
         assert.strictEqual(c.announcedAddress, '203.0.113.5');
         assert.deepStrictEqual(c.webRtcTransportOptions.listenInfos[0],
             { protocol: 'udp', ip: '0.0.0.0', announcedAddress: '203.0.113.5', announcedIp: '203.0.113.5', portRange: { min: 40000, max: 41000 } });
+        assert.strictEqual(c.webRtcTransportOptions.listenInfos.length, 1, 'no TCP listenInfo: the firewalls open no TCP media');
+        assert.strictEqual(c.legacyWebRtcTransportOptions.enableTcp, false);
         assert.deepStrictEqual(c.worker, { rtcMinPort: 40000, rtcMaxPort: 41000 });
         assert.deepStrictEqual(c.legacyWebRtcTransportOptions.listenIps, [{ ip: '0.0.0.0', announcedIp: '203.0.113.5' }]);
         console.log('ok');
@@ -68,6 +70,8 @@ fn node_loads_the_mediasoup_module_with_both_shapes() {
     assert!(out.status.success(), "node: {}", String::from_utf8_lossy(&out.stderr));
     let env = std::fs::read_to_string(find(&hosts[0], "config/mediasoup.env").unwrap()).unwrap();
     assert!(env.contains("MEDIASOUP_ANNOUNCED_ADDRESS=203.0.113.5\n") && env.contains("MEDIASOUP_MIN_PORT=40000\n"));
+    // The app makes WebRtcTransports on the media range: no WebRtcServer on a port the manifest does not open.
+    assert!(env.contains("\nMEDIASOUP_USE_WEBRTC_SERVER=false\n") && env.contains("\nMEDIASOUP_CONFIG=/opt/sfuctl/clearcomms/config/mediasoup-config.js\n"), "{env}");
 }
 
 #[test]
@@ -126,4 +130,37 @@ fn yaml_outputs_parse_and_carry_the_manifest() {
     let files = user_data["write_files"].as_sequence().unwrap();
     let nft = files.iter().find(|f| f["path"].as_str().unwrap().ends_with("nftables.nft")).unwrap();
     assert!(nft["content"].as_str().unwrap().contains("udp dport 50000-51000 accept"));
+}
+
+#[test]
+fn mediasoup_gets_a_tcp_listen_info_exactly_when_the_manifest_opens_tcp_media() {
+    require_tool("node", "nodejs");
+    require_tool("nft", "nftables");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("mediasoup-tcp.yaml");
+    let source = std::fs::read_to_string(crate::support::cli::example("mediasoup-digitalocean.yaml")).unwrap();
+    std::fs::write(&spec, source.replace("  rtc_ports: 40000-41000\n", "  rtc_ports: 40000-41000\n  rtc_tcp: true\n")).unwrap();
+    let (_out, hosts) = render(&spec);
+    let module = find(&hosts[0], "config/mediasoup-config.js").expect("mediasoup config rendered");
+    let check = r#"
+        const c = require(process.argv[1]);
+        const assert = require('assert');
+        assert.deepStrictEqual(c.webRtcTransportOptions.listenInfos.map((l) => l.protocol), ['udp', 'tcp']);
+        assert.deepStrictEqual(c.webRtcTransportOptions.listenInfos[1],
+            { protocol: 'tcp', ip: '0.0.0.0', announcedAddress: '203.0.113.5', announcedIp: '203.0.113.5', portRange: { min: 40000, max: 41000 } });
+        assert.strictEqual(c.legacyWebRtcTransportOptions.enableTcp, true);
+        console.log('ok');
+    "#;
+    let out = Command::new("node").args(["-e", check]).arg(&module).output().unwrap();
+    assert!(out.status.success(), "node: {}", String::from_utf8_lossy(&out.stderr));
+    // The same range over TCP in the host firewall (and nft accepts the ruleset) and in the cloud firewall's plan.
+    let ruleset = find(&hosts[0], "nftables.nft").unwrap();
+    let text = std::fs::read_to_string(&ruleset).unwrap();
+    assert!(text.contains("tcp dport 40000-41000 accept") && text.contains("udp dport 40000-41000 accept"), "{text}");
+    let out = Command::new("nft").args(["--check", "-f"]).arg(&ruleset).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let home = tempfile::tempdir().unwrap();
+    let plan = sfuctl(home.path()).args(["plan"]).arg(&spec).output().unwrap();
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(plan.contains("tcp 40000-41000"), "{plan}");
 }

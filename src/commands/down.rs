@@ -58,6 +58,13 @@ pub async fn execute(args: &DownArgs, output: Output) -> Result<Exit> {
     )?;
     let dep = Deployment::new(spec, base_dir(&args.spec), timeouts(args.connect_timeout, None))?;
     let results = for_each_host(&dep, &hosts, |dep, host| async move { down_host(&dep, &host).await }).await;
+    if results.iter().all(|(_, r)| r.is_ok()) {
+        // Nothing runs with the old secret any more: a later `up` is a first deployment, whatever its secret.
+        dep.with_state(|s| {
+            s.state.secret = None;
+            s.save()
+        })?;
+    }
     match output {
         Output::Json => {
             let hosts: Vec<_> = results
@@ -114,6 +121,8 @@ async fn cloud_down(args: &DownArgs, output: Output, spec: &Spec, provider: std:
         state.state.hosts.clear();
         // Every pin of a cloud deployment is one of its servers': gone with them (a new server may get the address).
         state.state.host_keys.clear();
+        // And nothing runs with the old secret: a later `up` is a first deployment, whatever its secret.
+        state.state.secret = None;
         state.save()?;
     }
     match output {
