@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::commands::{self, AuditArgs, DownArgs, PlanArgs, RenderArgs, SpecArgs, StatusArgs, UpArgs};
+use crate::commands::{self, AuditArgs, CompletionsArgs, DownArgs, ManArgs, PlanArgs, RenderArgs, SpecArgs, StatusArgs, UpArgs};
 use crate::error::{self, Exit};
 use crate::output::Output;
 
@@ -74,6 +74,10 @@ pub enum Command {
     ///
     /// Asks for confirmation unless --yes; without a terminal, --yes is required.
     Down(DownArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish) to stdout.
+    Completions(CompletionsArgs),
+    /// Print sfuctl's manual page (roff) to stdout, or write one page per command into a directory.
+    Man(ManArgs),
 }
 
 /// Parses the command line, runs the command, prints any error and returns the exit code.
@@ -94,6 +98,8 @@ pub fn main() -> ExitCode {
         Command::Status(args) => block_on(commands::status::execute(args, cli.output)),
         Command::Audit(args) => block_on(commands::audit::execute(args, cli.output)),
         Command::Down(args) => block_on(commands::down::execute(args, cli.output)),
+        Command::Completions(args) => commands::completions::completions(args, Cli::command()),
+        Command::Man(args) => commands::completions::man(args, Cli::command()),
     };
     match result {
         Ok(exit) => exit.into(),

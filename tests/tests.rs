@@ -6,6 +6,7 @@ mod deploy_ssh;
 mod do_e2e;
 mod fresh_vm;
 mod offline_cli;
+mod operator_cli;
 mod remote_ssh;
 mod rendered_configs;
 mod support;

@@ -1,6 +1,7 @@
 //! One module per command: its logic, kept apart from the clap types in `cli.rs`.
 
 pub mod audit;
+pub mod completions;
 pub mod down;
 pub mod plan;
 pub mod render;
@@ -9,6 +10,7 @@ pub mod up;
 pub mod validate;
 
 pub use audit::AuditArgs;
+pub use completions::{CompletionsArgs, ManArgs};
 pub use down::DownArgs;
 pub use plan::PlanArgs;
 pub use render::RenderArgs;
