@@ -48,8 +48,9 @@ pub enum Command {
     Plan(PlanArgs),
     /// Write every file a host would get (configs, service unit, host firewall, cloud-init) into a directory.
     ///
-    /// Files land in DIR/<host>/<path on the host>, e.g. DIR/sfuctl-janus-demo-1/opt/sfuctl/janus-demo/config/
-    /// janus.jcfg; cloud-init user-data in DIR/<host>/cloud-init/user-data.
+    /// Files land in DIR/<host>/<path on the host>, e.g.
+    /// DIR/sfuctl-janus-demo-1/opt/sfuctl/janus-demo/config/janus.jcfg; cloud-init user-data in
+    /// DIR/<host>/cloud-init/user-data.
     Render(RenderArgs),
     /// Deploy or converge: upload what changed, install the host firewall, start or restart the service once,
     /// and wait until it is healthy. Re-running on an unchanged spec changes nothing and says "No changes".

@@ -733,7 +733,7 @@ fn authenticate(session: &Session, target: &SshTarget, key: Option<&KeyFile>, la
 
     if std::env::var_os("SSH_AUTH_SOCK").is_none_or(|s| s.is_empty()) {
         return Err(UserError::failed(format!("cannot log in to {label}: no SSH key given and no ssh-agent running"))
-            .hint("set the SSH private key in the spec, or start ssh-agent and `ssh-add` your key (SSH_AUTH_SOCK is not set)")
+            .hint("set `ssh.private_key` in the spec, or start ssh-agent and `ssh-add` your key (SSH_AUTH_SOCK is not set)")
             .into());
     }
     let agent_err = |e: ssh2::Error| -> anyhow::Error {
@@ -745,7 +745,7 @@ fn authenticate(session: &Session, target: &SshTarget, key: Option<&KeyFile>, la
     let identities = agent.identities().map_err(agent_err)?;
     if identities.is_empty() {
         return Err(UserError::failed(format!("cannot log in to {label}: ssh-agent holds no keys"))
-            .hint("add your key with `ssh-add <key file>`, or set the SSH private key in the spec")
+            .hint("add your key with `ssh-add <key file>`, or set `ssh.private_key` in the spec")
             .into());
     }
     let mut tried = Vec::new();

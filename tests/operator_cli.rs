@@ -55,3 +55,35 @@ fn man_prints_the_page_and_writes_one_per_command() {
     }
     assert!(dir.join("sfuctl.1").is_file());
 }
+
+#[test]
+fn plan_text_ends_with_a_newline_so_the_next_message_starts_on_its_own_line() {
+    let home = tempfile::tempdir().expect("temp dir");
+    for spec in crate::support::cli::examples() {
+        let out = sfuctl(home.path()).arg("plan").arg(&spec).assert().success();
+        let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+        assert!(stdout.ends_with(".\n"), "{}: plan's text does not end with a full line: {stdout:?}", spec.display());
+    }
+}
+
+#[test]
+fn down_does_not_repeat_the_specs_warnings() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let spec = home.path().join("open-ssh.yaml");
+    // SSH open to the world: a warning for validate, plan and up.
+    std::fs::write(&spec, "name: open-ssh\nprovider: { kind: digitalocean, region: fra1 }\nsfu: { kind: janus, rtc_ports: 20000-20999 }\n").unwrap();
+    sfuctl(home.path()).arg("validate").arg(&spec).assert().success().stderr(predicates::str::contains("warning:"));
+    // Without credentials `down` stops at once (exit 2); it says why and nothing about the spec's advice.
+    let out = sfuctl(home.path()).args(["down", "--yes"]).arg(&spec).assert().code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(!stderr.contains("warning:"), "down repeated the spec's warnings:\n{stderr}");
+    assert!(stderr.contains("error:"), "{stderr}");
+}
+
+#[test]
+fn help_never_breaks_a_path_in_two() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let out = sfuctl(home.path()).args(["render", "--help"]).assert().success();
+    let help = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(help.contains("DIR/sfuctl-janus-demo-1/opt/sfuctl/janus-demo/config/janus.jcfg"), "{help}");
+}

@@ -31,9 +31,22 @@ use crate::spec::{Diagnostic, FileCheck, Findings, LoadedSpec, Spec};
 
 /// Loads a spec and validates it: warnings are printed to stderr, errors become one exit-2 error listing them all.
 pub fn load_valid_spec(path: &Path, files: FileCheck) -> Result<LoadedSpec> {
+    load_checked(path, files, true)
+}
+
+/// Loads a spec and validates it like [`load_valid_spec`], without printing its warnings: for `down`, which
+/// removes a deployment, where advice about the spec (an SSH range, a small media range) is beside the point and
+/// was shown by every command before it.
+pub fn load_valid_spec_quietly(path: &Path, files: FileCheck) -> Result<LoadedSpec> {
+    load_checked(path, files, false)
+}
+
+fn load_checked(path: &Path, files: FileCheck, show_warnings: bool) -> Result<LoadedSpec> {
     let loaded = Spec::load(path)?;
     let findings = loaded.spec.validate(&loaded.source, base_dir(path), files);
-    print_warnings(path, &findings);
+    if show_warnings {
+        print_warnings(path, &findings);
+    }
     if !findings.errors.is_empty() {
         return Err(invalid_spec(path, &findings.errors).into());
     }

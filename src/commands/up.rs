@@ -225,7 +225,10 @@ impl UpReport {
             out.push_str(&format!("{} ({}): {}\n  healthy: {}\n", o.name, o.address, parts.join("; "), o.health.join("; ")));
         }
         if deployed.len() == self.results.len() && !self.changed() {
-            out.push_str(&format!("No changes. {} host(s) already match the spec.\n", deployed.len()));
+            // When the audit fails, the one message saying so (on stderr, from `exit`) also says nothing changed.
+            if !self.audit_failed() {
+                out.push_str(&format!("No changes. {} host(s) already match the spec.\n", deployed.len()));
+            }
         } else {
             out.push_str(&format!("Up: {} host(s) deployed, {} failed.\n", deployed.len(), self.results.len() - deployed.len()));
         }
@@ -235,16 +238,35 @@ impl UpReport {
         out
     }
 
+    /// Whether the audit that ended `up` found a failing check.
+    fn audit_failed(&self) -> bool {
+        self.audit.as_ref().is_some_and(|a| audit_all::exit_of(a) == Exit::CheckFailed)
+    }
+
+    /// The one message (for stderr) saying what `up` did when the audit that ended it failed.
+    fn audit_failure(&self) -> Option<String> {
+        if !self.audit_failed() {
+            return None;
+        }
+        let what = if self.changed() {
+            format!("deployed to {} host(s)", self.results.len())
+        } else {
+            format!("no changes: {} host(s) already match the spec", self.results.len())
+        };
+        Some(format!(
+            "error: {what}, but the audit found a failing check: media will not flow (see the audit above)\nhint: fix the layer the audit names (its hint says how), then run `sfuctl up` again, or `sfuctl audit` to re-check"
+        ))
+    }
+
     /// 1 when a host failed (each error printed), else the audit's exit code.
     fn exit(&self) -> Result<Exit> {
         let deployed = report_failures(&self.results)?;
         match (&self.audit, deployed) {
             (Some(audit), Exit::Success) => {
-                let exit = audit_all::exit_of(audit);
-                if exit == Exit::CheckFailed {
-                    eprintln!("error: deployed, but the audit found a failing check: media will not flow (see above)\nhint: fix the named layer and run `sfuctl up` again, or `sfuctl audit` to re-check");
+                if let Some(message) = self.audit_failure() {
+                    eprintln!("{message}");
                 }
-                Ok(exit)
+                Ok(audit_all::exit_of(audit))
             }
             (_, exit) => Ok(exit),
         }
@@ -257,5 +279,48 @@ fn human_bytes(n: u64) -> String {
         0..1_000 => format!("{n} B"),
         1_000..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
         _ => format!("{:.1} MB", n as f64 / 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Check, Status};
+
+    fn report(audit_status: Status) -> UpReport {
+        let host = HostTarget::new("sfuctl-t-1", "203.0.113.9");
+        let outcome = HostOutcome {
+            name: host.name.clone(),
+            address: host.address.clone(),
+            manager: crate::service::Manager::Systemd,
+            artifact_bytes: 0,
+            file_bytes: 0,
+            changed: Vec::new(),
+            host_firewall: "unchanged",
+            service: "unchanged",
+            health: vec!["service active (systemd)".into()],
+            installed: Default::default(),
+            seconds: Default::default(),
+            session: None,
+        };
+        let check = Check { id: "service", status: audit_status, detail: "sfuctl-t inactive".into(), hint: None };
+        let audit = HostAudit { name: host.name.clone(), address: host.address.clone(), checks: vec![check], cause: (audit_status == Status::Fail).then_some("service") };
+        UpReport { cloud: None, results: vec![(host.clone(), Ok(outcome))], audit: Some(vec![(host, Ok(audit))]), seconds: json!({}) }
+    }
+
+    #[test]
+    fn an_unchanged_deployment_that_fails_its_audit_says_so_once() {
+        let failed = report(Status::Fail);
+        assert!(!failed.to_text().contains("No changes"), "{}", failed.to_text());
+        let message = failed.audit_failure().expect("a failing audit has a message");
+        assert!(message.starts_with("error: no changes: 1 host(s) already match the spec, but the audit found a failing check"), "{message}");
+        assert!(!message.contains("deployed"), "{message}");
+    }
+
+    #[test]
+    fn an_unchanged_deployment_that_passes_says_no_changes() {
+        let passed = report(Status::Pass);
+        assert!(passed.to_text().contains("No changes. 1 host(s) already match the spec."), "{}", passed.to_text());
+        assert!(passed.audit_failure().is_none());
     }
 }
