@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::commands::{self, AuditArgs, CompletionsArgs, DownArgs, ManArgs, PlanArgs, RenderArgs, SpecArgs, StatusArgs, UpArgs};
+use crate::commands::{self, AuditArgs, CompletionsArgs, DownArgs, LogsArgs, ManArgs, PlanArgs, RenderArgs, SpecArgs, SshArgs, StatusArgs, UpArgs};
 use crate::error::{self, Exit};
 use crate::output::Output;
 
@@ -75,6 +75,18 @@ pub enum Command {
     ///
     /// Asks for confirmation unless --yes; without a terminal, --yes is required.
     Down(DownArgs),
+    /// Print the service's log on a host: journald's on systemd hosts, the supervisor's log file elsewhere.
+    ///
+    /// The last N lines (-n, default 100) of every host, or of the one named; -f keeps following one host's log
+    /// until Ctrl-C. Connects as every command does, with the pinned host key.
+    Logs(LogsArgs),
+    /// Open a shell, or run one command (after `--`), on a host through OpenSSH, with sfuctl's pinned host key
+    /// enforced.
+    ///
+    /// sfuctl checks the host key against its pin first, then hands OpenSSH a known_hosts file holding only that
+    /// key (StrictHostKeyChecking=yes): a host offering another key is refused. The command's exit code becomes
+    /// sfuctl's (255 when ssh itself failed).
+    Ssh(SshArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish) to stdout.
     Completions(CompletionsArgs),
     /// Print sfuctl's manual page (roff) to stdout, or write one page per command into a directory.
@@ -99,6 +111,14 @@ pub fn main() -> ExitCode {
         Command::Status(args) => block_on(commands::status::execute(args, cli.output)),
         Command::Audit(args) => block_on(commands::audit::execute(args, cli.output)),
         Command::Down(args) => block_on(commands::down::execute(args, cli.output)),
+        Command::Logs(args) => block_on(commands::logs::execute(args, cli.output)),
+        // `ssh` passes the remote command's exit code through, whatever it is.
+        Command::Ssh(args) => {
+            return match block_on(commands::ssh::execute(args)) {
+                Ok(code) => ExitCode::from(code),
+                Err(err) => error::report(&err).into(),
+            };
+        }
         Command::Completions(args) => commands::completions::completions(args, Cli::command()),
         Command::Man(args) => commands::completions::man(args, Cli::command()),
     };
@@ -109,6 +129,6 @@ pub fn main() -> ExitCode {
 }
 
 /// Runs an async command on a multi-threaded runtime (hosts are handled concurrently).
-fn block_on<F: std::future::Future<Output = anyhow::Result<Exit>>>(f: F) -> anyhow::Result<Exit> {
+fn block_on<T, F: std::future::Future<Output = anyhow::Result<T>>>(f: F) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(f)
 }

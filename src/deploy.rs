@@ -98,6 +98,11 @@ impl Deployment {
         }))
     }
 
+    /// The SSH private key file sfuctl logs in with (`None`: ssh-agent).
+    pub fn private_key(&self) -> Option<&Path> {
+        self.key.as_deref()
+    }
+
     /// Whether the deployment's servers are made by sfuctl (a cloud), not given to it.
     fn creates_servers(&self) -> bool {
         crate::provider::catalog::ProviderData::get(self.spec.provider.kind).creates_servers()

@@ -7,6 +7,7 @@ mod do_e2e;
 mod fresh_vm;
 mod offline_cli;
 mod operator_cli;
+mod remote_access;
 mod remote_ssh;
 mod rendered_configs;
 mod support;

@@ -3,8 +3,10 @@
 pub mod audit;
 pub mod completions;
 pub mod down;
+pub mod logs;
 pub mod plan;
 pub mod render;
+pub mod ssh;
 pub mod status;
 pub mod up;
 pub mod validate;
@@ -12,8 +14,10 @@ pub mod validate;
 pub use audit::AuditArgs;
 pub use completions::{CompletionsArgs, ManArgs};
 pub use down::DownArgs;
+pub use logs::LogsArgs;
 pub use plan::PlanArgs;
 pub use render::RenderArgs;
+pub use ssh::SshArgs;
 pub use status::StatusArgs;
 pub use up::UpArgs;
 pub use validate::SpecArgs;
@@ -124,4 +128,19 @@ pub fn report_failures<T>(results: &[(HostTarget, Result<T>)]) -> Result<Exit> {
         }
     }
     Ok(if failed { Exit::Failed } else { Exit::Success })
+}
+
+/// The one host a command acts on: the one named (by name or address), or the only one there is.
+pub fn pick_host(spec: &Spec, hosts: &[HostTarget], wanted: Option<&str>) -> Result<HostTarget> {
+    let names = || hosts.iter().map(|h| format!("{} ({})", h.name, h.address)).collect::<Vec<_>>().join(", ");
+    if hosts.is_empty() {
+        return Err(UserError::failed(format!("deployment `{}` has no hosts: nothing is deployed", spec.name)).hint("run `sfuctl up` first").into());
+    }
+    match wanted {
+        Some(w) => hosts.iter().find(|h| h.name == w || h.address == w).cloned().ok_or_else(|| {
+            UserError::input(format!("deployment `{}` has no host `{w}`", spec.name)).hint(format!("name one of: {}", names())).into()
+        }),
+        None if hosts.len() == 1 => Ok(hosts[0].clone()),
+        None => Err(UserError::input(format!("deployment `{}` has {} hosts: say which one", spec.name, hosts.len())).hint(format!("name one of: {}", names())).into()),
+    }
 }
