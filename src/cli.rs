@@ -20,6 +20,7 @@ Examples:
   sfuctl plan examples/mediasoup-digitalocean.yaml
   sfuctl render examples/janus-linode.yaml --out /tmp/janus --address 203.0.113.5
   sfuctl up examples/existing-host.yaml
+  sfuctl up examples/mediasoup-digitalocean.yaml --yes
   sfuctl status examples/existing-host.yaml --output json
   sfuctl audit examples/existing-host.yaml
   sfuctl down examples/existing-host.yaml --yes
@@ -55,8 +56,9 @@ pub enum Command {
     /// Deploy or converge: upload what changed, install the host firewall, start or restart the service once,
     /// and wait until it is healthy. Re-running on an unchanged spec changes nothing and says "No changes".
     ///
-    /// On DigitalOcean it first makes the SSH key, the firewall and the servers (found again by the owner tag
-    /// sfuctl:<name>), and waits for them. The SSH host key is pinned at first contact (or by ssh.host_key) and a
+    /// On a cloud it first makes the SSH key, the firewall and the servers (found again by the owner tag
+    /// sfuctl:<name>), and waits for them; before creating or deleting any of them it shows the plan and asks
+    /// (--yes skips the question, and is required without a terminal). The SSH host key is pinned at first contact (or by ssh.host_key) and a
     /// changed key is refused.
     Up(UpArgs),
     /// Show what runs where: per host the service's state and since when, the artifact, the ports bound.

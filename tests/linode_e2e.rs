@@ -49,7 +49,7 @@ fn linode_plan_up_audit_status_converge_and_down() {
     assert_eq!(plan["summary"]["add"], 4, "firewall, server, host firewall, service (no key: it goes inline): {plan}");
 
     // up: firewall, instance with firewall_id + authorized_keys + user data, wait, SSH deploy, health, audit.
-    let up = json(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
+    let up = json(&dep.sfuctl(&fake, &["up", "--yes", "--output", "json"]).assert().success());
     assert_eq!(up["cloud"]["firewall"], "created", "{up}");
     assert_eq!(up["cloud"]["key_created"], false);
     assert_eq!(up["cloud"]["servers_created"], serde_json::json!([format!("sfuctl-{}-1", dep.name)]));

@@ -108,6 +108,30 @@ pub fn confirm(yes: bool, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Shows what `up` is about to create or destroy in the cloud (the plan's text) and asks for `yes` on the
+/// terminal, like `terraform apply`; `yes` (the `--yes` flag) skips the question. Without a terminal and without
+/// `--yes`, refuses: exit 2, nothing created or deleted.
+pub fn confirm_cloud_changes(yes: bool, plan_text: &str) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    eprint!("{plan_text}");
+    if !std::io::stdin().is_terminal() {
+        return Err(UserError::input("refusing to create or delete cloud resources without confirmation: there is no terminal to ask")
+            .hint("check the plan above (or `sfuctl plan`), then run `sfuctl up --yes`")
+            .into());
+    }
+    eprint!("\nDo you want to perform these actions? Only 'yes' will be accepted to confirm.\n  Enter a value: ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        return Err(UserError::input("cancelled: nothing was created or deleted").into());
+    }
+    Ok(())
+}
+
 /// The timeouts from the command line (seconds), with the defaults for what is not given.
 pub fn timeouts(connect: Option<u64>, health: Option<u64>) -> Timeouts {
     let default = Timeouts::default();

@@ -11,12 +11,14 @@ use clap::Args;
 use serde_json::json;
 
 use crate::artifact::Artifact;
+use crate::owner::Owner;
+use crate::plan::Plan;
 use crate::output::Output;
 use crate::audit_all;
 use crate::engine::{self, Timings};
 use crate::provider::catalog::{self, ProviderData};
 use crate::audit::AuditOptions;
-use crate::commands::{base_dir, confirm, load_valid_spec, report_failures, timeouts};
+use crate::commands::{base_dir, confirm_cloud_changes, load_valid_spec, report_failures, timeouts};
 use crate::audit::HostAudit;
 use crate::deploy::{Deployment, HostOutcome, for_each_host, up_host};
 use crate::engine::CloudReport;
@@ -40,7 +42,8 @@ pub struct UpArgs {
     /// Seconds to wait for the service to become healthy [default: 60].
     #[arg(long, value_name = "SECONDS")]
     pub health_timeout: Option<u64>,
-    /// Do not ask before deleting servers the spec no longer wants (a lower `count`).
+    /// Do not ask before creating or deleting cloud resources (servers, firewall, SSH key). Without a terminal,
+    /// needed whenever `up` would do so; a run that changes no cloud resource never asks.
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Skip the audit that ends `up` (it fails `up` with exit 3 when a check fails).
@@ -73,9 +76,8 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     let dep = Deployment::new(spec, base, timeouts(args.connect_timeout, args.health_timeout))?;
     check_secret_unchanged(&dep, &secret, args.rotate_secret)?;
     let yes = args.yes;
-    let (hosts, cloud) = engine::apply(&dep, Arc::clone(&provider), &renderer, &secret, &Timings::default(), |extra| {
-        let names: Vec<String> = extra.iter().map(|s| format!("{} ({})", s.name, s.id)).collect();
-        confirm(yes, &format!("sfuctl will delete {} server(s) the spec no longer wants: {}", extra.len(), names.join(", ")))
+    let (hosts, cloud) = engine::apply(&dep, Arc::clone(&provider), &renderer, &secret, &Timings::default(), |diff| {
+        confirm_cloud_changes(yes, &cloud_plan(&dep.spec, base, diff).to_text())
     })
     .await?;
     let cloud_seconds = started.elapsed().as_secs_f64();
@@ -108,6 +110,14 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     let report = UpReport { cloud, results, audit, seconds };
     output.emit(&report.to_json(), || report.to_text())?;
     report.exit()
+}
+
+/// What `up` is about to do in the cloud, as `plan` would show it (the same diff and the same text).
+fn cloud_plan(spec: &crate::spec::Spec, base: &std::path::Path, diff: &engine::Diff) -> Plan {
+    let data = ProviderData::get(spec.provider.kind);
+    let owner = Owner::new(&spec.name);
+    let note = format!("sfuctl will create or delete cloud resources on {} for deployment `{}`.", data.title, spec.name);
+    Plan::new(spec, vec![note], diff.changes_with_new_hosts(spec, data, &owner, base), true)
 }
 
 /// The shared secret from `$SFUCTL_SECRET` (or `sfu.secret_env`): required by kinds that use one, else empty.
