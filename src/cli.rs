@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::commands::{self, AuditArgs, CompletionsArgs, DownArgs, LogsArgs, ManArgs, PlanArgs, RenderArgs, SpecArgs, SshArgs, StatusArgs, UpArgs};
+use crate::commands::{self, AuditArgs, CompletionsArgs, DownArgs, InitArgs, LogsArgs, ManArgs, PlanArgs, RenderArgs, SpecArgs, SshArgs, StatusArgs, UpArgs};
 use crate::error::{self, Exit};
 use crate::output::Output;
 
@@ -16,6 +16,7 @@ use crate::output::Output;
 #[command(name = "sfuctl", version, propagate_version = true, max_term_width = 110)]
 #[command(after_help = "\
 Examples:
+  sfuctl init --provider digitalocean --kind janus
   sfuctl validate examples/janus-linode.yaml
   sfuctl plan examples/mediasoup-digitalocean.yaml
   sfuctl render examples/janus-linode.yaml --out /tmp/janus --address 203.0.113.5
@@ -40,6 +41,12 @@ pub struct Cli {
 /// sfuctl's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented starter spec for a provider and server kind (asks on a terminal; flags otherwise).
+    ///
+    /// It names your SSH key (~/.ssh/id_ed25519, id_ecdsa or id_rsa) and, for ssh.allow_from, the address your SSH
+    /// session to this machine comes from ($SSH_CONNECTION) when that is a public one; sfuctl asks no one else.
+    /// What it cannot know is a `<REPLACE-ME: ...>` placeholder, which `validate` refuses until it is filled in.
+    Init(InitArgs),
     /// Check a spec: syntax, types, ports, CIDRs, names, provider limits. Changes nothing, needs no network.
     Validate(SpecArgs),
     /// Show what `up` would create, change or destroy: servers, firewall rules, files, services.
@@ -106,6 +113,7 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match &cli.command {
+        Command::Init(args) => commands::init::execute(args),
         Command::Validate(args) => commands::validate::execute(args, cli.output),
         Command::Plan(args) => block_on(commands::plan::execute(args, cli.output)),
         Command::Render(args) => commands::render::execute(args, cli.output),

@@ -160,7 +160,10 @@ async fn twelve_instances_keep_to_the_create_limit() {
     let inputs = Inputs { spec: &spec, base_dir: std::path::Path::new("."), renderer: &renderer, secret: &secret, public_key: Some(key), timings: &timings, ledger, saved_ids: vec![] };
 
     let started = Instant::now();
-    let (servers, report) = converge(&provider, &inputs, |shown| panic!("nothing to delete, yet asked about {shown:?}")).await.unwrap_or_else(|e| panic!("{e:#}"));
+    let (servers, report) = converge(&provider, &inputs, |diff| {
+        assert!(diff.delete.is_empty() && diff.create.len() == 12, "asked about {diff:?}");
+        Ok(())
+    }).await.unwrap_or_else(|e| panic!("{e:#}"));
     let took = started.elapsed();
     // 12 creates at 10 per 30 s: the 11th may start no sooner than 30 s after the 1st.
     let creates = 12u32;

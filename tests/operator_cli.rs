@@ -3,7 +3,7 @@
 use crate::support::cli::sfuctl;
 
 /// Every command a user can type, as the completions and the manual must name them.
-const COMMANDS: &[&str] = &["validate", "plan", "render", "up", "status", "audit", "down", "logs", "ssh", "completions", "man"];
+const COMMANDS: &[&str] = &["init", "validate", "plan", "render", "up", "status", "audit", "down", "logs", "ssh", "completions", "man"];
 
 #[test]
 fn completions_for_every_shell_name_every_command_and_bash_parses_its_own() {

@@ -5,6 +5,7 @@ mod audit;
 mod deploy_ssh;
 mod do_e2e;
 mod fresh_vm;
+mod init_cli;
 mod offline_cli;
 mod operator_cli;
 mod remote_access;

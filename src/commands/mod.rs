@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod completions;
 pub mod down;
+pub mod init;
 pub mod logs;
 pub mod plan;
 pub mod render;
@@ -14,6 +15,7 @@ pub mod validate;
 pub use audit::AuditArgs;
 pub use completions::{CompletionsArgs, ManArgs};
 pub use down::DownArgs;
+pub use init::InitArgs;
 pub use logs::LogsArgs;
 pub use plan::PlanArgs;
 pub use render::RenderArgs;
