@@ -11,6 +11,7 @@ mod operator_cli;
 mod remote_access;
 mod remote_ssh;
 mod rendered_configs;
+mod snapshots_cli;
 mod support;
 mod do_provider;
 mod aws_provider;

@@ -19,7 +19,7 @@ use crate::spec::FileCheck;
 Examples:
   sfuctl ssh spec.yaml
   sfuctl ssh spec.yaml media-1 -- systemctl status --no-pager
-  sfuctl ssh spec.yaml -- sh -c 'nft list ruleset | head'")]
+  sfuctl ssh spec.yaml -- 'nft list ruleset | head'     (one quoted word: the host's shell reads it)")]
 pub struct SshArgs {
     /// The deployment spec (YAML).
     pub spec: PathBuf,
