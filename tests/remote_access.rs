@@ -61,6 +61,15 @@ fn logs_and_ssh_on_a_supervisor_host_and_a_changed_key_is_refused() {
     }
     follow_until(follow, "tick");
 
+    // A stopped service: the audit's hint says where its log is, and with which command to read it.
+    dep.sfuctl(&["ssh"]).args(["--", &format!("kill -TERM -$(cat /opt/sfuctl/{}/service.pid)", dep.name)]).assert().success();
+    let audit = dep.sfuctl(&["audit", "--output", "json"]).assert().code(3);
+    let audit: serde_json::Value = serde_json::from_slice(&audit.get_output().stdout).unwrap();
+    let service = audit["hosts"][0]["checks"].as_array().unwrap().iter().find(|c| c["id"] == "service").unwrap().clone();
+    let hint = service["hint"].as_str().unwrap_or_default();
+    assert!(hint.contains("`sfuctl logs <spec> media-1`") && hint.contains(&format!("/opt/sfuctl/{}/service.log", dep.name)), "{service}");
+    dep.sfuctl(&["up", "--no-audit"]).assert().success();
+
     // One command through OpenSSH: its output and exit code pass through.
     let ran = dep.sfuctl(&["ssh"]).args(["media-1", "--", "echo", "hello-from-$(hostname)", ";", "exit", "7"]).assert().code(7);
     assert!(stdout(&ran).contains("hello-from-"), "{}", stdout(&ran));
