@@ -95,6 +95,9 @@ fn digitalocean_plan_up_converge_scale_and_down() {
     dep.sfuctl(&fake, &["up"]).assert().success().stdout(predicate::str::contains("No changes."));
     assert_eq!(mutating_since(&fake, seen), Vec::<String>::new());
     dep.sfuctl(&fake, &["plan"]).assert().success().stdout(predicate::str::contains("No changes."));
+    // A droplet is pinned by its ID: `ssh` hands OpenSSH that pin under a HostKeyAlias, and the exit code passes.
+    let server_name = format!("sfuctl-{}-1", dep.name);
+    dep.sfuctl(&fake, &["ssh"]).args([server_name.as_str(), "--", "exit", "4"]).assert().code(4);
 
     // (h) Someone deletes the media rule in the console: the audit names the cloud firewall, `up` puts it back.
     let fw = fake.get("/_fake/state")["firewalls"].as_array().unwrap().iter().find(|f| f["name"] == Value::from(format!("sfuctl-{}", dep.name))).unwrap().clone();
