@@ -87,3 +87,52 @@ fn help_never_breaks_a_path_in_two() {
     let help = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     assert!(help.contains("DIR/sfuctl-janus-demo-1/opt/sfuctl/janus-demo/config/janus.jcfg"), "{help}");
 }
+
+/// Runs `sfuctl ARGS` on a pseudo-terminal (util-linux `script`), typing `answers`; returns its output and code.
+fn on_a_terminal(home: &std::path::Path, env: &[(&str, String)], args: &str, answers: &str) -> (String, Option<i32>) {
+    crate::support::cli::require_tool("script", "bsdutils");
+    let binary = assert_cmd::cargo::cargo_bin("sfuctl");
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &format!("{} {args}", binary.display()), "/dev/null"]).current_dir(home).env("HOME", home).env("RUST_BACKTRACE", "0").env_remove("SSH_CONNECTION").env_remove("SSH_CLIENT");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("script runs");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(answers.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)), out.status.code())
+}
+
+#[test]
+fn init_asks_on_a_terminal() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let (out, code) = on_a_terminal(home.path(), &[], "init --out asked.yaml", "vultr\nnosuch\ncoturn\nturn-1\n");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Provider (digitalocean, linode, aws, vultr, ssh) [digitalocean]:") && out.contains("`nosuch` is not one of"), "{out}");
+    let spec = std::fs::read_to_string(home.path().join("asked.yaml")).unwrap();
+    assert!(spec.contains("name: turn-1") && spec.contains("kind: vultr") && spec.contains("kind: coturn"), "{spec}");
+}
+
+#[test]
+fn up_on_a_terminal_shows_the_plan_and_a_no_creates_nothing() {
+    use crate::support::cloud_deployment::CloudEnv;
+    let home = tempfile::tempdir().expect("temp dir");
+    let fake = crate::support::do_fake::DoFake::start();
+    let key = home.path().join("id_ed25519");
+    let keygen = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
+    assert!(keygen.status.success());
+    std::fs::write(
+        home.path().join("spec.yaml"),
+        format!("name: ask\nprovider: {{ kind: digitalocean, region: fra1 }}\nssh: {{ private_key: {}, allow_from: [203.0.113.7/32] }}\nsfu: {{ kind: coturn, rtc_ports: 40000-40999 }}\n", key.display()),
+    )
+    .unwrap();
+    let mut env: Vec<(&str, String)> = fake.env();
+    env.push(("SFUCTL_STATE_DIR", home.path().join("state").display().to_string()));
+    env.push(("SFUCTL_SECRET", "terminal-secret-0123456789abcdef0123456789".into()));
+    let (out, code) = on_a_terminal(home.path(), &env, "up spec.yaml", "no\n");
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("+ server") && out.contains("Do you want to perform these actions?") && out.contains("cancelled: nothing was created or deleted"), "{out}");
+    let state = fake.get("/_fake/state");
+    assert!(state["droplets"].as_array().unwrap().is_empty() && state["firewalls"].as_array().unwrap().is_empty(), "{state}");
+}
