@@ -136,3 +136,14 @@ fn up_on_a_terminal_shows_the_plan_and_a_no_creates_nothing() {
     let state = fake.get("/_fake/state");
     assert!(state["droplets"].as_array().unwrap().is_empty() && state["firewalls"].as_array().unwrap().is_empty(), "{state}");
 }
+
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    crate::support::cli::require_tool("head", "coreutils");
+    let binary = assert_cmd::cargo::cargo_bin("sfuctl");
+    for args in ["man", "completions zsh", "completions fish"] {
+        let out = std::process::Command::new("sh").arg("-c").arg(format!("{} {args} | head -c 1 >/dev/null", binary.display())).env("RUST_BACKTRACE", "0").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("error") && !stderr.contains("panicked"), "{args}: {stderr}");
+    }
+}
