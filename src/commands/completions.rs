@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use clap_complete::Shell;
 
+use crate::commands::print_stdout;
 use crate::error::{Exit, UserError};
 
 /// Arguments of `completions`.
@@ -41,17 +42,7 @@ pub fn completions(args: &CompletionsArgs, mut cli: clap::Command) -> Result<Exi
     let name = cli.get_name().to_string();
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut cli, name, &mut script);
-    print_all(&script, "the completion script")
-}
-
-/// Writes `bytes` to stdout; a reader that stopped early (`| head`) is not an error.
-fn print_all(bytes: &[u8], what: &str) -> Result<Exit> {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(UserError::failed(format!("cannot print {what}")).caused_by(e).into()),
-        _ => Ok(Exit::Success),
-    }
+    print_stdout(&script, "the completion script")
 }
 
 /// Prints sfuctl(1) to stdout, or writes every command's page into `args.out`.
@@ -60,7 +51,7 @@ pub fn man(args: &ManArgs, cli: clap::Command) -> Result<Exit> {
         None => {
             let mut page = Vec::new();
             clap_mangen::Man::new(cli).render(&mut page).map_err(|e| UserError::failed("cannot render the manual page").caused_by(e))?;
-            return print_all(&page, "the manual page");
+            return print_stdout(&page, "the manual page");
         }
         Some(dir) => {
             let fail = |e: std::io::Error| UserError::failed(format!("cannot write manual pages into `{}`", dir.display())).caused_by(e);

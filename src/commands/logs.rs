@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use crate::commands::{base_dir, load_valid_spec_quietly, pick_host, timeouts};
+use crate::commands::{base_dir, load_valid_spec_quietly, pick_host, print_stdout, timeouts};
 use crate::deploy::{Deployment, Session};
 use crate::engine;
 use crate::error::{Exit, UserError};
@@ -63,25 +63,28 @@ pub async fn execute(args: &LogsArgs, output: Output) -> Result<Exit> {
         let session = dep.connect(host).await?;
         logs.push((host, read_log(&dep, &session, args.lines).await?));
     }
-    match output {
+    let text = match output {
         Output::Json => {
             let hosts: Vec<_> = logs.iter().map(|(h, log)| json!({ "name": h.name, "address": h.address, "log": log })).collect();
-            println!("{}", serde_json::to_string_pretty(&json!({ "hosts": hosts }))?);
+            format!("{}\n", serde_json::to_string_pretty(&json!({ "hosts": hosts }))?)
         }
         Output::Text => {
             let several = logs.len() > 1;
+            let mut text = String::new();
             for (host, log) in &logs {
                 if several {
-                    println!("==> {} ({}) <==", host.name, host.address);
+                    text.push_str(&format!("==> {} ({}) <==\n", host.name, host.address));
                 }
-                print!("{log}");
+                text.push_str(log);
                 if !log.is_empty() && !log.ends_with('\n') {
-                    println!();
+                    text.push('\n');
                 }
             }
+            text
         }
-    }
-    Ok(Exit::Success)
+    };
+    // `sfuctl logs SPEC | head` is common: a reader that stops early is fine.
+    print_stdout(text.as_bytes(), "the log")
 }
 
 /// The service scripts for the host behind `session`.

@@ -170,3 +170,13 @@ pub fn pick_host(spec: &Spec, hosts: &[HostTarget], wanted: Option<&str>) -> Res
         None => Err(UserError::input(format!("deployment `{}` has {} hosts: say which one", spec.name, hosts.len())).hint(format!("name one of: {}", names())).into()),
     }
 }
+
+/// Writes `bytes` to stdout; a reader that stopped early (`| head`) is not an error.
+pub fn print_stdout(bytes: &[u8], what: &str) -> Result<Exit> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(UserError::failed(format!("cannot print {what}")).caused_by(e).into()),
+        _ => Ok(Exit::Success),
+    }
+}
