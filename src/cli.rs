@@ -65,8 +65,8 @@ pub enum Command {
     ///
     /// On a cloud it first makes the SSH key, the firewall and the servers (found again by the owner tag
     /// sfuctl:<name>), and waits for them; before creating or deleting any of them it shows the plan and asks
-    /// (--yes skips the question, and is required without a terminal). The SSH host key is pinned at first contact (or by ssh.host_key) and a
-    /// changed key is refused.
+    /// (--yes skips the question, and is required without a terminal). The SSH host key is pinned at first
+    /// contact (or by ssh.host_key) and a changed key is refused.
     Up(UpArgs),
     /// Show what runs where: per host the service's state and since when, the artifact, the ports bound.
     Status(StatusArgs),
