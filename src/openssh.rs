@@ -67,6 +67,9 @@ impl OpenSsh {
             format!("HostKeyAlgorithms={}", self.algorithms),
             "CheckHostIP=no".to_string(),
             "UpdateHostKeys=no".to_string(),
+            // Nothing but that file may vouch for a key: not DNS (SSHFP), not a command from ~/.ssh/config.
+            "VerifyHostKeyDNS=no".to_string(),
+            "KnownHostsCommand=none".to_string(),
         ] {
             args.extend(option(&o));
         }
@@ -141,7 +144,7 @@ mod tests {
         assert!(text.starts_with("sfuctl.demo.media-1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5"), "{text}");
         assert_eq!(text.lines().count(), 1);
         let args = ssh.args(&["exit".into(), "7".into()], false).join(" ");
-        for part in ["StrictHostKeyChecking=yes", "GlobalKnownHostsFile=/dev/null", "HostKeyAlias=sfuctl.demo.media-1", "HostKeyAlgorithms=ssh-ed25519", "-i /k/id", "-p 2222 -l root -- 203.0.113.9 exit 7"] {
+        for part in ["StrictHostKeyChecking=yes", "GlobalKnownHostsFile=/dev/null", "VerifyHostKeyDNS=no", "KnownHostsCommand=none", "HostKeyAlias=sfuctl.demo.media-1", "HostKeyAlgorithms=ssh-ed25519", "-i /k/id", "-p 2222 -l root -- 203.0.113.9 exit 7"] {
             assert!(args.contains(part), "{part} missing: {args}");
         }
         assert!(!args.contains("StrictHostKeyChecking=no") && !args.contains("accept-new"), "checking is never relaxed: {args}");
