@@ -88,6 +88,16 @@ fn the_users_key_and_public_address_are_used_when_this_machine_knows_them() {
     let ok = sfuctl(home.path()).arg("validate").arg(&spec).assert().success();
     assert!(!stderr(&ok).contains("warning:"), "{}", stderr(&ok));
 
+    // Only a public key (the private one in an agent or a token): named as ssh.public_key, login through the agent.
+    let agent_home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(agent_home.path().join(".ssh")).unwrap();
+    std::fs::copy(ssh.join("id_ed25519.pub"), agent_home.path().join(".ssh/id_ed25519.pub")).unwrap();
+    let agent = agent_home.path().join("agent.yaml");
+    sfuctl(agent_home.path()).args(["init", "--provider", "aws", "--kind", "janus", "--out"]).arg(&agent).env("SSH_CONNECTION", "198.51.100.23 50522 10.0.0.5 22").assert().success();
+    let text = std::fs::read_to_string(&agent).unwrap();
+    assert!(text.contains("public_key: ~/.ssh/id_ed25519.pub") && !text.contains("private_key:"), "{text}");
+    sfuctl(agent_home.path()).arg("validate").arg(&agent).assert().success();
+
     // A private address (a LAN, a VPN) is nobody's public address: a placeholder instead.
     let lan = home.path().join("lan.yaml");
     sfuctl(home.path()).args(["init", "--provider", "linode", "--kind", "coturn", "--out"]).arg(&lan).env("SSH_CONNECTION", "192.168.1.20 50522 192.168.1.5 22").assert().success();

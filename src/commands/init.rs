@@ -109,8 +109,9 @@ fn ask_text(question: &str, default: &str) -> Result<String> {
 
 /// What this machine tells about the user without asking anyone: the SSH key and the address they came from.
 struct Found {
-    /// `~/.ssh/<key>` whose `.pub` exists: the private key's path as written in the spec.
-    key: Option<String>,
+    /// The first of `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa` whose `.pub` exists, as written in the spec, and
+    /// whether its private half is there too (else login goes through ssh-agent).
+    key: Option<(String, bool)>,
     /// The public address in `SSH_CONNECTION` / `SSH_CLIENT` (where the user's SSH session to this machine comes
     /// from), when it is a public one.
     address: Option<IpAddr>,
@@ -120,7 +121,10 @@ impl Found {
     fn on_this_machine() -> Self {
         let home = std::env::var_os("HOME").map(PathBuf::from);
         let key = home.as_deref().and_then(|home| {
-            ["id_ed25519", "id_ecdsa", "id_rsa"].into_iter().find(|k| home.join(".ssh").join(format!("{k}.pub")).is_file() && home.join(".ssh").join(k).is_file()).map(|k| format!("~/.ssh/{k}"))
+            ["id_ed25519", "id_ecdsa", "id_rsa"]
+                .into_iter()
+                .find(|k| home.join(".ssh").join(format!("{k}.pub")).is_file())
+                .map(|k| (format!("~/.ssh/{k}"), home.join(".ssh").join(k).is_file()))
         });
         let address = ["SSH_CONNECTION", "SSH_CLIENT"]
             .into_iter()
@@ -180,7 +184,8 @@ fn starter_spec(name: &str, provider: ProviderKind, kind: SfuKind, found: &Found
         y.push_str(&format!("  user: {}                   # root, or a user with passwordless sudo\n", data.defaults.ssh_user));
     }
     match &found.key {
-        Some(key) => y.push_str(&format!("  private_key: {key}     # found on this machine; its .pub is what cloud hosts get\n")),
+        Some((key, true)) => y.push_str(&format!("  private_key: {key}     # found on this machine; its .pub is what cloud hosts get\n")),
+        Some((key, false)) => y.push_str(&format!("  # Only the public half is here: sfuctl logs in through ssh-agent (`ssh-add -l` lists its keys).\n  public_key: {key}.pub\n")),
         None => y.push_str(&format!("  # No key found in ~/.ssh: make one with `ssh-keygen -t ed25519`, or name yours.\n  private_key: {}\n", placeholder("your SSH private key, e.g. ~/.ssh/id_ed25519"))),
     }
     y.push_str("  # Who may reach SSH (cloud and host firewall). sfuctl connects from this machine: its address must be here.\n");
