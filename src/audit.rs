@@ -367,11 +367,22 @@ fn service(dep: &Arc<Deployment>, session: &Session, gathered: &str) -> Check {
     let (state, bound) = (ServiceState::parse(gathered), crate::health::bound_ports(gathered));
     let name = service_name(&dep.spec);
     if state.state != "active" {
-        return check(id, Status::Fail, format!("{name} is {} ({})", state.state, session.facts.manager.as_str()), Some("see its log on the host; `sfuctl up` starts it".into()));
+        let log = ServiceScripts { manager: session.facts.manager, name: &name, layout: &dep.layout, run_as: "" }.log_location();
+        return check(
+            id,
+            Status::Fail,
+            format!("{name} is {} ({})", state.state, session.facts.manager.as_str()),
+            Some(format!("read why in its log: `sfuctl logs <spec> {}` (on the host: {log}); `sfuctl up` starts it", session.host.name)),
+        );
     }
     let missing = crate::health::missing_ports(&dep.manifest, &bound);
     if !missing.is_empty() {
-        return check(id, Status::Fail, format!("{name} runs but has not bound {}", missing.join(", ")), Some("check the server's config and log: it should listen on the manifest's ports".into()));
+        return check(
+            id,
+            Status::Fail,
+            format!("{name} runs but has not bound {}", missing.join(", ")),
+            Some(format!("check the server's config and its log (`sfuctl logs <spec> {}`): it should listen on the manifest's ports", session.host.name)),
+        );
     }
     let expected: Vec<String> = crate::health::expected_ports(&dep.manifest).iter().map(|(p, n)| format!("{p} {n}")).collect();
     let bound_text = if expected.is_empty() { String::new() } else { format!("; bound {}", expected.join(", ")) };

@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::commands::{self, AuditArgs, DownArgs, PlanArgs, RenderArgs, SpecArgs, StatusArgs, UpArgs};
+use crate::commands::{self, AuditArgs, CompletionsArgs, DownArgs, InitArgs, LogsArgs, ManArgs, PlanArgs, RenderArgs, SpecArgs, SshArgs, StatusArgs, UpArgs};
 use crate::error::{self, Exit};
 use crate::output::Output;
 
@@ -16,10 +16,12 @@ use crate::output::Output;
 #[command(name = "sfuctl", version, propagate_version = true, max_term_width = 110)]
 #[command(after_help = "\
 Examples:
+  sfuctl init --provider digitalocean --kind janus
   sfuctl validate examples/janus-linode.yaml
   sfuctl plan examples/mediasoup-digitalocean.yaml
   sfuctl render examples/janus-linode.yaml --out /tmp/janus --address 203.0.113.5
   sfuctl up examples/existing-host.yaml
+  sfuctl up examples/mediasoup-digitalocean.yaml --yes
   sfuctl status examples/existing-host.yaml --output json
   sfuctl audit examples/existing-host.yaml
   sfuctl down examples/existing-host.yaml --yes
@@ -39,6 +41,12 @@ pub struct Cli {
 /// sfuctl's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented starter spec for a provider and server kind (asks on a terminal; flags otherwise).
+    ///
+    /// It names your SSH key (~/.ssh/id_ed25519, id_ecdsa or id_rsa) and, for ssh.allow_from, the address your SSH
+    /// session to this machine comes from ($SSH_CONNECTION) when that is a public one; sfuctl asks no one else.
+    /// What it cannot know is a `<REPLACE-ME: ...>` placeholder, which `validate` refuses until it is filled in.
+    Init(InitArgs),
     /// Check a spec: syntax, types, ports, CIDRs, names, provider limits. Changes nothing, needs no network.
     Validate(SpecArgs),
     /// Show what `up` would create, change or destroy: servers, firewall rules, files, services.
@@ -48,15 +56,17 @@ pub enum Command {
     Plan(PlanArgs),
     /// Write every file a host would get (configs, service unit, host firewall, cloud-init) into a directory.
     ///
-    /// Files land in DIR/<host>/<path on the host>, e.g. DIR/sfuctl-janus-demo-1/opt/sfuctl/janus-demo/config/
-    /// janus.jcfg; cloud-init user-data in DIR/<host>/cloud-init/user-data.
+    /// Files land in DIR/<host>/<path on the host>, e.g.
+    /// DIR/sfuctl-janus-demo-1/opt/sfuctl/janus-demo/config/janus.jcfg; cloud-init user-data in
+    /// DIR/<host>/cloud-init/user-data.
     Render(RenderArgs),
     /// Deploy or converge: upload what changed, install the host firewall, start or restart the service once,
     /// and wait until it is healthy. Re-running on an unchanged spec changes nothing and says "No changes".
     ///
-    /// On DigitalOcean it first makes the SSH key, the firewall and the servers (found again by the owner tag
-    /// sfuctl:<name>), and waits for them. The SSH host key is pinned at first contact (or by ssh.host_key) and a
-    /// changed key is refused.
+    /// On a cloud it first makes the SSH key, the firewall and the servers (found again by the owner tag
+    /// sfuctl:<name>), and waits for them; before creating or deleting any of them it shows the plan and asks
+    /// (--yes skips the question, and is required without a terminal). The SSH host key is pinned at first
+    /// contact (or by ssh.host_key) and a changed key is refused.
     Up(UpArgs),
     /// Show what runs where: per host the service's state and since when, the artifact, the ports bound.
     Status(StatusArgs),
@@ -74,6 +84,22 @@ pub enum Command {
     ///
     /// Asks for confirmation unless --yes; without a terminal, --yes is required.
     Down(DownArgs),
+    /// Print the service's log on a host: journald's on systemd hosts, the supervisor's log file elsewhere.
+    ///
+    /// The last N lines (-n, default 100) of every host, or of the one named; -f keeps following one host's log
+    /// until Ctrl-C. Connects as every command does, with the pinned host key.
+    Logs(LogsArgs),
+    /// Open a shell, or run one command (after `--`), on a host through OpenSSH, with sfuctl's pinned host key
+    /// enforced.
+    ///
+    /// sfuctl checks the host key against its pin first, then hands OpenSSH a known_hosts file holding only that
+    /// key (StrictHostKeyChecking=yes): a host offering another key is refused. The command's exit code becomes
+    /// sfuctl's (255 when ssh itself failed).
+    Ssh(SshArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish) to stdout.
+    Completions(CompletionsArgs),
+    /// Print sfuctl's manual page (roff) to stdout, or write one page per command into a directory.
+    Man(ManArgs),
 }
 
 /// Parses the command line, runs the command, prints any error and returns the exit code.
@@ -87,6 +113,7 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match &cli.command {
+        Command::Init(args) => commands::init::execute(args),
         Command::Validate(args) => commands::validate::execute(args, cli.output),
         Command::Plan(args) => block_on(commands::plan::execute(args, cli.output)),
         Command::Render(args) => commands::render::execute(args, cli.output),
@@ -94,6 +121,16 @@ pub fn main() -> ExitCode {
         Command::Status(args) => block_on(commands::status::execute(args, cli.output)),
         Command::Audit(args) => block_on(commands::audit::execute(args, cli.output)),
         Command::Down(args) => block_on(commands::down::execute(args, cli.output)),
+        Command::Logs(args) => block_on(commands::logs::execute(args, cli.output)),
+        // `ssh` passes the remote command's exit code through, whatever it is.
+        Command::Ssh(args) => {
+            return match block_on(commands::ssh::execute(args)) {
+                Ok(code) => ExitCode::from(code),
+                Err(err) => error::report(&err).into(),
+            };
+        }
+        Command::Completions(args) => commands::completions::completions(args, Cli::command()),
+        Command::Man(args) => commands::completions::man(args, Cli::command()),
     };
     match result {
         Ok(exit) => exit.into(),
@@ -102,6 +139,6 @@ pub fn main() -> ExitCode {
 }
 
 /// Runs an async command on a multi-threaded runtime (hosts are handled concurrently).
-fn block_on<F: std::future::Future<Output = anyhow::Result<Exit>>>(f: F) -> anyhow::Result<Exit> {
+fn block_on<T, F: std::future::Future<Output = anyhow::Result<T>>>(f: F) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(f)
 }

@@ -98,6 +98,11 @@ impl Deployment {
         }))
     }
 
+    /// The SSH private key file sfuctl logs in with (`None`: ssh-agent).
+    pub fn private_key(&self) -> Option<&Path> {
+        self.key.as_deref()
+    }
+
     /// Whether the deployment's servers are made by sfuctl (a cloud), not given to it.
     fn creates_servers(&self) -> bool {
         crate::provider::catalog::ProviderData::get(self.spec.provider.kind).creates_servers()
@@ -638,7 +643,7 @@ async fn wait_healthy(dep: &Deployment, session: &Session, scripts: &ServiceScri
             let log = session.remote.exec(session.facts.as_root(&scripts.logs(20))).await.map(|o| o.stdout).unwrap_or_default();
             Err(UserError::failed(format!("the service on host `{}` did not become healthy", session.host.name))
                 .caused_by(err.context(format!("last lines of its log:\n{}", log.trim_end())))
-                .hint(format!("see the whole log with `sfuctl status` or on the host ({})", scripts.logs(100)))
+                .hint(format!("see the whole log with `sfuctl logs <spec> {}` (on the host: {})", session.host.name, scripts.log_location()))
                 .into())
         }
     }

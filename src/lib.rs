@@ -20,6 +20,7 @@ pub mod port_range;
 pub mod health;
 pub mod ports;
 pub mod probe;
+pub mod openssh;
 pub mod remote;
 pub mod render;
 pub mod secret;

@@ -244,6 +244,12 @@ impl Remote {
         &self.fingerprint
     }
 
+    /// The host key this session checked against the pin, as a known_hosts line needs it.
+    pub fn host_public_key(&self) -> Result<HostPublicKey> {
+        let (blob, _) = self.session.host_key().ok_or_else(|| UserError::failed(format!("{} sent no host key", self.label)))?;
+        HostPublicKey::from_blob(blob).ok_or_else(|| UserError::failed(format!("{} sent a host key sfuctl cannot read", self.label)).into())
+    }
+
     /// Runs `cmd` through the login user's shell and collects its output. A non-zero exit is not an error here
     /// (see [`Remote::exec_checked`]); failing to run it at all is.
     pub fn exec(&self, cmd: &str) -> Result<ExecOutput> {
@@ -511,6 +517,11 @@ impl RemoteHandle {
         &self.fingerprint
     }
 
+    /// Async [`Remote::host_public_key`].
+    pub async fn host_public_key(&self) -> Result<HostPublicKey> {
+        self.run(|r| r.host_public_key()).await
+    }
+
     /// Async [`Remote::exec`].
     pub async fn exec(&self, cmd: impl Into<String>) -> Result<ExecOutput> {
         let cmd = cmd.into();
@@ -566,6 +577,44 @@ async fn blocking<T: Send + 'static>(label: &str, f: impl FnOnce() -> Result<T> 
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| UserError::failed(format!("SSH worker for {label} stopped unexpectedly")).caused_by(e))?
+}
+
+/// A host's public key in OpenSSH's terms: the key type named inside the blob (`ssh-ed25519`,
+/// `ecdsa-sha2-nistp256`, `ssh-rsa`) and the blob itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPublicKey {
+    /// The key type, as the first field of the blob names it.
+    pub key_type: String,
+    /// The SSH wire-format key blob.
+    pub blob: Vec<u8>,
+}
+
+impl HostPublicKey {
+    /// Reads the key type from a wire-format blob (a length-prefixed name comes first); `None` when malformed.
+    pub fn from_blob(blob: &[u8]) -> Option<Self> {
+        let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
+        let name = std::str::from_utf8(blob.get(4..4usize.checked_add(len)?)?).ok()?;
+        let printable = !name.is_empty() && name.chars().all(|c| c.is_ascii_graphic());
+        printable.then(|| Self { key_type: name.to_string(), blob: blob.to_vec() })
+    }
+
+    /// The key's fingerprint, as `ssh-keygen -lf` prints it (`SHA256:…`).
+    pub fn fingerprint(&self) -> String {
+        fingerprint_sha256(&Sha256::digest(&self.blob))
+    }
+
+    /// One known_hosts line for `host`: `<host> <type> <base64 blob>`.
+    pub fn known_hosts_line(&self, host: &str) -> String {
+        format!("{host} {} {}\n", self.key_type, base64::engine::general_purpose::STANDARD.encode(&self.blob))
+    }
+
+    /// The host key algorithms OpenSSH may accept for this key (an RSA key is signed with SHA-2 only).
+    pub fn algorithms(&self) -> String {
+        match self.key_type.as_str() {
+            "ssh-rsa" => "rsa-sha2-512,rsa-sha2-256".into(),
+            other => other.into(),
+        }
+    }
 }
 
 /// Formats a raw SHA-256 host key hash the way `ssh-keygen -lf` does: `SHA256:` + unpadded standard base64.
@@ -733,7 +782,7 @@ fn authenticate(session: &Session, target: &SshTarget, key: Option<&KeyFile>, la
 
     if std::env::var_os("SSH_AUTH_SOCK").is_none_or(|s| s.is_empty()) {
         return Err(UserError::failed(format!("cannot log in to {label}: no SSH key given and no ssh-agent running"))
-            .hint("set the SSH private key in the spec, or start ssh-agent and `ssh-add` your key (SSH_AUTH_SOCK is not set)")
+            .hint("set `ssh.private_key` in the spec, or start ssh-agent and `ssh-add` your key (SSH_AUTH_SOCK is not set)")
             .into());
     }
     let agent_err = |e: ssh2::Error| -> anyhow::Error {
@@ -745,7 +794,7 @@ fn authenticate(session: &Session, target: &SshTarget, key: Option<&KeyFile>, la
     let identities = agent.identities().map_err(agent_err)?;
     if identities.is_empty() {
         return Err(UserError::failed(format!("cannot log in to {label}: ssh-agent holds no keys"))
-            .hint("add your key with `ssh-add <key file>`, or set the SSH private key in the spec")
+            .hint("add your key with `ssh-add <key file>`, or set `ssh.private_key` in the spec")
             .into());
     }
     let mut tried = Vec::new();

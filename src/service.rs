@@ -155,6 +155,23 @@ impl ServiceScripts<'_> {
         }
     }
 
+    /// The follow-up of [`ServiceScripts::logs`]: the last `lines` lines, then every new one until interrupted.
+    pub fn follow_logs(&self, lines: usize) -> String {
+        match self.manager {
+            Manager::Systemd => format!("journalctl -u {} -n {lines} -f --no-pager", self.name),
+            Manager::Supervisor => format!("tail -n {lines} -F {}", q(&self.layout.log)),
+        }
+    }
+
+    /// Where the service's log is, as a person on the host would read it: `journalctl -u <unit>` or the
+    /// supervisor's log file.
+    pub fn log_location(&self) -> String {
+        match self.manager {
+            Manager::Systemd => format!("`journalctl -u {}`", self.name),
+            Manager::Supervisor => format!("the log file {}", self.layout.log),
+        }
+    }
+
     /// Stops the service and removes what installed it (the unit link); files are removed by the caller.
     pub fn stop_and_remove(&self) -> String {
         match self.manager {
@@ -187,7 +204,7 @@ mod tests {
         for manager in [Manager::Systemd, Manager::Supervisor] {
             for run_as in ["root", "sfuctl"] {
                 let s = ServiceScripts { manager, name: "sfuctl-t", layout: &layout, run_as };
-                for script in [s.install_and_start(true), s.install_and_start(false), s.status(), s.logs(5), s.stop_and_remove()] {
+                for script in [s.install_and_start(true), s.install_and_start(false), s.status(), s.logs(5), s.follow_logs(5), s.stop_and_remove()] {
                     let out = std::process::Command::new("sh").arg("-n").arg("-c").arg(&script).output().unwrap();
                     assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
                 }

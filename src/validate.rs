@@ -10,6 +10,10 @@ use crate::locate;
 use crate::provider::catalog::ProviderData;
 use crate::spec::{Diagnostic, FileCheck, Findings, Spec, closest, name_problem, parse_cidr, resolve_path};
 
+/// How `sfuctl init` marks a value it could not know (`<REPLACE-ME: what to put here>`): a spec still holding one
+/// is refused, naming the line.
+pub const PLACEHOLDER: &str = "<REPLACE-ME";
+
 impl Spec {
     /// Checks everything types cannot. Returns every error and warning, each naming its field and line.
     pub fn validate(&self, source: &str, base_dir: &Path, files: FileCheck) -> Findings {
@@ -58,6 +62,51 @@ impl Validator<'_> {
         self.check_sfu(spec, base_dir, files);
         if self.findings.errors.is_empty() {
             self.check_manifest(spec, &data);
+        }
+        self.check_placeholders();
+    }
+
+    /// A placeholder `sfuctl init` left is the one problem of its line: what else was said about that line (not
+    /// an IP address, a missing file) is dropped in favour of saying what to put there.
+    fn check_placeholders(&mut self) {
+        let found: Vec<(usize, usize, String)> = self
+            .source
+            .lines()
+            .enumerate()
+            .filter_map(|(i, line)| {
+                let code = line.split('#').next()?;
+                let start = code.find(PLACEHOLDER)?;
+                let end = code[start..].find('>').map_or(code.len(), |e| start + e + 1);
+                Some((i + 1, start + 1, code[start..end].to_string()))
+            })
+            .collect();
+        if found.is_empty() {
+            return;
+        }
+        let on_line = |d: &Diagnostic, line: usize| d.location.is_some_and(|l| l.line == line);
+        for (line, column, text) in found {
+            // The field as another check named it (`provider.hosts[0].address`), else `<section>.<key>`.
+            let named = self.findings.errors.iter().chain(&self.findings.warnings).find(|d| on_line(d, line) && !d.field.is_empty()).map(|d| d.field.clone());
+            let field = named.unwrap_or_else(|| self.section_key(line));
+            self.findings.errors.retain(|d| !on_line(d, line));
+            self.findings.warnings.retain(|d| !on_line(d, line));
+            self.findings.errors.push(Diagnostic {
+                field,
+                location: Some(locate::Location { line, column }),
+                message: format!("still holds the placeholder `{text}` that `sfuctl init` wrote"),
+                hint: Some("replace it, quotes included, with the real value it describes".to_string()),
+            });
+        }
+    }
+
+    /// `<section>.<key>` for a `key: value` line under a top-level section (`sfu.command`); just `key` elsewhere.
+    fn section_key(&self, line: usize) -> String {
+        let lines: Vec<&str> = self.source.lines().collect();
+        let key = lines.get(line - 1).and_then(|l| l.split_once(':')).map(|(k, _)| k.trim().trim_start_matches("- ").to_string()).unwrap_or_default();
+        let section = lines[..line - 1].iter().rev().find(|l| !l.starts_with([' ', '#']) && l.trim_end().ends_with(':')).map(|l| l.trim_end().trim_end_matches(':'));
+        match section {
+            Some(section) if !key.is_empty() => format!("{section}.{key}"),
+            _ => key,
         }
     }
 

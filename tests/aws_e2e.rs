@@ -79,7 +79,7 @@ fn aws_plan_up_converge_status_and_down_with_signatures_checked() {
     assert_eq!(plan["summary"]["add"], 5, "key, security group, instance, host firewall, service: {plan}");
 
     // up: key pair, security group, instance with cloud-init, wait for running + public IPv4, SSH deploy, health.
-    let up = json(&dep.sfuctl(&moto, &["up", "--output", "json"]).assert().success());
+    let up = json(&dep.sfuctl(&moto, &["up", "--yes", "--output", "json"]).assert().success());
     assert_eq!(up["cloud"]["firewall"], "created", "{up}");
     assert_eq!(up["cloud"]["key_created"], true);
     assert_eq!(up["cloud"]["servers_created"], serde_json::json!([format!("sfuctl-{}-1", dep.name)]));

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use serde_json::Value;
 use sfuctl::engine::apply::{Inputs, Ledger, Saved, converge};
-use sfuctl::engine::{CloudReport, Current, Teardown, Timings, destroy, refresh};
+use sfuctl::engine::{CloudReport, Current, Diff, Teardown, Timings, destroy, refresh};
 use sfuctl::http::{RequestStats, RetryPolicy, Secret};
 use sfuctl::provider::aws::Aws;
 use sfuctl::provider::aws::config::{AwsConfig, Credentials};
@@ -260,8 +260,9 @@ impl<'a> Deployment<'a> {
         Spec::parse(&yaml).unwrap_or_else(|e| panic!("{e:?}\n{yaml}"))
     }
 
-    /// `converge` with a fresh provider and an empty ledger; `confirm` answers the scale-down question.
-    async fn converge(&self, spec: &Spec, confirm: impl FnOnce(&[Server]) -> anyhow::Result<()>) -> anyhow::Result<Converged> {
+    /// `converge` with a fresh provider and an empty ledger; `confirm` answers the question asked before anything is
+/// created or destroyed.
+    async fn converge(&self, spec: &Spec, confirm: impl FnOnce(&Diff) -> anyhow::Result<()>) -> anyhow::Result<Converged> {
         let provider = self.fake.provider();
         let saved = Arc::new(Mutex::new(Vec::new()));
         let ledger: Ledger = {
@@ -410,7 +411,7 @@ async fn someone_elses_server(mut dep: Deployment<'_>) {
             reply: fake.server_error(),
         }]);
     }
-    let c = dep.converge(&dep.spec(2, None), |shown| panic!("nothing to delete, yet asked about {shown:?}")).await.unwrap_or_else(|e| panic!("create: {e:#}\n{}", proxy.log_text()));
+    let c = dep.converge(&dep.spec(2, None), nothing_deleted).await.unwrap_or_else(|e| panic!("create: {e:#}\n{}", proxy.log_text()));
     assert_eq!(names(&c.servers), [dep.server_name(1), dep.server_name(2)]);
     let (current, _) = dep.refresh().await;
     assert_eq!(names(&current.servers), [dep.server_name(1), dep.server_name(2)]);
@@ -420,8 +421,8 @@ async fn someone_elses_server(mut dep: Deployment<'_>) {
     // Scale down: only sfuctl's server 2 is shown and deleted.
     let shown = Mutex::new(Vec::new());
     let c = dep
-        .converge(&dep.spec(1, None), |servers| {
-            *shown.lock().unwrap() = names(servers);
+        .converge(&dep.spec(1, None), |diff| {
+            *shown.lock().unwrap() = names(&diff.delete);
             Ok(())
         })
         .await
@@ -463,7 +464,7 @@ async fn two_runs_at_once(mut dep: Deployment<'_>) {
 async fn create(dep: &Deployment<'_>) -> Inventory {
     let spec = dep.spec(2, None);
     assert!(dep.inventory().lines().is_empty(), "a new deployment starts from nothing: {:?}", dep.inventory());
-    let c = dep.converge(&spec, |shown| panic!("nothing to delete, yet asked about {shown:?}")).await.unwrap_or_else(|e| panic!("create: {e:#}"));
+    let c = dep.converge(&spec, nothing_deleted).await.unwrap_or_else(|e| panic!("create: {e:#}"));
 
     assert_eq!(names(&c.servers), [dep.server_name(1), dep.server_name(2)]);
     let pool = dep.fake.pool();
@@ -520,9 +521,16 @@ async fn firewall_applied(dep: &Deployment<'_>, servers: &[Server], when: &str) 
     }
 }
 
+/// The answer to `up`'s question when servers are only created: yes, after checking nothing would be deleted.
+fn nothing_deleted(diff: &Diff) -> anyhow::Result<()> {
+    assert!(diff.delete.is_empty(), "nothing to delete, yet asked to delete {:?}", diff.delete);
+    assert!(diff.creates_or_destroys(), "asked, yet nothing is created or deleted: {diff:?}");
+    Ok(())
+}
+
 /// 2: a second converge reads only, and changes nothing anywhere.
 async fn converge_is_a_fixed_point(dep: &Deployment<'_>, spec: &Spec, before: &Inventory) {
-    let c = dep.converge(spec, |shown| panic!("nothing to delete, yet asked about {shown:?}")).await.unwrap_or_else(|e| panic!("converge: {e:#}"));
+    let c = dep.converge(spec, |diff| panic!("nothing to create or delete, yet asked about {diff:?}")).await.unwrap_or_else(|e| panic!("converge: {e:#}"));
     assert!(!c.report.changed(), "{:?}", c.report);
     assert_eq!(c.report.firewall, "unchanged");
     assert_eq!(c.stats.mutating, 0, "a converged deployment costs no mutating request: {:?}\n{}", c.stats, dep.fake.proxy().log_text());
@@ -537,7 +545,7 @@ async fn rule_change_in_place(dep: &Deployment<'_>, before: &Inventory) -> Inven
     let spec = dep.spec(2, Some(EXTRA_PORT));
     let old = before.firewall().clone();
     assert!(!old.inbound.iter().any(|r| r.starts_with(&format!("tcp {EXTRA_PORT} "))), "{old:?}");
-    let c = dep.converge(&spec, |shown| panic!("nothing to delete, yet asked about {shown:?}")).await.unwrap_or_else(|e| panic!("rule change: {e:#}"));
+    let c = dep.converge(&spec, |diff| panic!("a rule change creates and deletes nothing, yet asked about {diff:?}")).await.unwrap_or_else(|e| panic!("rule change: {e:#}"));
     assert_eq!(c.report.firewall, "updated", "{:?}", c.report);
     assert!(c.report.servers_created.is_empty() && c.report.servers_deleted.is_empty() && !c.report.key_created, "{:?}", c.report);
     assert_eq!(c.saved, [Saved::Firewall(old.id.clone())], "the same firewall, saved again");
@@ -565,8 +573,8 @@ async fn scale_down_then_up(dep: &Deployment<'_>, before: &Inventory) -> Invento
 
     let shown = Mutex::new(Vec::new());
     let c = dep
-        .converge(&dep.spec(1, Some(EXTRA_PORT)), |servers| {
-            *shown.lock().unwrap() = names(servers);
+        .converge(&dep.spec(1, Some(EXTRA_PORT)), |diff| {
+            *shown.lock().unwrap() = names(&diff.delete);
             Ok(())
         })
         .await
@@ -580,7 +588,7 @@ async fn scale_down_then_up(dep: &Deployment<'_>, before: &Inventory) -> Invento
     assert_eq!(inv.server_ids(), BTreeMap::from([(one.clone(), ids[&one].clone())]), "only the highest index was deleted: {inv:#?}");
     assert_eq!(inv.firewalls, before.firewalls);
 
-    let c = dep.converge(&dep.spec(2, Some(EXTRA_PORT)), |shown| panic!("nothing to delete, yet asked about {shown:?}")).await.unwrap_or_else(|e| panic!("scale up: {e:#}"));
+    let c = dep.converge(&dep.spec(2, Some(EXTRA_PORT)), nothing_deleted).await.unwrap_or_else(|e| panic!("scale up: {e:#}"));
     assert_eq!(c.report.servers_created, std::slice::from_ref(&two));
     assert!(c.report.servers_deleted.is_empty() && c.report.firewall == "unchanged" && !c.report.key_created, "{:?}", c.report);
     let new_two = c.servers.iter().find(|s| s.name == two).expect("server 2 is back").id.0.clone();
@@ -645,7 +653,7 @@ async fn faults(dep: Deployment<'_>) {
         up_faults.push(fault("key registered, answer lost", Call::RegisterKey, Effect::LoseAnswer, fake.server_error()));
     }
     proxy.inject(up_faults);
-    let c = dep.converge(&dep.spec(2, None), |shown| panic!("nothing to delete, yet asked about {shown:?}")).await;
+    let c = dep.converge(&dep.spec(2, None), nothing_deleted).await;
     let c = c.unwrap_or_else(|e| panic!("converge under faults failed: {e:#}\n{}", proxy.log_text()));
     assert_eq!(proxy.unspent(), Vec::<String>::new(), "every fault was met:\n{}", proxy.log_text());
     proxy.clear();

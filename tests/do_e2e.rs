@@ -62,8 +62,17 @@ fn digitalocean_plan_up_converge_scale_and_down() {
     assert_eq!(plan["refreshed"], true, "{plan}");
     assert_eq!(plan["summary"]["add"], 5, "key, firewall, server, host firewall, service: {plan}");
 
+    // Without a terminal, `up` shows the plan and refuses to create billable resources unless --yes: exit 2,
+    // not one mutating request.
+    let seen = fake.request_lines().len();
+    let refused = dep.sfuctl(&fake, &["up"]).assert().code(2);
+    let err = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+    assert!(err.contains("+ server") && err.contains("+ firewall") && err.contains("Plan: 5 to add") && err.contains("sfuctl up --yes"), "{err}");
+    assert_eq!(mutating_since(&fake, seen), Vec::<String>::new());
+    assert!(fake.get("/_fake/state")["droplets"].as_array().unwrap().is_empty(), "nothing created without confirmation");
+
     // up: key, firewall by tag, droplet with cloud-init, wait, SSH deploy, health.
-    let up = json(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
+    let up = json(&dep.sfuctl(&fake, &["up", "--yes", "--output", "json"]).assert().success());
     assert_eq!(up["cloud"]["firewall"], "created", "{up}");
     assert_eq!(up["cloud"]["key_created"], true);
     assert_eq!(up["cloud"]["servers_created"], serde_json::json!([format!("sfuctl-{}-1", dep.name)]));
@@ -86,6 +95,9 @@ fn digitalocean_plan_up_converge_scale_and_down() {
     dep.sfuctl(&fake, &["up"]).assert().success().stdout(predicate::str::contains("No changes."));
     assert_eq!(mutating_since(&fake, seen), Vec::<String>::new());
     dep.sfuctl(&fake, &["plan"]).assert().success().stdout(predicate::str::contains("No changes."));
+    // A droplet is pinned by its ID: `ssh` hands OpenSSH that pin under a HostKeyAlias, and the exit code passes.
+    let server_name = format!("sfuctl-{}-1", dep.name);
+    dep.sfuctl(&fake, &["ssh"]).args([server_name.as_str(), "--", "exit", "4"]).assert().code(4);
 
     // (h) Someone deletes the media rule in the console: the audit names the cloud firewall, `up` puts it back.
     let fw = fake.get("/_fake/state")["firewalls"].as_array().unwrap().iter().find(|f| f["name"] == Value::from(format!("sfuctl-{}", dep.name))).unwrap().clone();
@@ -119,7 +131,7 @@ fn digitalocean_plan_up_converge_scale_and_down() {
 
     // count 1 -> 3 adds two; 3 -> 1 removes two, only after confirmation.
     dep.write_spec("42000-42999", 3);
-    let up = json(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
+    let up = json(&dep.sfuctl(&fake, &["up", "--yes", "--output", "json"]).assert().success());
     assert_eq!(up["cloud"]["servers_created"].as_array().unwrap().len(), 2, "{up}");
     assert_eq!(up["hosts"].as_array().unwrap().len(), 3);
     assert!(up["hosts"].as_array().unwrap().iter().all(|h| h["ok"] == true), "{up}");
@@ -155,14 +167,14 @@ fn a_failure_midway_is_continued_by_up_and_cleaned_by_down() {
     dep.write_spec("40000-40999", 1);
     // Every droplet create fails: the key and firewall exist by then.
     fake.fault(serde_json::json!({ "method": "POST", "path_regex": "^/v2/droplets$", "status": 422, "count": 1, "message": "Region is out of capacity" }));
-    let out = dep.sfuctl(&fake, &["up"]).assert().code(1);
+    let out = dep.sfuctl(&fake, &["up", "--yes"]).assert().code(1);
     let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert!(err.contains("Region is out of capacity") && err.contains("run `up` again"), "{err}");
     assert!(!err.contains(fake.token()), "the token never appears");
     let state: Value = serde_json::from_str(&std::fs::read_to_string(dep.dir.path().join(format!("state/{}.json", dep.name))).unwrap()).unwrap();
     assert!(state["resources"]["firewall"].is_string(), "the firewall's ID was saved the moment it existed: {state}");
     // A re-run continues where it stopped.
-    let up = json(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
+    let up = json(&dep.sfuctl(&fake, &["up", "--yes", "--output", "json"]).assert().success());
     assert_eq!(up["cloud"]["firewall"], "unchanged", "{up}");
     assert_eq!(up["cloud"]["servers_created"].as_array().unwrap().len(), 1);
     dep.sfuctl(&fake, &["down", "--yes"]).assert().success();
@@ -253,7 +265,7 @@ fn a_reused_address_is_first_contact_again_but_a_changed_key_on_the_same_server_
     dep.write_spec("40000-40999", 1);
     let state = || -> Value { serde_json::from_str(&std::fs::read_to_string(dep.dir.path().join(format!("state/{}.json", dep.name))).unwrap()).unwrap() };
 
-    let out = dep.sfuctl(&fake, &["up"]).assert().success();
+    let out = dep.sfuctl(&fake, &["up", "--yes"]).assert().success();
     assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("first contact"));
     let first_id = fake.get("/_fake/state")["droplets"][0]["id"].to_string();
     let pins = state()["host_keys"].clone();
@@ -264,7 +276,7 @@ fn a_reused_address_is_first_contact_again_but_a_changed_key_on_the_same_server_
 
     // A new droplet gets the same address, and the machine behind it has a new host key.
     host.restart_sshd_with_new_host_key();
-    let out = dep.sfuctl(&fake, &["up"]).assert().success();
+    let out = dep.sfuctl(&fake, &["up", "--yes"]).assert().success();
     let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert!(err.contains("first contact") && !err.contains("CHANGED"), "{err}");
     let second_id = fake.get("/_fake/state")["droplets"][0]["id"].to_string();

@@ -49,7 +49,7 @@ fn linode_plan_up_audit_status_converge_and_down() {
     assert_eq!(plan["summary"]["add"], 4, "firewall, server, host firewall, service (no key: it goes inline): {plan}");
 
     // up: firewall, instance with firewall_id + authorized_keys + user data, wait, SSH deploy, health, audit.
-    let up = json(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
+    let up = json(&dep.sfuctl(&fake, &["up", "--yes", "--output", "json"]).assert().success());
     assert_eq!(up["cloud"]["firewall"], "created", "{up}");
     assert_eq!(up["cloud"]["key_created"], false);
     assert_eq!(up["cloud"]["servers_created"], serde_json::json!([format!("sfuctl-{}-1", dep.name)]));
@@ -160,7 +160,10 @@ async fn twelve_instances_keep_to_the_create_limit() {
     let inputs = Inputs { spec: &spec, base_dir: std::path::Path::new("."), renderer: &renderer, secret: &secret, public_key: Some(key), timings: &timings, ledger, saved_ids: vec![] };
 
     let started = Instant::now();
-    let (servers, report) = converge(&provider, &inputs, |shown| panic!("nothing to delete, yet asked about {shown:?}")).await.unwrap_or_else(|e| panic!("{e:#}"));
+    let (servers, report) = converge(&provider, &inputs, |diff| {
+        assert!(diff.delete.is_empty() && diff.create.len() == 12, "asked about {diff:?}");
+        Ok(())
+    }).await.unwrap_or_else(|e| panic!("{e:#}"));
     let took = started.elapsed();
     // 12 creates at 10 per 30 s: the 11th may start no sooner than 30 s after the 1st.
     let creates = 12u32;

@@ -41,7 +41,7 @@ fn vultr_validate_plan_up_audit_status_and_down() {
     assert_eq!(plan["summary"]["add"], 5, "key, firewall group, instance, host firewall, service: {plan}");
 
     // up: key, group with the manifest's rules, instance with it at launch and cloud-init, wait, SSH deploy, health.
-    let up = json(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
+    let up = json(&dep.sfuctl(&fake, &["up", "--yes", "--output", "json"]).assert().success());
     assert_eq!(up["cloud"]["firewall"], "created", "{up}");
     assert_eq!(up["cloud"]["key_created"], true);
     assert_eq!(up["cloud"]["servers_created"], json!([format!("sfuctl-{}-1", dep.name)]));
@@ -96,7 +96,7 @@ fn vultr_validate_plan_up_audit_status_and_down() {
     fake.post("/_fake/config", &json!({ "lock_delay": 25 }));
     dep.write_spec("40000-40999", 2);
     let started = Instant::now();
-    let up = json(&dep.sfuctl(&fake, &["up", "--output", "json"]).assert().success());
+    let up = json(&dep.sfuctl(&fake, &["up", "--yes", "--output", "json"]).assert().success());
     assert_eq!(up["cloud"]["servers_created"].as_array().unwrap().len(), 1, "{up}");
     assert!(up["hosts"].as_array().unwrap().iter().all(|h| h["ok"] == true), "{up}");
     let state = fake.get("/_fake/state");

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::output::Output;
 use crate::engine::{self, Timings};
 use crate::provider::catalog::{self, ProviderData};
-use crate::commands::{base_dir, confirm, load_valid_spec, report_failures, timeouts};
+use crate::commands::{base_dir, confirm, load_valid_spec_quietly, report_failures, timeouts};
 use crate::deploy::{Deployment, down_host, for_each_host};
 use crate::error::{Exit, report};
 use crate::owner::Owner;
@@ -33,7 +33,7 @@ pub struct DownArgs {
 
 /// Runs `down`.
 pub async fn execute(args: &DownArgs, output: Output) -> Result<Exit> {
-    let loaded = load_valid_spec(&args.spec, FileCheck::Warn)?;
+    let loaded = load_valid_spec_quietly(&args.spec, FileCheck::Warn)?;
     let provider = catalog::require(&loaded.spec)?;
     // One run of a deployment at a time on this machine (`up` takes the same lock).
     let _lock = crate::state::DeploymentLock::acquire(&loaded.spec.name, crate::state::lock_timeout()).await?;

@@ -1,17 +1,25 @@
 //! One module per command: its logic, kept apart from the clap types in `cli.rs`.
 
 pub mod audit;
+pub mod completions;
 pub mod down;
+pub mod init;
+pub mod logs;
 pub mod plan;
 pub mod render;
+pub mod ssh;
 pub mod status;
 pub mod up;
 pub mod validate;
 
 pub use audit::AuditArgs;
+pub use completions::{CompletionsArgs, ManArgs};
 pub use down::DownArgs;
+pub use init::InitArgs;
+pub use logs::LogsArgs;
 pub use plan::PlanArgs;
 pub use render::RenderArgs;
+pub use ssh::SshArgs;
 pub use status::StatusArgs;
 pub use up::UpArgs;
 pub use validate::SpecArgs;
@@ -29,9 +37,22 @@ use crate::spec::{Diagnostic, FileCheck, Findings, LoadedSpec, Spec};
 
 /// Loads a spec and validates it: warnings are printed to stderr, errors become one exit-2 error listing them all.
 pub fn load_valid_spec(path: &Path, files: FileCheck) -> Result<LoadedSpec> {
+    load_checked(path, files, true)
+}
+
+/// Loads a spec and validates it like [`load_valid_spec`], without printing its warnings: for `down`, which
+/// removes a deployment, where advice about the spec (an SSH range, a small media range) is beside the point and
+/// was shown by every command before it.
+pub fn load_valid_spec_quietly(path: &Path, files: FileCheck) -> Result<LoadedSpec> {
+    load_checked(path, files, false)
+}
+
+fn load_checked(path: &Path, files: FileCheck, show_warnings: bool) -> Result<LoadedSpec> {
     let loaded = Spec::load(path)?;
     let findings = loaded.spec.validate(&loaded.source, base_dir(path), files);
-    print_warnings(path, &findings);
+    if show_warnings {
+        print_warnings(path, &findings);
+    }
     if !findings.errors.is_empty() {
         return Err(invalid_spec(path, &findings.errors).into());
     }
@@ -89,6 +110,30 @@ pub fn confirm(yes: bool, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Shows what `up` is about to create or destroy in the cloud (the plan's text) and asks for `yes` on the
+/// terminal, like `terraform apply`; `yes` (the `--yes` flag) skips the question. Without a terminal and without
+/// `--yes`, refuses: exit 2, nothing created or deleted.
+pub fn confirm_cloud_changes(yes: bool, plan_text: &str) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    eprint!("{plan_text}");
+    if !std::io::stdin().is_terminal() {
+        return Err(UserError::input("refusing to create or delete cloud resources without confirmation: there is no terminal to ask")
+            .hint("check the plan above (or `sfuctl plan`), then run `sfuctl up --yes`")
+            .into());
+    }
+    eprint!("\nDo you want to perform these actions? Only 'yes' will be accepted to confirm.\n  Enter a value: ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        return Err(UserError::input("cancelled: nothing was created or deleted").into());
+    }
+    Ok(())
+}
+
 /// The timeouts from the command line (seconds), with the defaults for what is not given.
 pub fn timeouts(connect: Option<u64>, health: Option<u64>) -> Timeouts {
     let default = Timeouts::default();
@@ -109,4 +154,29 @@ pub fn report_failures<T>(results: &[(HostTarget, Result<T>)]) -> Result<Exit> {
         }
     }
     Ok(if failed { Exit::Failed } else { Exit::Success })
+}
+
+/// The one host a command acts on: the one named (by name or address), or the only one there is.
+pub fn pick_host(spec: &Spec, hosts: &[HostTarget], wanted: Option<&str>) -> Result<HostTarget> {
+    let names = || hosts.iter().map(|h| format!("{} ({})", h.name, h.address)).collect::<Vec<_>>().join(", ");
+    if hosts.is_empty() {
+        return Err(UserError::failed(format!("deployment `{}` has no hosts: nothing is deployed", spec.name)).hint("run `sfuctl up` first").into());
+    }
+    match wanted {
+        Some(w) => hosts.iter().find(|h| h.name == w || h.address == w).cloned().ok_or_else(|| {
+            UserError::input(format!("deployment `{}` has no host `{w}`", spec.name)).hint(format!("name one of: {}", names())).into()
+        }),
+        None if hosts.len() == 1 => Ok(hosts[0].clone()),
+        None => Err(UserError::input(format!("deployment `{}` has {} hosts: say which one", spec.name, hosts.len())).hint(format!("name one of: {}", names())).into()),
+    }
+}
+
+/// Writes `bytes` to stdout; a reader that stopped early (`| head`) is not an error.
+pub fn print_stdout(bytes: &[u8], what: &str) -> Result<Exit> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(UserError::failed(format!("cannot print {what}")).caused_by(e).into()),
+        _ => Ok(Exit::Success),
+    }
 }

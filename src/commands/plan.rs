@@ -78,11 +78,7 @@ pub async fn execute(args: &PlanArgs, output: Output) -> Result<Exit> {
     if refreshed && public_key.is_none() {
         diff.create_key = false;
     }
-    let mut resources = diff.changes(spec, data, &owner, base);
-    for i in &diff.create {
-        let host = HostTarget::new(owner.server_name(*i), "(known after create)");
-        resources.extend(host_changes(spec, &spec.manifest(), &host));
-    }
+    let mut resources = diff.changes_with_new_hosts(spec, data, &owner, base);
 
     // Hosts sfuctl deployed to are inspected (one read-only round trip each), so a converged deployment says "No
     // changes" and --detailed-exitcode finds drift. A server found by the owner tag is sfuctl's; an existing host

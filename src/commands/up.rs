@@ -11,12 +11,14 @@ use clap::Args;
 use serde_json::json;
 
 use crate::artifact::Artifact;
+use crate::owner::Owner;
+use crate::plan::Plan;
 use crate::output::Output;
 use crate::audit_all;
 use crate::engine::{self, Timings};
 use crate::provider::catalog::{self, ProviderData};
 use crate::audit::AuditOptions;
-use crate::commands::{base_dir, confirm, load_valid_spec, report_failures, timeouts};
+use crate::commands::{base_dir, confirm_cloud_changes, load_valid_spec, report_failures, timeouts};
 use crate::audit::HostAudit;
 use crate::deploy::{Deployment, HostOutcome, for_each_host, up_host};
 use crate::engine::CloudReport;
@@ -40,7 +42,8 @@ pub struct UpArgs {
     /// Seconds to wait for the service to become healthy [default: 60].
     #[arg(long, value_name = "SECONDS")]
     pub health_timeout: Option<u64>,
-    /// Do not ask before deleting servers the spec no longer wants (a lower `count`).
+    /// Do not ask before creating or deleting cloud resources (servers, firewall, SSH key). Without a terminal,
+    /// needed whenever `up` would do so; a run that changes no cloud resource never asks.
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Skip the audit that ends `up` (it fails `up` with exit 3 when a check fails).
@@ -73,9 +76,8 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     let dep = Deployment::new(spec, base, timeouts(args.connect_timeout, args.health_timeout))?;
     check_secret_unchanged(&dep, &secret, args.rotate_secret)?;
     let yes = args.yes;
-    let (hosts, cloud) = engine::apply(&dep, Arc::clone(&provider), &renderer, &secret, &Timings::default(), |extra| {
-        let names: Vec<String> = extra.iter().map(|s| format!("{} ({})", s.name, s.id)).collect();
-        confirm(yes, &format!("sfuctl will delete {} server(s) the spec no longer wants: {}", extra.len(), names.join(", ")))
+    let (hosts, cloud) = engine::apply(&dep, Arc::clone(&provider), &renderer, &secret, &Timings::default(), |diff| {
+        confirm_cloud_changes(yes, &cloud_plan(&dep.spec, base, diff).to_text())
     })
     .await?;
     let cloud_seconds = started.elapsed().as_secs_f64();
@@ -108,6 +110,14 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     let report = UpReport { cloud, results, audit, seconds };
     output.emit(&report.to_json(), || report.to_text())?;
     report.exit()
+}
+
+/// What `up` is about to do in the cloud, as `plan` would show it (the same diff and the same text).
+fn cloud_plan(spec: &crate::spec::Spec, base: &std::path::Path, diff: &engine::Diff) -> Plan {
+    let data = ProviderData::get(spec.provider.kind);
+    let owner = Owner::new(&spec.name);
+    let note = format!("sfuctl will create or delete cloud resources on {} for deployment `{}`.", data.title, spec.name);
+    Plan::new(spec, vec![note], diff.changes_with_new_hosts(spec, data, &owner, base), true)
 }
 
 /// The shared secret from `$SFUCTL_SECRET` (or `sfu.secret_env`): required by kinds that use one, else empty.
@@ -225,7 +235,10 @@ impl UpReport {
             out.push_str(&format!("{} ({}): {}\n  healthy: {}\n", o.name, o.address, parts.join("; "), o.health.join("; ")));
         }
         if deployed.len() == self.results.len() && !self.changed() {
-            out.push_str(&format!("No changes. {} host(s) already match the spec.\n", deployed.len()));
+            // When the audit fails, the one message saying so (on stderr, from `exit`) also says nothing changed.
+            if !self.audit_failed() {
+                out.push_str(&format!("No changes. {} host(s) already match the spec.\n", deployed.len()));
+            }
         } else {
             out.push_str(&format!("Up: {} host(s) deployed, {} failed.\n", deployed.len(), self.results.len() - deployed.len()));
         }
@@ -235,16 +248,35 @@ impl UpReport {
         out
     }
 
+    /// Whether the audit that ended `up` found a failing check.
+    fn audit_failed(&self) -> bool {
+        self.audit.as_ref().is_some_and(|a| audit_all::exit_of(a) == Exit::CheckFailed)
+    }
+
+    /// The one message (for stderr) saying what `up` did when the audit that ended it failed.
+    fn audit_failure(&self) -> Option<String> {
+        if !self.audit_failed() {
+            return None;
+        }
+        let what = if self.changed() {
+            format!("deployed to {} host(s)", self.results.len())
+        } else {
+            format!("no changes: {} host(s) already match the spec", self.results.len())
+        };
+        Some(format!(
+            "error: {what}, but the audit found a failing check: media will not flow (see the audit above)\nhint: fix the layer the audit names (its hint says how), then run `sfuctl up` again, or `sfuctl audit` to re-check"
+        ))
+    }
+
     /// 1 when a host failed (each error printed), else the audit's exit code.
     fn exit(&self) -> Result<Exit> {
         let deployed = report_failures(&self.results)?;
         match (&self.audit, deployed) {
             (Some(audit), Exit::Success) => {
-                let exit = audit_all::exit_of(audit);
-                if exit == Exit::CheckFailed {
-                    eprintln!("error: deployed, but the audit found a failing check: media will not flow (see above)\nhint: fix the named layer and run `sfuctl up` again, or `sfuctl audit` to re-check");
+                if let Some(message) = self.audit_failure() {
+                    eprintln!("{message}");
                 }
-                Ok(exit)
+                Ok(audit_all::exit_of(audit))
             }
             (_, exit) => Ok(exit),
         }
@@ -257,5 +289,48 @@ fn human_bytes(n: u64) -> String {
         0..1_000 => format!("{n} B"),
         1_000..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
         _ => format!("{:.1} MB", n as f64 / 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Check, Status};
+
+    fn report(audit_status: Status) -> UpReport {
+        let host = HostTarget::new("sfuctl-t-1", "203.0.113.9");
+        let outcome = HostOutcome {
+            name: host.name.clone(),
+            address: host.address.clone(),
+            manager: crate::service::Manager::Systemd,
+            artifact_bytes: 0,
+            file_bytes: 0,
+            changed: Vec::new(),
+            host_firewall: "unchanged",
+            service: "unchanged",
+            health: vec!["service active (systemd)".into()],
+            installed: Default::default(),
+            seconds: Default::default(),
+            session: None,
+        };
+        let check = Check { id: "service", status: audit_status, detail: "sfuctl-t inactive".into(), hint: None };
+        let audit = HostAudit { name: host.name.clone(), address: host.address.clone(), checks: vec![check], cause: (audit_status == Status::Fail).then_some("service") };
+        UpReport { cloud: None, results: vec![(host.clone(), Ok(outcome))], audit: Some(vec![(host, Ok(audit))]), seconds: json!({}) }
+    }
+
+    #[test]
+    fn an_unchanged_deployment_that_fails_its_audit_says_so_once() {
+        let failed = report(Status::Fail);
+        assert!(!failed.to_text().contains("No changes"), "{}", failed.to_text());
+        let message = failed.audit_failure().expect("a failing audit has a message");
+        assert!(message.starts_with("error: no changes: 1 host(s) already match the spec, but the audit found a failing check"), "{message}");
+        assert!(!message.contains("deployed"), "{message}");
+    }
+
+    #[test]
+    fn an_unchanged_deployment_that_passes_says_no_changes() {
+        let passed = report(Status::Pass);
+        assert!(passed.to_text().contains("No changes. 1 host(s) already match the spec."), "{}", passed.to_text());
+        assert!(passed.audit_failure().is_none());
     }
 }

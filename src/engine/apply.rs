@@ -2,7 +2,8 @@
 //! until every server runs with a public address, the firewall is applied and SSH answers.
 //!
 //! Order: SSH key, firewall (so no server is ever exposed without it), servers (created concurrently within the
-//! provider's create pacing), deletes of servers the spec no longer wants (after confirmation), then the waits.
+//! provider's create pacing), deletes of servers the spec no longer wants, then the waits; nothing is created or destroyed before `confirm`
+//! accepts the diff.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -100,7 +101,7 @@ pub async fn apply(
     renderer: &Renderer,
     secret: &Secret,
     timings: &Timings,
-    confirm: impl FnOnce(&[Server]) -> Result<()>,
+    confirm: impl FnOnce(&Diff) -> Result<()>,
 ) -> Result<(Vec<HostTarget>, CloudReport)> {
     let spec = &dep.spec;
     let data = ProviderData::get(spec.provider.kind);
@@ -152,16 +153,17 @@ pub struct Inputs<'a> {
     pub saved_ids: Vec<String>,
 }
 
-/// Makes the key, firewall and servers the spec wants, deletes extra servers (`confirm` is asked first) and waits
-/// until every server runs with a public address and the firewall is applied. Returns the servers, in index order.
-pub async fn converge(provider: &Arc<dyn Provider>, inputs: &Inputs<'_>, confirm: impl FnOnce(&[Server]) -> Result<()>) -> Result<(Vec<Server>, CloudReport)> {
+/// Makes the key, firewall and servers the spec wants, deletes extra servers and waits
+/// until every server runs with a public address and the firewall is applied; `confirm` is asked first whenever
+/// something would be created or destroyed ([`Diff::creates_or_destroys`]). Returns the servers, in index order.
+pub async fn converge(provider: &Arc<dyn Provider>, inputs: &Inputs<'_>, confirm: impl FnOnce(&Diff) -> Result<()>) -> Result<(Vec<Server>, CloudReport)> {
     let spec = inputs.spec;
     let data = ProviderData::get(spec.provider.kind);
     let owner = Owner::new(&spec.name);
     let current = refresh_with(provider.as_ref(), data, &owner, inputs.public_key.as_deref(), &inputs.saved_ids).await?;
     let diff = Diff::new(spec, data, &owner, &current);
-    if !diff.delete.is_empty() {
-        confirm(&diff.delete)?;
+    if diff.creates_or_destroys() {
+        confirm(&diff)?;
     }
     let mut report = CloudReport { firewall: "unchanged", ..CloudReport::default() };
     if !data.creates_servers() {

@@ -77,6 +77,23 @@ impl Diff {
         !self.create_key && matches!(self.firewall, FirewallChange::Keep) && self.create.is_empty() && self.delete.is_empty() && self.duplicates.is_empty()
     }
 
+    /// Whether cloud resources would be created or destroyed (a server, the firewall, the SSH key): what `up` asks
+    /// about first. Changing a firewall's rules and removing sfuctl's own duplicates of a server it keeps are not.
+    pub fn creates_or_destroys(&self) -> bool {
+        self.create_key || matches!(self.firewall, FirewallChange::Create) || !self.create.is_empty() || !self.delete.is_empty()
+    }
+
+    /// The cloud changes and, for every server to be created, what it will get there: what `plan` shows, and what
+    /// `up` shows before asking.
+    pub fn changes_with_new_hosts(&self, spec: &Spec, data: &ProviderData, owner: &Owner, base_dir: &Path) -> Vec<Change> {
+        let mut out = self.changes(spec, data, owner, base_dir);
+        for i in &self.create {
+            let host = crate::render::HostTarget::new(owner.server_name(*i), "(known after create)");
+            out.extend(crate::plan::host_changes(spec, &spec.manifest(), &host));
+        }
+        out
+    }
+
     /// The cloud changes as plan entries, in the order `up` makes them.
     pub fn changes(&self, spec: &Spec, data: &ProviderData, owner: &Owner, base_dir: &Path) -> Vec<Change> {
         let mut out = Vec::new();

@@ -87,6 +87,19 @@ async fn creates_everything_then_converges_with_no_change() {
 }
 
 #[tokio::test]
+async fn creating_asks_first_and_a_converged_run_never_asks() {
+    let fake = Arc::new(Fake::default());
+    let provider: Arc<dyn Provider> = fake.clone();
+    let refused = Run::new().converge(&provider, &spec(1), false).await.unwrap_err();
+    assert!(refused.to_string().contains("not confirmed"));
+    assert!(mutating(&fake.calls()).is_empty(), "nothing is created without confirmation: {:?}", fake.calls());
+    Run::new().converge(&provider, &spec(1), true).await.unwrap();
+    let (servers, report) = Run::new().converge(&provider, &spec(1), false).await.expect("a converged run is not asked");
+    assert_eq!(servers.len(), 1);
+    assert!(!report.changed(), "{report:?}");
+}
+
+#[tokio::test]
 async fn scaling_down_asks_first_and_deletes_the_highest_index() {
     let fake = Arc::new(Fake::default());
     let provider: Arc<dyn Provider> = fake.clone();
