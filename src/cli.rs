@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand};
 
 use crate::commands::{self, AuditArgs, DownArgs, PlanArgs, RenderArgs, SpecArgs, StatusArgs, UpArgs};
 use crate::error::{self, Exit};
@@ -30,6 +30,13 @@ pub struct Cli {
     /// How to print results: human-readable text, or JSON for scripts. Progress and warnings always go to stderr.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+
+    /// Show what sfuctl does, on stderr: -v every API request (method, path, status, time) and every SSH command
+    /// run on a host; -vv also request bodies, whole commands and uploads (path, size). Tokens, signatures,
+    /// passwords, shared secrets and private keys are always redacted. `SFUCTL_LOG` sets the same per area, in
+    /// the style of RUST_LOG: `info`, `debug`, or `http=debug,ssh=info`.
+    #[arg(long, short = 'v', global = true, action = ArgAction::Count)]
+    pub verbose: u8,
 
     /// The command to run.
     #[command(subcommand)]
@@ -86,6 +93,9 @@ pub fn main() -> ExitCode {
             return if e.use_stderr() { Exit::BadInput.into() } else { Exit::Success.into() };
         }
     };
+    for unknown in crate::log::init(cli.verbose) {
+        error::warn(format!("SFUCTL_LOG: `{unknown}` is not understood (use off, info or debug, optionally per area: http=debug,ssh=info)"));
+    }
     let result = match &cli.command {
         Command::Validate(args) => commands::validate::execute(args, cli.output),
         Command::Plan(args) => block_on(commands::plan::execute(args, cli.output)),

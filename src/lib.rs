@@ -12,6 +12,7 @@ pub mod deploy;
 pub mod engine;
 pub mod error;
 pub mod locate;
+pub mod log;
 pub mod nft_eval;
 pub mod output;
 pub mod owner;

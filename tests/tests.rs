@@ -17,3 +17,4 @@ mod vultr_e2e;
 mod conformance;
 mod linode_provider;
 mod linode_e2e;
+mod verbosity;
