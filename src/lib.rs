@@ -20,6 +20,7 @@ pub mod plan;
 pub mod port_range;
 pub mod health;
 pub mod ports;
+pub mod range_map;
 pub mod probe;
 pub mod remote;
 pub mod render;

@@ -18,3 +18,4 @@ mod conformance;
 mod linode_provider;
 mod linode_e2e;
 mod verbosity;
+mod audit_ranges;
