@@ -192,23 +192,23 @@ pub fn redact(text: &str) -> String {
 /// A request or form body for the log: JSON and `key=value&…` forms lose the values of secret fields (see
 /// [`secret_field`]); anything else is shown as its size only. Registered secrets are removed by [`log`] too.
 pub fn body(content_type: &str, bytes: &[u8]) -> String {
-    if content_type.contains("json") {
-        if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes) {
-            redact_json(&mut value);
-            return value.to_string();
-        }
+    if content_type.contains("json")
+        && let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes)
+    {
+        redact_json(&mut value);
+        return value.to_string();
     }
-    if content_type.contains("x-www-form-urlencoded") {
-        if let Ok(text) = std::str::from_utf8(bytes) {
-            return text
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if secret_field(k) => format!("{k}=[redacted]"),
-                    _ => pair.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join("&");
-        }
+    if content_type.contains("x-www-form-urlencoded")
+        && let Ok(text) = std::str::from_utf8(bytes)
+    {
+        return text
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if secret_field(k) => format!("{k}=[redacted]"),
+                _ => pair.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&");
     }
     format!("({} bytes of {content_type})", bytes.len())
 }
