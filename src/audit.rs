@@ -369,8 +369,8 @@ fn service(dep: &Arc<Deployment>, session: &Session, gathered: &str) -> Check {
     let id = "service";
     let (state, bound) = (ServiceState::parse(gathered), crate::health::bound_ports(gathered));
     let name = service_name(&dep.spec);
-    if state.state != "active" {
-        return check(id, Status::Fail, format!("{name} is {} ({})", state.state, session.facts.manager.as_str()), Some("see its log on the host; `sfuctl up` starts it".into()));
+    if !state.running() {
+        return check(id, Status::Fail, format!("{name} is {} ({})", state.summary, session.facts.manager.as_str()), Some("see its log on the host; `sfuctl up` starts it".into()));
     }
     let missing = crate::health::missing_ports(&dep.manifest, &bound);
     if !missing.is_empty() {
@@ -378,7 +378,7 @@ fn service(dep: &Arc<Deployment>, session: &Session, gathered: &str) -> Check {
     }
     let expected: Vec<String> = crate::health::expected_ports(&dep.manifest).iter().map(|(p, n)| format!("{p} {n}")).collect();
     let bound_text = if expected.is_empty() { String::new() } else { format!("; bound {}", expected.join(", ")) };
-    check(id, Status::Pass, format!("{name} active ({}){bound_text}", session.facts.manager.as_str()), None)
+    check(id, Status::Pass, format!("{name} {} ({}){bound_text}", state.summary, session.facts.manager.as_str()), None)
 }
 
 /// What a config file says: the announced address, the listen address and the media range.

@@ -66,6 +66,13 @@ pub enum Command {
     /// changed key is refused.
     Up(UpArgs),
     /// Show what runs where: per host the service's state and since when, the artifact, the ports bound.
+    ///
+    /// The state is the same phrase the audit's service check uses: `active`, `crash-looping: restarted 4 times,
+    /// last exit status 127`, `inactive`, `not deployed` (after `down`). Below each host, the host firewall: sfuctl's
+    /// nftables table, what it lets in and how many packets it dropped.
+    ///
+    /// Exit codes: 0 every service runs; 3 a service is not running (crash-looping, stopped, failed) or nothing is
+    /// deployed; 1 a host could not be asked (SSH, API); 2 bad input.
     Status(StatusArgs),
     /// Prove every layer from outside and name the one that breaks media, per host.
     ///

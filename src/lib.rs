@@ -14,6 +14,7 @@ pub mod error;
 pub mod locate;
 pub mod log;
 pub mod nft_eval;
+pub mod nft_summary;
 pub mod output;
 pub mod owner;
 pub mod plan;

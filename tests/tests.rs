@@ -19,3 +19,4 @@ mod linode_provider;
 mod linode_e2e;
 mod verbosity;
 mod audit_ranges;
+mod service_truth;
