@@ -86,3 +86,53 @@ fn a_running_service_exits_0_and_shows_its_firewall() {
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stdout));
     dep.sfuctl(&["down", "--yes"]).assert().success();
 }
+
+/// The same crash loop under systemd, on a fresh VM: systemd counts the restarts (NRestarts) and keeps the last
+/// exit status (ExecMainStatus) while the unit waits to start again.
+#[test]
+fn a_crash_loop_under_systemd_on_a_fresh_vm_is_told_alike_by_status_and_audit() {
+    use crate::support::freshvm::{Vm, keypair, require_testbed};
+    require_testbed();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keypair(dir.path());
+    let vm = Vm::start("truth", "root", &key);
+    let name = format!("truth-vm-{}", std::process::id() % 10000);
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: {name}\nprovider:\n  kind: ssh\n  hosts:\n    - {{ name: media-1, address: {} }}\nssh:\n  private_key: {}\n  allow_from: [10.200.0.0/16]\nsfu:\n{CRASHING}",
+            vm.address(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let sfuctl = |args: &[&str]| {
+        let mut cmd = crate::support::cli::sfuctl(&dir.path().join("home"));
+        cmd.env("SFUCTL_STATE_DIR", dir.path().join("state")).args(args).arg(&spec);
+        cmd.output().unwrap()
+    };
+    let up = sfuctl(&["up", "--health-timeout", "8"]);
+    assert_eq!(up.status.code(), Some(1), "never healthy: {}", String::from_utf8_lossy(&up.stderr));
+
+    let status = eventually(|| {
+        let out = sfuctl(&["status"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (out.status.code() == Some(3) && crash_loop(&text), format!("exit {:?}\n{text}{}", out.status.code(), String::from_utf8_lossy(&out.stderr)))
+    });
+    assert!(status.contains("(systemd)") && status.contains("host firewall: table inet sfuctl_"), "{status}");
+    eventually(|| {
+        let out = sfuctl(&["audit", "--output", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let service = v["hosts"][0]["checks"].as_array().and_then(|c| c.iter().find(|c| c["id"] == "service").cloned()).unwrap_or_default();
+        let detail = service["detail"].as_str().unwrap_or("").to_string();
+        (out.status.code() == Some(3) && crash_loop(&detail) && detail.contains("(systemd)"), format!("exit {:?}: {service}", out.status.code()))
+    });
+
+    let down = sfuctl(&["down", "--yes"]);
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    let out = sfuctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("not deployed") && !text.contains("inactive"), "{text}");
+}
