@@ -20,3 +20,4 @@ mod linode_e2e;
 mod verbosity;
 mod audit_ranges;
 mod service_truth;
+mod secrets_never_leak;

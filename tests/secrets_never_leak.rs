@@ -1,0 +1,114 @@
+//! Secrets never leak (issue 14): every command (validate, plan, render, up, status, audit, down) at the highest
+//! verbosity against the DigitalOcean fake, whose droplet is a real namespace host reached over SSH. With a known
+//! API token, a known shared secret and the SSH private key, none of their texts may appear in stdout, stderr, the
+//! state files or any rendered file but the secret's own destination (coturn's config); the state is private
+//! (files 0600, directories 0700). The log must really have run: API requests and SSH commands are in stderr.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::support::cli::require_tool;
+use crate::support::cloud_deployment::CloudDeployment;
+use crate::support::do_fake::DoFake;
+use crate::support::netns::TestHost;
+
+/// The shared secret `CloudDeployment::sfuctl` exports.
+const SHARED_SECRET: &str = "cloud-e2e-secret-0123456789abcdef0123456789abcdef";
+
+/// Every file under `dir`, with the directories on the way.
+fn walk(dir: &Path, files: &mut Vec<PathBuf>, dirs: &mut Vec<PathBuf>) {
+    dirs.push(dir.to_path_buf());
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            walk(&path, files, dirs);
+        } else {
+            files.push(path);
+        }
+    }
+}
+
+/// The texts that must never show: the token, the shared secret, and each base64 line of the private key.
+fn secrets(token: &str, key: &Path) -> Vec<(String, String)> {
+    let mut out = vec![("the API token".to_string(), token.to_string()), ("the shared secret".to_string(), SHARED_SECRET.to_string())];
+    let pem = std::fs::read_to_string(key).unwrap();
+    for (i, line) in pem.lines().filter(|l| !l.starts_with("-----") && l.len() >= 16).enumerate() {
+        out.push((format!("line {} of the SSH private key", i + 1), line.to_string()));
+    }
+    assert!(out.len() > 3, "the private key has base64 lines: {pem}");
+    out
+}
+
+fn assert_clean(what: &str, text: &str, secrets: &[(String, String)]) {
+    for (name, value) in secrets {
+        assert!(!text.contains(value.as_str()), "{name} appears in {what}:\n{text}");
+    }
+}
+
+#[test]
+fn every_command_at_the_highest_verbosity_shows_no_secret() {
+    require_tool("turnserver", "coturn");
+    let host = TestHost::start("leak");
+    let fake = DoFake::start_with(&["--address-pool", &host.address(), "--boot-delay", "1"]);
+    let dep = CloudDeployment::new("leak", &host, &[&host], "  kind: digitalocean\n  region: fra1\n  size: s-1vcpu-1gb\n");
+    dep.write_spec("40000-40099", 1);
+    let secrets = secrets(fake.token(), &dep.key);
+    let rendered = tempfile::tempdir().unwrap();
+    let out_dir = rendered.path().join("out");
+    let out_arg = out_dir.to_str().unwrap();
+
+    let runs: Vec<Vec<&str>> = vec![
+        vec!["-vv", "validate"],
+        vec!["-vv", "plan"],
+        vec!["-vv", "render", "--out", out_arg, "--address", "203.0.113.5"],
+        vec!["-vv", "up", "--yes"],
+        vec!["-vv", "status"],
+        vec!["-vv", "audit", "--probe-timeout-ms", "4000"],
+        vec!["-vv", "--output", "json", "status"],
+        vec!["-vv", "down", "--yes"],
+    ];
+    let mut all_stderr = String::new();
+    for args in &runs {
+        let out = dep.sfuctl(&fake, args).output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let expected_ok = args.contains(&"status") && args.contains(&"--output") || !args.contains(&"status");
+        if expected_ok {
+            assert_eq!(out.status.code(), Some(0), "sfuctl {args:?}:\n{stdout}\n{stderr}");
+        }
+        assert_clean(&format!("the stdout of sfuctl {args:?}"), &stdout, &secrets);
+        assert_clean(&format!("the stderr of sfuctl {args:?}"), &stderr, &secrets);
+        all_stderr.push_str(&stderr);
+    }
+
+    // The log ran: API requests with status and time, request bodies, SSH commands and uploads.
+    for shown in ["http: GET /v2/droplets?", "http: POST /v2/droplets body: {", "-> 201 (", "ssh: root@", ": run\n", "upload /opt/sfuctl/", "bytes sent", "http: DELETE /v2/droplets/"] {
+        assert!(all_stderr.contains(shown), "`{shown}` is not in the -vv log:\n{all_stderr}");
+    }
+    assert!(!all_stderr.to_ascii_lowercase().contains("bearer "), "no Authorization header is logged");
+
+    // The state: private, and free of secrets.
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    walk(&dep.dir.path().join("state"), &mut files, &mut dirs);
+    assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "json")), "a state file was written: {files:?}");
+    for file in &files {
+        assert_eq!(std::fs::metadata(file).unwrap().permissions().mode() & 0o777, 0o600, "{}", file.display());
+        assert_clean(&file.display().to_string(), &std::fs::read_to_string(file).unwrap_or_default(), &secrets);
+    }
+    for dir in &dirs {
+        assert_eq!(std::fs::metadata(dir).unwrap().permissions().mode() & 0o777, 0o700, "{}", dir.display());
+    }
+
+    // Rendered files: the shared secret only in coturn's config, nothing else anywhere.
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    walk(&out_dir, &mut files, &mut dirs);
+    let mut holders = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if text.contains(SHARED_SECRET) {
+            holders.push(file.file_name().unwrap().to_string_lossy().to_string());
+        }
+        let others: Vec<(String, String)> = secrets.iter().filter(|(_, v)| v != SHARED_SECRET).cloned().collect();
+        assert_clean(&file.display().to_string(), &text, &others);
+    }
+    assert_eq!(holders, ["turnserver.conf"], "the shared secret is in its own destination and nowhere else");
+}
