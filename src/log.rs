@@ -229,16 +229,18 @@ fn redact_json(value: &mut serde_json::Value) {
     }
 }
 
-/// A command for an `-v` line: its first line, cut at 160 characters, with how much more there is.
+/// A command for an `-v` line: the script inside sfuctl's `sh -c '…'` wrapper (with or without `sudo -n`), its
+/// first line that does something (not `set -e`), cut at 160 characters, with how many lines there are besides.
 pub fn one_line(cmd: &str) -> String {
-    let lines = cmd.lines().count();
-    let first = cmd.lines().next().unwrap_or("");
+    let inner = ["sudo -n sh -c '", "sh -c '"].iter().find_map(|p| cmd.strip_prefix(p)).map(|rest| rest.strip_suffix('\'').unwrap_or(rest)).unwrap_or(cmd);
+    let lines: Vec<&str> = inner.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let first = lines.iter().find(|l| **l != "set -e").copied().unwrap_or("");
     let mut short: String = first.chars().take(160).collect();
     if short.len() < first.len() {
         short.push('…');
     }
-    if lines > 1 {
-        short.push_str(&format!(" (+{} lines)", lines - 1));
+    if lines.len() > 1 {
+        short.push_str(&format!(" (+{} lines)", lines.len() - 1));
     }
     short
 }
@@ -278,7 +280,8 @@ mod tests {
 
     #[test]
     fn commands_shorten_to_one_line() {
-        assert_eq!(one_line("set -e\nsystemctl restart x\n"), "set -e (+1 lines)");
+        assert_eq!(one_line("set -e\nsystemctl restart x\n"), "systemctl restart x (+1 lines)");
+        assert_eq!(one_line("sudo -n sh -c 'set -e\nmkdir -p /opt/x\nchown a /opt/x'"), "mkdir -p /opt/x (+2 lines)");
         assert_eq!(one_line("echo hi"), "echo hi");
     }
 }
