@@ -370,7 +370,12 @@ fn service(dep: &Arc<Deployment>, session: &Session, gathered: &str) -> Check {
     let (state, bound) = (ServiceState::parse(gathered), crate::health::bound_ports(gathered));
     let name = service_name(&dep.spec);
     if !state.running() {
-        return check(id, Status::Fail, format!("{name} is {} ({})", state.summary, session.facts.manager.as_str()), Some("see its log on the host; `sfuctl up` starts it".into()));
+        let scripts = ServiceScripts { manager: session.facts.manager, name: &name, layout: &dep.layout, run_as: "" };
+        let hint = match state.state.as_str() {
+            "not deployed" => "`sfuctl up` deploys it".to_string(),
+            _ => format!("see its log on the host (`{}`); `sfuctl up` starts it", scripts.logs(50)),
+        };
+        return check(id, Status::Fail, format!("{name} is {} ({})", state.summary, session.facts.manager.as_str()), Some(hint));
     }
     let missing = crate::health::missing_ports(&dep.manifest, &bound);
     if !missing.is_empty() {

@@ -54,7 +54,7 @@ fn a_crash_loop_under_the_supervisor_is_told_alike_by_status_and_audit() {
         let detail = service["detail"].as_str().unwrap_or("").to_string();
         (out.status.code() == Some(3) && service["status"] == "fail" && crash_loop(&detail), format!("exit {:?}: {service}", out.status.code()))
     });
-    assert!(audit.contains("(supervisor)"), "{audit}");
+    assert!(audit.contains("(supervisor)") && audit.contains("service.log"), "the hint names the log: {audit}");
 
     let json = dep.sfuctl(&["status", "--output", "json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
