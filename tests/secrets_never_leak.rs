@@ -136,3 +136,33 @@ fn the_generated_linode_root_password_is_redacted_in_the_request_log() {
     let create = stderr.lines().find(|l| l.contains("http: POST /v4/linode/instances body:")).unwrap_or_else(|| panic!("the create request is logged:\n{stderr}"));
     assert!(create.contains(r#""root_pass":"[redacted]""#), "{create}");
 }
+
+/// AWS signs every request (SigV4): neither the secret access key nor a signature (the `Authorization` header, an
+/// `X-Amz-Signature`) may show at -vv, and RunInstances' form body loses its `UserData`.
+#[test]
+fn aws_signatures_and_the_secret_key_never_show() {
+    use crate::support::moto::Moto;
+    require_tool("turnserver", "coturn");
+    let host = TestHost::start("leak-aws");
+    let moto = Moto::start_with_auth(&["--address-pool", &host.address(), "--pool-exhausted-status", "400"]);
+    let dep = CloudDeployment::new("leak-aws", &host, &[&host], "  kind: aws\n  region: us-east-1\n  size: c6i.large\n");
+    dep.write_spec("40000-40099", 1);
+    // The namespace host takes root, not the image's default login.
+    let spec = std::fs::read_to_string(dep.spec()).unwrap().replace("ssh:\n", "ssh:\n  user: root\n");
+    std::fs::write(dep.spec(), spec).unwrap();
+    let mut secrets = secrets(moto.secret_key(), &dep.key);
+    secrets[0].0 = "the AWS secret access key".into();
+    let mut stderr = String::new();
+    for args in [&["-vv", "up", "--yes", "--no-audit"][..], &["-vv", "status"], &["-vv", "down", "--yes"]] {
+        let out = dep.sfuctl(&moto, args).output().unwrap();
+        let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "sfuctl {args:?}:\n{o}\n{e}");
+        assert_clean(&format!("the output of sfuctl {args:?}"), &format!("{o}{e}"), &secrets);
+        stderr.push_str(&e);
+    }
+    let run = stderr.lines().find(|l| l.contains("Action=RunInstances")).unwrap_or_else(|| panic!("the RunInstances body is logged:\n{stderr}"));
+    assert!(run.contains("UserData=[redacted]"), "{run}");
+    for never in ["AWS4-HMAC-SHA256", "Signature=", "X-Amz-Security-Token"] {
+        assert!(!stderr.contains(never), "`{never}` is in the -vv log:\n{stderr}");
+    }
+}
