@@ -57,28 +57,28 @@ fn every_command_at_the_highest_verbosity_shows_no_secret() {
     let out_dir = rendered.path().join("out");
     let out_arg = out_dir.to_str().unwrap();
 
-    let runs: Vec<Vec<&str>> = vec![
-        vec!["-vv", "validate"],
-        vec!["-vv", "plan"],
-        vec!["-vv", "render", "--out", out_arg, "--address", "203.0.113.5"],
-        vec!["-vv", "up", "--yes"],
-        vec!["-vv", "status"],
-        vec!["-vv", "audit", "--probe-timeout-ms", "4000"],
-        vec!["-vv", "--output", "json", "status"],
-        vec!["-vv", "down", "--yes"],
+    // Each command with the exit it must give: `status` after `down` says "not deployed" and exits 3.
+    let runs: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["-vv", "validate"], 0),
+        (vec!["-vv", "plan"], 0),
+        (vec!["-vv", "render", "--out", out_arg, "--address", "203.0.113.5"], 0),
+        (vec!["-vv", "up", "--yes"], 0),
+        (vec!["-vv", "status"], 0),
+        (vec!["-vv", "audit", "--probe-timeout-ms", "4000"], 0),
+        (vec!["-vv", "--output", "json", "status"], 0),
+        (vec!["-vv", "down", "--yes"], 0),
+        (vec!["-vv", "status"], 3),
     ];
     let mut all_stderr = String::new();
-    for args in &runs {
+    for (args, code) in &runs {
         let out = dep.sfuctl(&fake, args).output().unwrap();
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        let expected_ok = args.contains(&"status") && args.contains(&"--output") || !args.contains(&"status");
-        if expected_ok {
-            assert_eq!(out.status.code(), Some(0), "sfuctl {args:?}:\n{stdout}\n{stderr}");
-        }
+        assert_eq!(out.status.code(), Some(*code), "sfuctl {args:?}:\n{stdout}\n{stderr}");
         assert_clean(&format!("the stdout of sfuctl {args:?}"), &stdout, &secrets);
         assert_clean(&format!("the stderr of sfuctl {args:?}"), &stderr, &secrets);
         all_stderr.push_str(&stderr);
     }
+    assert!(all_stderr.contains("not deployed (run `sfuctl up`)"), "status after down: {all_stderr}");
 
     // The log ran: API requests with status and time, request bodies, SSH commands and uploads.
     for shown in ["http: GET /v2/droplets?", "http: POST /v2/droplets body: {", "-> 201 (", "ssh: root@", ": run\n", "upload /opt/sfuctl/", "bytes sent", "http: DELETE /v2/droplets/"] {

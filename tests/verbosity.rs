@@ -18,3 +18,14 @@ fn verbose_is_a_global_flag_and_sfuctl_log_is_checked() {
         .success()
         .stderr(predicate::str::contains("SFUCTL_LOG: `bogus` is not understood"));
 }
+
+#[test]
+fn status_help_documents_its_exit_codes() {
+    let home = tempfile::tempdir().unwrap();
+    sfuctl(home.path())
+        .args(["status", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Exit codes: 0 every service runs; 3 a service is not running"))
+        .stdout(predicate::str::contains("not deployed"));
+}
