@@ -21,6 +21,7 @@ use crate::service::ServiceScripts;
 use crate::nft_eval::{Packet, Ruleset};
 use crate::ports::{PortRole, Protocol};
 use crate::probe;
+use crate::range_map::RangeMap;
 use crate::provider::{Firewall, Server};
 use crate::remote::shell_quote as q;
 use crate::render::{HostTarget, Layout, service_name};
@@ -79,10 +80,13 @@ pub struct Check {
     /// How to fix it, for anything but a pass.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// For a probed port range: which sub-ranges answered, stayed silent or are held by the server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub range: Option<RangeMap>,
 }
 
 fn check(id: &'static str, status: Status, detail: impl Into<String>, hint: Option<String>) -> Check {
-    Check { id, status, detail: detail.into(), hint }
+    Check { id, status, detail: detail.into(), hint, range: None }
 }
 
 /// Every check of one host.
@@ -151,7 +155,7 @@ pub async fn audit_host(dep: &Arc<Deployment>, host: &HostTarget, cloud: Option<
     checks.push(host_fw.check.clone());
     checks.push(service(dep, &session, &gathered));
     checks.push(config_consistency(spec, host, &facts));
-    checks.push(udp_reachability(dep, &session, host, opts, &host_fw.dropped_media, cloud).await);
+    checks.push(udp_reachability(dep, &session, host, opts, &host_fw.dropped_media, cloud, &crate::health::bound_ports(&gathered)).await);
     checks.push(tcp_reachability(host, manifest_tcp_ports(spec)).await);
     for abuse in &spec.sfu.kind.descriptor().abuse_checks {
         let (spec, host) = (spec.clone(), host.clone());
@@ -366,14 +370,13 @@ fn service(dep: &Arc<Deployment>, session: &Session, gathered: &str) -> Check {
     let id = "service";
     let (state, bound) = (ServiceState::parse(gathered), crate::health::bound_ports(gathered));
     let name = service_name(&dep.spec);
-    if state.state != "active" {
-        let log = ServiceScripts { manager: session.facts.manager, name: &name, layout: &dep.layout, run_as: "" }.log_location();
-        return check(
-            id,
-            Status::Fail,
-            format!("{name} is {} ({})", state.state, session.facts.manager.as_str()),
-            Some(format!("read why in its log: `sfuctl logs <spec> {}` (on the host: {log}); `sfuctl up` starts it", session.host.name)),
-        );
+    if !state.running() {
+        let scripts = ServiceScripts { manager: session.facts.manager, name: &name, layout: &dep.layout, run_as: "" };
+        let hint = match state.state.as_str() {
+            "not deployed" => "`sfuctl up` deploys it".to_string(),
+            _ => format!("read why in its log: `sfuctl logs <spec> {}` (on the host: {}); `sfuctl up` starts it", session.host.name, scripts.log_location()),
+        };
+        return check(id, Status::Fail, format!("{name} is {} ({})", state.summary, session.facts.manager.as_str()), Some(hint));
     }
     let missing = crate::health::missing_ports(&dep.manifest, &bound);
     if !missing.is_empty() {
@@ -386,7 +389,7 @@ fn service(dep: &Arc<Deployment>, session: &Session, gathered: &str) -> Check {
     }
     let expected: Vec<String> = crate::health::expected_ports(&dep.manifest).iter().map(|(p, n)| format!("{p} {n}")).collect();
     let bound_text = if expected.is_empty() { String::new() } else { format!("; bound {}", expected.join(", ")) };
-    check(id, Status::Pass, format!("{name} active ({}){bound_text}", session.facts.manager.as_str()), None)
+    check(id, Status::Pass, format!("{name} {} ({}){bound_text}", state.summary, session.facts.manager.as_str()), None)
 }
 
 /// What a config file says: the announced address, the listen address and the media range.
@@ -481,37 +484,77 @@ fn config_consistency(spec: &Spec, host: &HostTarget, g: &Gathered) -> Check {
     }
 }
 
-async fn udp_reachability(dep: &Arc<Deployment>, session: &Session, host: &HostTarget, opts: AuditOptions, host_drops: &[u16], cloud: Option<&CloudView>) -> Check {
+async fn udp_reachability(
+    dep: &Arc<Deployment>,
+    session: &Session,
+    host: &HostTarget,
+    opts: AuditOptions,
+    host_drops: &[u16],
+    cloud: Option<&CloudView>,
+    bound: &std::collections::BTreeSet<(Protocol, u16)>,
+) -> Check {
     let id = "udp-reachability";
+    let media = dep.manifest.media();
     match probe_media(dep, session, host, opts).await {
         Err(e) => check(id, Status::Fail, format!("the probe could not run: {e:#}"), crate::error::hint_of(&e).or_else(|| Some("see the cause in the detail".into()))),
-        Ok(MediaProbe { result, busy, windows }) => {
+        Ok(MediaProbe { result, held, windows }) => {
+            let map = RangeMap::new(media.start, media.end, &result.probed, &result.reachable, &held);
             let windows_note = if windows > 1 { format!(", in {windows} windows (the host's open-file limit is below the range)") } else { String::new() };
             let unreachable = result.unreachable();
-            let busy_note = if busy > 0 { format!(" ({busy} port(s) in use by the server, not probed){windows_note}") } else { windows_note };
-            if result.probed.is_empty() {
-                return check(id, Status::Fail, format!("no free port of the media range to probe{busy_note}"), None);
-            }
-            if unreachable.is_empty() {
-                return check(id, Status::Pass, format!("{}/{} ports answered{busy_note}", result.reachable.len(), result.probed.len()), None);
-            }
-            let blocked_here = unreachable.iter().all(|p| host_drops.contains(p)) && !host_drops.is_empty();
+            let busy_note = if held.is_empty() { windows_note } else { format!(" ({} port(s) in use by the server, not probed){windows_note}", held.len()) };
             let cloud_fw_broken = cloud.is_some_and(|c| c.firewall.as_ref().is_none_or(|fw| !fw.diff(&dep.spec.manifest().cloud_rules()).missing.is_empty()));
-            let hint = if blocked_here {
-                "the host firewall drops them (see host-firewall)".to_string()
-            } else if cloud_fw_broken {
-                "the cloud firewall lacks the media rule (see cloud-firewall)".to_string()
+            let mut c = if result.probed.is_empty() {
+                held_range(id, &held, host_drops, cloud_fw_broken, bound, &busy_note)
+            } else if unreachable.is_empty() {
+                check(id, Status::Pass, format!("{}/{} ports answered{busy_note}", result.reachable.len(), result.probed.len()), None)
             } else {
-                "something between this machine and the host drops UDP while the host firewall allows it: a cloud or network firewall outside sfuctl's, the platform (HTTP-only platforms carry no UDP), or NAT".to_string()
+                let blocked_here = unreachable.iter().all(|p| host_drops.contains(p)) && !host_drops.is_empty();
+                let hint = if blocked_here {
+                    "the host firewall drops them (see host-firewall)".to_string()
+                } else if cloud_fw_broken {
+                    "the cloud firewall lacks the media rule (see cloud-firewall)".to_string()
+                } else {
+                    "something between this machine and the host drops UDP while the host firewall allows it: a cloud or network firewall outside sfuctl's, the platform (HTTP-only platforms carry no UDP), or NAT".to_string()
+                };
+                check(
+                    id,
+                    Status::Fail,
+                    format!("{}/{} ports answered; unreachable: udp {}{busy_note}", result.reachable.len(), result.probed.len(), probe::ranges(&unreachable).join(", ")),
+                    Some(hint),
+                )
             };
-            check(
-                id,
-                Status::Fail,
-                format!("{}/{} ports answered; unreachable: udp {}{busy_note}", result.reachable.len(), result.probed.len(), probe::ranges(&unreachable).join(", ")),
-                Some(hint),
-            )
+            c.range = Some(map);
+            c
         }
     }
+}
+
+/// The judgement when no port of the media range was free to probe: the server's own sockets hold all of it (a
+/// mediasoup WebRtcServer on one port, say). A responder cannot prove those from outside, so the sockets are the
+/// proof that the server listens, and the firewall checks say whether packets get to them: a warning that says
+/// how it was judged, or a failure when a firewall drops them.
+fn held_range(id: &'static str, held: &[u16], host_drops: &[u16], cloud_fw_broken: bool, bound: &std::collections::BTreeSet<(Protocol, u16)>, note: &str) -> Check {
+    let ports = probe::ranges(held).join(", ");
+    if held.is_empty() {
+        return check(id, Status::Fail, format!("no port of the media range could be probed{note}"), Some("the responder bound nothing: see the host's open-file limit and what else runs there".into()));
+    }
+    let dropped: Vec<u16> = held.iter().copied().filter(|p| host_drops.contains(p)).collect();
+    if !dropped.is_empty() {
+        return check(id, Status::Fail, format!("the server holds udp {ports}, but the host firewall drops udp {}", probe::ranges(&dropped).join(", ")), Some("see host-firewall".into()));
+    }
+    if cloud_fw_broken {
+        return check(id, Status::Fail, format!("the server holds udp {ports}, but the cloud firewall lacks the media rule"), Some("see cloud-firewall".into()));
+    }
+    let by_sockets = held.iter().all(|p| bound.contains(&(Protocol::Udp, *p)));
+    let sockets = if by_sockets { "bound UDP sockets on the host" } else { "the responder found them in use" };
+    check(
+        id,
+        Status::Warn,
+        format!(
+            "every port of the media range (udp {ports}) is held by the server itself, so none was free for the probe: judged by the server's own sockets ({sockets}) and the firewall checks above, not by an answer from outside"
+        ),
+        Some("to prove the path too, connect a real client (a WebRTC call); the firewall checks above already show the ports open".into()),
+    )
 }
 
 /// What probing the media range found.
@@ -519,7 +562,7 @@ struct MediaProbe {
     /// Probed and answered ports, over every window.
     result: probe::RangeResult,
     /// Ports bound by the server itself (not probed).
-    busy: usize,
+    held: Vec<u16>,
     /// How many windows the range took (more than one when the host's open-file limit is below the range).
     windows: usize,
 }
@@ -533,7 +576,7 @@ async fn probe_media(dep: &Arc<Deployment>, session: &Session, host: &HostTarget
     getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no random bytes: {e}"))?;
     let bind = if address.is_ipv4() { "0.0.0.0" } else { "::" };
     let limit = 30 + opts.probe_timeout_for(media.len() as usize).as_secs();
-    let mut out = MediaProbe { result: probe::RangeResult::default(), busy: 0, windows: 0 };
+    let mut out = MediaProbe { result: probe::RangeResult::default(), held: Vec::new(), windows: 0 };
     let mut start = media.start;
     loop {
         let window = crate::ports::PortRange { start, end: media.end };
@@ -547,16 +590,18 @@ async fn probe_media(dep: &Arc<Deployment>, session: &Session, host: &HostTarget
                 r.exec_while(&cmd, stdin.as_bytes(), "ready", Duration::from_secs(20), |line| {
                     let bound = probe::parse_ready(line);
                     let next = probe::parse_next(line);
-                    let covered = next.map_or(window.len() as usize, |n| usize::from(n - window.start));
+                    // What the responder could not bind below where it stopped is held by another socket.
+                    let covered_end = next.map_or(u32::from(window.end), |n| u32::from(n) - 1);
+                    let held: Vec<u16> = (u32::from(window.start)..=covered_end).map(|p| p as u16).filter(|p| bound.binary_search(p).is_err()).collect();
                     let ports = probe::sample(&bound, sample.map(|n| ((n as f64 * share).ceil() as usize).max(1)));
-                    probe::udp_range(address, &ports, &key, opts.probe_timeout_for(ports.len())).map(|r| (r, next, covered - bound.len()))
+                    probe::udp_range(address, &ports, &key, opts.probe_timeout_for(ports.len())).map(|r| (r, next, held))
                 })
             })
             .await
             .map_err(probe_failure)?;
-        let (result, next, busy) = found?;
+        let (result, next, held) = found?;
         out.windows += 1;
-        out.busy += busy;
+        out.held.extend(held);
         out.result.probed.extend(result.probed);
         out.result.reachable.extend(result.reachable);
         match next {
@@ -854,6 +899,9 @@ pub fn to_text(audits: &[HostAudit]) -> String {
         out.push_str(&format!("{} ({})\n", a.name, a.address));
         for c in &a.checks {
             out.push_str(&format!("  {:<19} {:<5} {}\n", c.id, c.status.as_str(), c.detail));
+            if let Some(map) = &c.range {
+                out.push_str(&format!("  {:<19} {:<5} {}\n", "", "", map.line()));
+            }
             if c.status != Status::Pass {
                 if let Some(h) = &c.hint {
                     out.push_str(&format!("  {:<19} {:<5} hint: {h}\n", "", ""));

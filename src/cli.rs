@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 
 use crate::commands::{self, AuditArgs, CompletionsArgs, DownArgs, InitArgs, LogsArgs, ManArgs, PlanArgs, RenderArgs, SpecArgs, SshArgs, StatusArgs, UpArgs};
 use crate::error::{self, Exit};
@@ -32,6 +32,13 @@ pub struct Cli {
     /// How to print results: human-readable text, or JSON for scripts. Progress and warnings always go to stderr.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+
+    /// Show what sfuctl does, on stderr: -v every API request (method, path, status, time) and every SSH command
+    /// run on a host; -vv also request bodies, whole commands and uploads (path, size). Tokens, signatures,
+    /// passwords, shared secrets and private keys are always redacted. `SFUCTL_LOG` sets the same per area, in
+    /// the style of RUST_LOG: `info`, `debug`, or `http=debug,ssh=info`.
+    #[arg(long, short = 'v', global = true, action = ArgAction::Count)]
+    pub verbose: u8,
 
     /// The command to run.
     #[command(subcommand)]
@@ -69,6 +76,13 @@ pub enum Command {
     /// contact (or by ssh.host_key) and a changed key is refused.
     Up(UpArgs),
     /// Show what runs where: per host the service's state and since when, the artifact, the ports bound.
+    ///
+    /// The state is the same phrase the audit's service check uses: `active`, `crash-looping: restarted 4 times,
+    /// last exit status 127`, `inactive`, `not deployed` (after `down`). Below each host, the host firewall: sfuctl's
+    /// nftables table, what it lets in and how many packets it dropped.
+    ///
+    /// Exit codes: 0 every service runs; 3 a service is not running (crash-looping, stopped, failed) or nothing is
+    /// deployed; 1 a host could not be asked (SSH, API); 2 bad input.
     Status(StatusArgs),
     /// Prove every layer from outside and name the one that breaks media, per host.
     ///
@@ -112,6 +126,9 @@ pub fn main() -> ExitCode {
             return if e.use_stderr() { Exit::BadInput.into() } else { Exit::Success.into() };
         }
     };
+    for unknown in crate::log::init(cli.verbose) {
+        error::warn(format!("SFUCTL_LOG: `{unknown}` is not understood (use off, info or debug, optionally per area: http=debug,ssh=info)"));
+    }
     let result = match &cli.command {
         Command::Init(args) => commands::init::execute(args),
         Command::Validate(args) => commands::validate::execute(args, cli.output),

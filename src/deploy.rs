@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::artifact::{Artifact, Placement};
 use crate::error::UserError;
 use crate::health;
+use crate::nft_summary::FirewallSummary;
 use crate::install::{self, InstallPlan, Installed};
 use crate::plan::{Action, Change};
 use crate::ports::{Manifest, Protocol};
@@ -576,24 +577,88 @@ impl HostInspection {
 /// The service's state on a host.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ServiceState {
-    /// `active`, `activating`, `inactive`, `failed`, …
+    /// `active`, `activating`, `inactive`, `failed`, …, or `not deployed` when the deployment's directory is gone.
     pub state: String,
     /// When it (last) started, Unix seconds.
     pub since: Option<u64>,
     /// Its main process.
     pub pid: Option<u32>,
+    /// How often it was restarted after failing (systemd's NRestarts, or the supervisor's count).
+    pub restarts: Option<u32>,
+    /// How its main process last ended, when known: `status 127` (it exited), `signal 9 (KILL)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
+    /// systemd's result for the unit when it is not `success` (`exit-code`, `start-limit-hit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// One phrase for people, the same in `status` and the audit: `active`, `crash-looping: restarted 4 times,
+    /// last exit status 127`, `not deployed`.
+    pub summary: String,
 }
 
 impl ServiceState {
-    /// Reads the `state=`, `since=` and `pid=` lines of [`ServiceScripts::status`].
+    /// Reads what [`ServiceScripts::status`] prints.
     pub fn parse(out: &str) -> Self {
         let get = |key: &str| out.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        Self {
-            state: get("state").unwrap_or_else(|| "unknown".into()),
-            since: get("since").and_then(|v| v.parse().ok()),
-            pid: get("pid").and_then(|v| v.parse().ok()).filter(|&p| p != 0),
+        let deployed = get("deployed").as_deref() != Some("no");
+        let mut state = get("state").unwrap_or_else(|| "unknown".into());
+        if !deployed && state != "active" {
+            state = "not deployed".into();
+        }
+        let restarts = get("systemd.NRestarts").or_else(|| get("restarts")).and_then(|v| v.parse().ok());
+        // systemd: ExecMainCode is the CLD_* code of the last main process (1 exited, 2 killed, 3 dumped), 0 while
+        // it runs. The supervisor: the shell's status, above 128 for a signal.
+        let last_exit = match (get("systemd.ExecMainCode").and_then(|v| v.parse::<u8>().ok()), get("systemd.ExecMainStatus").and_then(|v| v.parse::<i32>().ok())) {
+            (Some(1), Some(status)) => Some(format!("status {status}")),
+            (Some(2 | 3), Some(signal)) => Some(signal_text(signal)),
+            (Some(_), _) => None,
+            (None, _) => get("last_exit").and_then(|v| v.parse::<i32>().ok()).map(|s| if s > 128 { signal_text(s - 128) } else { format!("status {s}") }),
+        };
+        let result = get("systemd.Result").filter(|r| r != "success");
+        let mut s = Self { state, since: get("since").and_then(|v| v.parse().ok()), pid: get("pid").and_then(|v| v.parse().ok()).filter(|&p| p != 0), restarts, last_exit, result, summary: String::new() };
+        s.summary = s.describe();
+        s
+    }
+
+    /// Whether the server runs.
+    pub fn running(&self) -> bool {
+        self.state == "active"
+    }
+
+    fn describe(&self) -> String {
+        let restarts = self.restarts.unwrap_or(0);
+        let exit = self.last_exit.as_ref().map(|e| if e.starts_with("signal") { format!("by {e}") } else { e.clone() });
+        let history = match (restarts, &exit) {
+            (0, None) => String::new(),
+            (0, Some(exit)) => format!("last exit {exit}"),
+            (n, None) => format!("restarted {n} time{}", if n == 1 { "" } else { "s" }),
+            (n, Some(exit)) => format!("restarted {n} time{}, last exit {exit}", if n == 1 { "" } else { "s" }),
+        };
+        let result = self.result.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        match self.state.as_str() {
+            "active" if history.is_empty() => "active".into(),
+            "active" => format!("active, {history}"),
+            // Not running, restarted before: it keeps failing and being started again.
+            "activating" if restarts > 0 => format!("crash-looping: {history}"),
+            state if history.is_empty() => format!("{state}{result}"),
+            state => format!("{state}: {history}{result}"),
         }
     }
+}
+
+/// A signal number as `signal 9 (KILL)` (read after "last exit by").
+fn signal_text(signal: i32) -> String {
+    let name = match signal {
+        1 => "HUP",
+        2 => "INT",
+        6 => "ABRT",
+        9 => "KILL",
+        11 => "SEGV",
+        13 => "PIPE",
+        15 => "TERM",
+        _ => return format!("signal {signal}"),
+    };
+    format!("signal {signal} ({name})")
 }
 
 async fn service_state(session: &Session, scripts: &ServiceScripts<'_>) -> Result<ServiceState> {
@@ -668,14 +733,21 @@ pub struct HostStatus {
     pub ports_missing: Vec<String>,
     /// Whether sfuctl's host firewall table is loaded.
     pub host_firewall: bool,
+    /// What that table lets in, as loaded on the host.
+    pub firewall: FirewallSummary,
+    /// The table's name (`sfuctl_<name>`).
+    pub firewall_table: String,
 }
 
 /// `status` on one host.
 pub async fn status_host(dep: &Deployment, host: &HostTarget) -> Result<HostStatus> {
     let session = dep.connect(host).await?;
     let scripts = ServiceScripts { manager: session.facts.manager, name: &service_name(&dep.spec), layout: &dep.layout, run_as: "" };
-    // One round trip: the service, the sockets, the artifact marker and sfuctl's nftables table.
-    let out = run_as_root(&session, &format!("{}{}{}\n", inspect_script(&[], &dep.layout, &nft_table(&dep.spec)), scripts.status(), health::SOCKETS_SCRIPT)).await?;
+    // One round trip: the service, the sockets, the artifact marker and sfuctl's nftables table (listed whole).
+    let table = nft_table(&dep.spec);
+    let list_table = format!("command -v nft >/dev/null 2>&1 && nft list table inet {table} 2>/dev/null | sed 's/^/nft: /'\n");
+    let out = run_as_root(&session, &format!("{}{}{}\n{list_table}", inspect_script(&[], &dep.layout, &table), scripts.status(), health::SOCKETS_SCRIPT)).await?;
+    let listing: String = out.lines().filter_map(|l| l.strip_prefix("nft: ")).map(|l| format!("{l}\n")).collect();
     let seen = HostInspection::parse(&out);
     let bound = health::bound_ports(&out);
     let (ports_bound, ports_missing): (Vec<_>, Vec<_>) =
@@ -690,6 +762,8 @@ pub async fn status_host(dep: &Deployment, host: &HostTarget) -> Result<HostStat
         ports_bound: show(ports_bound),
         ports_missing: show(ports_missing),
         host_firewall: seen.table_present,
+        firewall: FirewallSummary::parse(&listing),
+        firewall_table: table,
     })
 }
 
@@ -753,7 +827,7 @@ pub async fn down_host(dep: &Deployment, host: &HostTarget) -> Result<HostRemova
         if manager == Manager::Systemd && session.facts.manager != Manager::Systemd {
             continue;
         }
-        if service_state(&session, &scripts).await?.state != "inactive" || (manager == Manager::Systemd && unit_linked(&session, &name).await?) {
+        if !matches!(service_state(&session, &scripts).await?.state.as_str(), "inactive" | "not deployed") || (manager == Manager::Systemd && unit_linked(&session, &name).await?) {
             removed.push(format!("service {name} ({})", manager.as_str()));
         }
         run_as_root(&session, &scripts.stop_and_remove()).await?;
@@ -812,4 +886,29 @@ where
             (h, r)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServiceState;
+
+    #[test]
+    fn a_crash_loop_reads_the_same_from_systemd_and_the_supervisor() {
+        let systemd = ServiceState::parse("state=activating\npid=\nsystemd.SubState=auto-restart\nsystemd.NRestarts=4\nsystemd.ExecMainCode=1\nsystemd.ExecMainStatus=127\nsystemd.Result=exit-code\n");
+        assert_eq!(systemd.summary, "crash-looping: restarted 4 times, last exit status 127");
+        assert!(!systemd.running());
+        let supervisor = ServiceState::parse("state=activating\nrestarts=4\nlast_exit=127\n");
+        assert_eq!(supervisor.summary, systemd.summary);
+        let killed = ServiceState::parse("state=active\npid=12\nrestarts=1\nlast_exit=137\n");
+        assert_eq!((killed.summary.as_str(), killed.running()), ("active, restarted 1 time, last exit by signal 9 (KILL)", true));
+    }
+
+    #[test]
+    fn plain_states_and_a_removed_deployment() {
+        assert_eq!(ServiceState::parse("state=active\nsystemd.NRestarts=0\nsystemd.ExecMainCode=0\nsystemd.ExecMainStatus=0\nsystemd.Result=success\n").summary, "active");
+        assert_eq!(ServiceState::parse("deployed=no\nstate=inactive\nsystemd.NRestarts=0\n").summary, "not deployed");
+        let failed = ServiceState::parse("state=failed\nsystemd.NRestarts=5\nsystemd.ExecMainCode=1\nsystemd.ExecMainStatus=3\nsystemd.Result=start-limit-hit\n");
+        assert_eq!(failed.summary, "failed: restarted 5 times, last exit status 3 (start-limit-hit)");
+        assert_eq!(ServiceState::parse("state=inactive\n").summary, "inactive");
+    }
 }

@@ -31,6 +31,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::UserError;
+use crate::log::{self, Area, Level};
 
 pub use crate::secret::Secret;
 
@@ -539,6 +540,10 @@ impl Client {
             url.query_pairs_mut().extend_pairs(req.query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         }
         let mutating = req.mutating.unwrap_or(!matches!(req.method, Method::GET | Method::HEAD));
+        let shown = logged_target(&url);
+        if let Some((content_type, body)) = &req.body {
+            log::log(Area::Http, Level::Debug, || format!("{} {shown} body: {}", req.method, log::body(content_type, body)));
+        }
         let policy = &inner.policy;
         let mut attempt = 0u32;
         loop {
@@ -562,6 +567,7 @@ impl Client {
                 inner.counters.retries.fetch_add(1, Ordering::Relaxed);
             }
             let last = attempt >= policy.max_attempts;
+            let sent_at = Instant::now();
             let outcome = match inner.http.execute(request).await {
                 Ok(resp) => {
                     let status = resp.status();
@@ -577,6 +583,17 @@ impl Client {
                 }
                 Err(e) => Err(e),
             };
+            log::log(Area::Http, Level::Info, || {
+                let took = sent_at.elapsed().as_millis();
+                let retry = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
+                match &outcome {
+                    Ok((status, _, _)) => format!("{} {shown} -> {} ({took} ms){retry}", req.method, status.as_u16()),
+                    Err(e) => {
+                        let what = if e.is_timeout() { "timed out" } else if e.is_connect() { "could not connect" } else { "failed" };
+                        format!("{} {shown} -> {what} ({took} ms){retry}", req.method)
+                    }
+                }
+            });
             match outcome {
                 Ok((status, headers, body)) => {
                     if status.is_success() || req.accept.contains(&status.as_u16()) {
@@ -655,6 +672,19 @@ impl Client {
         }
         err.caused_by(ApiFailure { status: None, code: None, message, maybe_applied }).into()
     }
+}
+
+/// The path and query of a request for the log, with the values of secret-named query parameters redacted (the
+/// base URL is the same for every request of a client and is left out).
+fn logged_target(url: &Url) -> String {
+    if url.query().is_none() {
+        return url.path().to_string();
+    }
+    let pairs: Vec<String> = url
+        .query_pairs()
+        .map(|(k, v)| if log::secret_field(&k) { format!("{k}=[redacted]") } else { format!("{k}={v}") })
+        .collect();
+    format!("{}?{}", url.path(), pairs.join("&"))
 }
 
 /// A request being built; see [`Client::request`].

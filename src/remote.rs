@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use ssh2::{ErrorCode, HashType, MethodType, Session};
 
 use crate::error::UserError;
+use crate::log::{self, Area, Level};
 
 /// Host key algorithms in the order offered. ed25519 first, so the key negotiated is the one usually pinned
 /// (a server has several host keys and libssh2 would otherwise pick by its own order).
@@ -254,9 +255,12 @@ impl Remote {
     /// (see [`Remote::exec_checked`]); failing to run it at all is.
     pub fn exec(&self, cmd: &str) -> Result<ExecOutput> {
         let doing = format!("running `{}`", short(cmd));
+        let started = log_command(&self.label, cmd);
         let mut channel = self.session.channel_session().map_err(|e| ssh_fail(&self.label, &doing, e))?;
         channel.exec(cmd).map_err(|e| ssh_fail(&self.label, &doing, e))?;
-        collect(channel, &self.label, &doing)
+        let out = collect(channel, &self.label, &doing);
+        log_exit(&self.label, &out, started);
+        out
     }
 
     /// Runs `cmd` with `stdin` written to it, waits (up to `ready_within`) until its stdout prints a line
@@ -265,6 +269,7 @@ impl Remote {
     /// short-lived helpers on the host, such as the audit's UDP responder.
     pub fn exec_while<T>(&self, cmd: &str, stdin: &[u8], ready: &str, ready_within: Duration, during: impl FnOnce(&str) -> T) -> Result<(T, ExecOutput)> {
         let doing = format!("running `{}`", short(cmd));
+        let started = log_command(&self.label, cmd);
         let mut channel = self.session.channel_session().map_err(|e| ssh_fail(&self.label, &doing, e))?;
         channel.exec(cmd).map_err(|e| ssh_fail(&self.label, &doing, e))?;
         channel.write_all(stdin).map_err(|e| io_fail(&self.label, &doing, e))?;
@@ -297,8 +302,9 @@ impl Remote {
         };
         self.session.set_timeout(self.io_timeout_ms);
         let result = during(&line);
-        let out = collect(channel, &self.label, &doing)?;
-        Ok((result, out))
+        let out = collect(channel, &self.label, &doing);
+        log_exit(&self.label, &out, started);
+        Ok((result, out?))
     }
 
     /// Like [`Remote::exec`], but a non-zero exit (or a signal) is an error showing the tail of stderr.
@@ -390,6 +396,7 @@ impl Remote {
             mode = mode & 0o7777,
         );
         let doing = format!("uploading to `{remote_path}`");
+        let started = Instant::now();
         let mut channel = self.session.channel_session().map_err(|e| ssh_fail(label, &doing, e))?;
         channel.exec(&script).map_err(|e| ssh_fail(label, &doing, e))?;
 
@@ -405,6 +412,7 @@ impl Remote {
             if !out.success() {
                 return Err(fail(command_failed(label, &format!("`chmod {:o}`", mode & 0o7777), &out)));
             }
+            log_upload(label, remote_path, mode, None, started);
             return Ok(UploadOutcome { bytes_sent: 0, skipped: true, sha256 });
         }
 
@@ -432,7 +440,47 @@ impl Remote {
         if !out.success() || !out.stdout.contains("sfuctl-done") {
             return Err(fail(command_failed(label, "the upload script", &out)));
         }
+        log_upload(label, remote_path, mode, Some(sent), started);
         Ok(UploadOutcome { bytes_sent: sent, skipped: false, sha256 })
+    }
+}
+
+/// Logs a command about to run (`-v`: its first line; `-vv`: all of it) and returns when it started.
+fn log_command(label: &str, cmd: &str) -> Instant {
+    if log::enabled(Area::Ssh, Level::Debug) {
+        log::log(Area::Ssh, Level::Debug, || format!("{label}: run\n{}", cmd.trim_end()));
+    } else {
+        log::log(Area::Ssh, Level::Info, || format!("{label}: run {}", log::one_line(cmd)));
+    }
+    Instant::now()
+}
+
+/// Logs how a command ended (`-v`).
+fn log_exit(label: &str, out: &Result<ExecOutput>, started: Instant) {
+    log::log(Area::Ssh, Level::Info, || {
+        let took = started.elapsed().as_millis();
+        match out {
+            Ok(o) => match &o.signal {
+                Some(signal) => format!("{label}: killed by signal {signal} ({took} ms)"),
+                None => format!("{label}: exit {} ({took} ms)", o.status),
+            },
+            Err(e) => format!("{label}: failed: {e} ({took} ms)"),
+        }
+    });
+}
+
+/// Logs an upload: `-v` where to; `-vv` also the mode and how much was sent (nothing when the host had the same
+/// content).
+fn log_upload(label: &str, remote_path: &str, mode: i32, sent: Option<u64>, started: Instant) {
+    let took = started.elapsed().as_millis();
+    if log::enabled(Area::Ssh, Level::Debug) {
+        let what = match sent {
+            Some(bytes) => format!("{bytes} bytes sent, sha256 checked on the host"),
+            None => "unchanged (same sha256), not sent".to_string(),
+        };
+        log::log(Area::Ssh, Level::Debug, || format!("{label}: upload {remote_path} (mode {:o}): {what} ({took} ms)", mode & 0o7777));
+    } else {
+        log::log(Area::Ssh, Level::Info, || format!("{label}: upload {remote_path} ({took} ms)"));
     }
 }
 

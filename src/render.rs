@@ -103,6 +103,8 @@ pub struct Layout {
     pub supervisor: String,
     /// The pid file of the server the fallback supervisor runs (its mtime: when it started).
     pub child_pid: String,
+    /// What the fallback supervisor knows of its server's exits: `restarts=N` and `last_exit=<shell status>`.
+    pub supervisor_state: String,
     /// The one directory the service user may write: pid files, the server's own state (coturn's user database).
     pub run: String,
     /// Where sfuctl installs a runtime the app needs (Node.js).
@@ -126,6 +128,7 @@ impl Layout {
             pid: format!("{root}/service.pid"),
             supervisor: format!("{root}/supervise.sh"),
             child_pid: format!("{root}/run/service.child.pid"),
+            supervisor_state: format!("{root}/run/supervisor.state"),
             run: format!("{root}/run"),
             node: format!("{root}/node"),
             artifact_marker: format!("{root}/.artifact.sha256"),

@@ -1,5 +1,6 @@
 //! Secrets (API tokens, the shared TURN/LiveKit secret): a string whose `Debug` and `Display` never show it, so
-//! no log line, error or state file can carry one by accident.
+//! no log line, error or state file can carry one by accident. Every value is also registered with
+//! [`crate::log::register_secret`], so the verbose log redacts it wherever it appears.
 
 use std::fmt;
 
@@ -13,13 +14,15 @@ pub struct Secret(String);
 impl Secret {
     /// Wraps a secret.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        let value = value.into();
+        crate::log::register_secret(&value);
+        Self(value)
     }
 
     /// The secret from the environment variable `name`; when it is unset, a new random one and `false`.
     pub fn from_env_or_random(name: &str) -> Result<(Self, bool)> {
         match std::env::var(name) {
-            Ok(v) if !v.is_empty() => Ok((Self(v), true)),
+            Ok(v) if !v.is_empty() => Ok((Self::new(v), true)),
             _ => Ok((Self::random()?, false)),
         }
     }
@@ -28,7 +31,7 @@ impl Secret {
     pub fn random() -> Result<Self> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("cannot get random bytes from the OS: {e}"))?;
-        Ok(Self(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+        Ok(Self::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
     }
 
     /// The value itself.

@@ -125,24 +125,30 @@ impl ServiceScripts<'_> {
     /// Stops the supervisor and its whole process group, waiting up to 10 s before SIGKILL.
     fn stop_supervisor(&self) -> String {
         format!(
-            "if {running}; then\n  kill -TERM -\"$p\" 2>/dev/null || kill -TERM \"$p\" 2>/dev/null || true\n  i=0\n  while {running} && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n  if {running}; then kill -KILL -\"$p\" 2>/dev/null || true; fi\nfi\nrm -f {pid} {child}\n",
+            "if {running}; then\n  kill -TERM -\"$p\" 2>/dev/null || kill -TERM \"$p\" 2>/dev/null || true\n  i=0\n  while {running} && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n  if {running}; then kill -KILL -\"$p\" 2>/dev/null || true; fi\nfi\nrm -f {pid} {child} {exits}\n",
             running = self.supervisor_running(),
             pid = q(&self.layout.pid),
             child = q(&self.layout.child_pid),
+            exits = q(&self.layout.supervisor_state),
         )
     }
 
-    /// Prints `state=`, `since=` (Unix seconds) and `pid=` lines about the service.
+    /// Prints `state=`, `since=` (Unix seconds) and `pid=` lines about the service, `deployed=no` when the
+    /// deployment's directory is gone, and how often it restarted and how it last ended: `restarts=` and
+    /// `last_exit=` (a shell status) from the supervisor, `systemd.NRestarts=`, `systemd.ExecMainCode=`,
+    /// `systemd.ExecMainStatus=`, `systemd.Result=` … from systemd.
     pub fn status(&self) -> String {
+        let deployed = format!("[ -d {} ] || echo deployed=no\n", q(&self.layout.root));
         match self.manager {
             Manager::Systemd => format!(
-                "s=$(systemctl show -p ActiveState --value {n} 2>/dev/null)\necho state=${{s:-inactive}}\nt=$(systemctl show -p ActiveEnterTimestamp --value {n} 2>/dev/null)\n[ -n \"$t\" ] && echo since=$(date -d \"$t\" +%s 2>/dev/null)\necho pid=$(systemctl show -p MainPID --value {n} 2>/dev/null)\n",
+                "{deployed}s=$(systemctl show -p ActiveState --value {n} 2>/dev/null)\necho state=${{s:-inactive}}\nt=$(systemctl show -p ActiveEnterTimestamp --value {n} 2>/dev/null)\n[ -n \"$t\" ] && echo since=$(date -d \"$t\" +%s 2>/dev/null)\necho pid=$(systemctl show -p MainPID --value {n} 2>/dev/null)\nsystemctl show -p SubState -p NRestarts -p ExecMainCode -p ExecMainStatus -p Result {n} 2>/dev/null | sed 's/^/systemd./'\n",
                 n = self.name
             ),
             Manager::Supervisor => format!(
-                "if {running}; then\n  c=$(cat {child} 2>/dev/null)\n  if [ -n \"$c\" ] && [ -r /proc/$c/stat ] && ! grep -q '^[0-9]* ([^)]*) Z' /proc/$c/stat; then echo state=active; echo pid=$c; echo since=$(stat -c %Y {child}); else echo state=activating; fi\nelse\n  echo state=inactive\nfi\n",
+                "{deployed}if {running}; then\n  c=$(cat {child} 2>/dev/null)\n  if [ -n \"$c\" ] && [ -r /proc/$c/stat ] && ! grep -q '^[0-9]* ([^)]*) Z' /proc/$c/stat; then echo state=active; echo pid=$c; echo since=$(stat -c %Y {child}); else echo state=activating; fi\nelse\n  echo state=inactive\nfi\ncat {exits} 2>/dev/null || true\n",
                 running = self.supervisor_running(),
                 child = q(&self.layout.child_pid),
+                exits = q(&self.layout.supervisor_state),
             ),
         }
     }

@@ -120,7 +120,7 @@ impl StateFile {
     pub fn save(&self) -> Result<()> {
         let fail = |what: &str, e: std::io::Error| UserError::failed(format!("cannot {what} the state file `{}`", self.path.display())).caused_by(e);
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| fail("create the directory of", e))?;
+        create_private_dir(dir).map_err(|e| fail("create the directory of", e))?;
         let tmp = dir.join(format!(".{}.tmp-{}", self.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
         let text = serde_json::to_string_pretty(&self.state).expect("state serializes");
         {
@@ -135,6 +135,17 @@ impl StateFile {
         std::fs::rename(&tmp, &self.path).map_err(|e| fail("replace", e))?;
         Ok(())
     }
+}
+
+/// Creates `dir` and its missing parents with mode 0700: the state holds host key pins and server IDs, which are
+/// nobody else's business. Directories that already exist keep their mode (the state directory may be one the
+/// user chose, shared with other things).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 /// How long a run waits for another run of the same deployment on this machine: `$SFUCTL_LOCK_TIMEOUT` seconds,
@@ -162,7 +173,7 @@ impl DeploymentLock {
     pub async fn acquire_at(path: &Path, timeout: std::time::Duration) -> Result<Self> {
         let fail = |what: &str, e: std::io::Error| UserError::failed(format!("cannot {what} the lock file `{}`", path.display())).caused_by(e);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| fail("create the directory of", e))?;
+            create_private_dir(dir).map_err(|e| fail("create the directory of", e))?;
         }
         let mut options = std::fs::OpenOptions::new();
         options.read(true).write(true).create(true).truncate(false);
@@ -231,6 +242,7 @@ mod tests {
         assert_eq!(again.state, file.state);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700, "a directory it creates is private");
         assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "no temporary file left behind");
     }
 

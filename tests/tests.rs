@@ -21,3 +21,7 @@ mod vultr_e2e;
 mod conformance;
 mod linode_provider;
 mod linode_e2e;
+mod verbosity;
+mod audit_ranges;
+mod service_truth;
+mod secrets_never_leak;

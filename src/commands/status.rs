@@ -1,5 +1,6 @@
-//! `sfuctl status SPEC`: what runs where: per host its address, the service's state and since when, the
-//! artifact's sha256 and the ports bound.
+//! `sfuctl status SPEC`: what runs where: per host its address, the service's state (with its restarts and last
+//! exit) and since when, the artifact's sha256, the ports bound and the host firewall. Exits 0 when every service
+//! runs, 3 when one does not (or nothing is deployed), 1 when a host could not be asked.
 
 use std::path::PathBuf;
 
@@ -33,8 +34,9 @@ pub async fn execute(args: &StatusArgs, output: Output) -> Result<Exit> {
     let (hosts, current) = engine::existing_hosts(&spec, provider.as_ref()).await?;
     // Existing hosts are in the spec, not in a cloud: the JSON's `servers` lists cloud servers only.
     let servers = if ProviderData::get(spec.provider.kind).creates_servers() { current.servers } else { Vec::new() };
-    if ProviderData::get(spec.provider.kind).creates_servers() && servers.is_empty() {
-        eprintln!("No servers carry the tag {}: nothing is deployed (run `sfuctl up`).", crate::owner::Owner::new(&spec.name).tag());
+    let nothing_deployed = ProviderData::get(spec.provider.kind).creates_servers() && servers.is_empty();
+    if nothing_deployed {
+        eprintln!("No servers carry the tag {}: not deployed (run `sfuctl up`).", crate::owner::Owner::new(&spec.name).tag());
     }
     let dep = Deployment::new(spec, base_dir(&args.spec), timeouts(args.connect_timeout, None))?;
     let results = for_each_host(&dep, &hosts, |dep, host| async move { status_host(&dep, &host).await }).await;
@@ -58,7 +60,7 @@ pub async fn execute(args: &StatusArgs, output: Output) -> Result<Exit> {
             for (host, r) in &results {
                 match r {
                     Ok(s) => {
-                        let service = format!("{} ({})", s.service.state, s.manager.as_str());
+                        let service = if s.service.state == "not deployed" { s.service.summary.clone() } else { format!("{} ({})", s.service.summary, s.manager.as_str()) };
                         let since = s.service.since.map(utc).unwrap_or_else(|| "-".into());
                         let artifact = s.artifact_sha256.as_deref().map(|a| a[..a.len().min(12)].to_string()).unwrap_or_else(|| "-".into());
                         let mut ports = if s.ports_bound.is_empty() { "-".to_string() } else { s.ports_bound.join(", ") };
@@ -66,13 +68,21 @@ pub async fn execute(args: &StatusArgs, output: Output) -> Result<Exit> {
                             ports.push_str(&format!(" (not bound: {})", s.ports_missing.join(", ")));
                         }
                         println!("{:<16} {:<16} {:<26} {:<22} {:<14} {ports}", s.name, s.address, service, since, artifact);
+                        if s.service.state != "not deployed" {
+                            println!("{:<16} host firewall: {}", "", s.firewall.line(&s.firewall_table));
+                        }
                     }
                     Err(_) => println!("{:<16} {:<16} {:<26}", host.name, host.address, "error (see below)"),
                 }
             }
         }
     }
-    report_failures(&results)
+    let failed = report_failures(&results)?;
+    let not_running = nothing_deployed || results.iter().any(|(_, r)| r.as_ref().is_ok_and(|s| !s.service.running()));
+    Ok(match failed {
+        Exit::Success if not_running => Exit::CheckFailed,
+        other => other,
+    })
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SSZ`.

@@ -24,6 +24,7 @@ const CLEARED: &[&str] = &[
     "SFUCTL_SECRET",
     "NODEJS_ORG_MIRROR",
     "SSH_AUTH_SOCK",
+    "SFUCTL_LOG",
 ];
 
 /// The repository root (where `examples/` lives).
