@@ -313,7 +313,7 @@ mod tests {
             seconds: Default::default(),
             session: None,
         };
-        let check = Check { id: "service", status: audit_status, detail: "sfuctl-t inactive".into(), hint: None };
+        let check = Check { id: "service", status: audit_status, detail: "sfuctl-t inactive".into(), hint: None, range: None };
         let audit = HostAudit { name: host.name.clone(), address: host.address.clone(), checks: vec![check], cause: (audit_status == Status::Fail).then_some("service") };
         UpReport { cloud: None, results: vec![(host.clone(), Ok(outcome))], audit: Some(vec![(host, Ok(audit))]), seconds: json!({}) }
     }
