@@ -170,21 +170,21 @@ fn starter_spec(name: &str, provider: ProviderKind, kind: SfuKind, found: &Found
             y.push_str(&format!("  region: {}\n", data.example_region));
         }
         if let Some(size) = &data.defaults.size {
-            y.push_str(&format!("  # size: {size}         # the default machine size\n"));
+            y.push_str(&format!("  # size: {size}  # the default machine size\n"));
         }
-        y.push_str("  # count: 1                # identical hosts\n");
+        y.push_str("  # count: 1  # identical hosts\n");
     } else {
         y.push_str("  # The servers you already have; sfuctl creates none. Each one's public IP is what the server announces.\n");
         y.push_str(&format!("  hosts:\n    - name: media-1\n      address: {}\n", placeholder("the server's public IP address, e.g. 203.0.113.10")));
-        y.push_str("      # host_key: \"SHA256:...\"   # pin it (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host); else pinned at first contact\n");
+        y.push_str("  # host_key: \"SHA256:...\"  # pin it (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host); else pinned at first contact\n");
     }
 
     y.push_str("\nssh:\n");
     if !data.creates_servers() {
-        y.push_str(&format!("  user: {}                   # root, or a user with passwordless sudo\n", data.defaults.ssh_user));
+        y.push_str(&format!("  user: {}  # root, or a user with passwordless sudo\n", data.defaults.ssh_user));
     }
     match &found.key {
-        Some((key, true)) => y.push_str(&format!("  private_key: {key}     # found on this machine; its .pub is what cloud hosts get\n")),
+        Some((key, true)) => y.push_str(&format!("  private_key: {key}  # found on this machine; its .pub is what cloud hosts get\n")),
         Some((key, false)) => y.push_str(&format!("  # Only the public half is here: sfuctl logs in through ssh-agent (`ssh-add -l` lists its keys).\n  public_key: {key}.pub\n")),
         None => y.push_str(&format!("  # No key found in ~/.ssh: make one with `ssh-keygen -t ed25519`, or name yours.\n  private_key: {}\n", placeholder("your SSH private key, e.g. ~/.ssh/id_ed25519"))),
     }
@@ -202,7 +202,7 @@ fn starter_spec(name: &str, provider: ProviderKind, kind: SfuKind, found: &Found
         None => {
             y.push_str("  # How to start your server, run by /bin/sh in /opt/sfuctl/<name>/app; it reads its addresses and ports\n  # from the environment (SFU_ANNOUNCED_IP, SFU_LISTEN_IP, SFU_RTC_MIN_PORT, SFU_RTC_MAX_PORT).\n");
             y.push_str(&format!("  command: {}\n", placeholder("how to start your server, e.g. ./my-sfu")));
-            y.push_str("  # artifact: ./my-sfu          # a file or directory uploaded to the host\n");
+            y.push_str("  # artifact: ./my-sfu  # a file or directory uploaded to the host\n");
         }
         Some(_) if descriptor.install.packages.is_empty() => {
             let what = if descriptor.install.node.is_some() { "your app's directory (package.json and lock file), e.g. ./app" } else { "the server's binary, e.g. ./livekit-server" };
@@ -215,12 +215,12 @@ fn starter_spec(name: &str, provider: ProviderKind, kind: SfuKind, found: &Found
     y.push_str("  rtc_ports: 40000-40999\n");
     for port in &descriptor.own_ports {
         let purposes: Vec<&str> = port.rules.iter().map(|r| r.purpose.as_str()).collect();
-        y.push_str(&format!("  {}: {}          # {}\n", port.field.path().trim_start_matches("sfu."), port.default, purposes.join(", ")));
+        y.push_str(&format!("  {}: {}  # {}\n", port.field.path().trim_start_matches("sfu."), port.default, purposes.join(", ")));
     }
     if descriptor.own_ports.is_empty() {
-        y.push_str("  # tcp_ports: [443]         # your server's signaling port(s)\n");
+        y.push_str("  # tcp_ports: [443]  # your server's signaling port(s)\n");
     }
-    y.push_str("  # participants: 100         # warns when rtc_ports is too small for this many\n");
+    y.push_str("  # participants: 100  # warns when rtc_ports is too small for this many\n");
     if descriptor.needs_secret {
         y.push_str("  # The shared secret comes from $SFUCTL_SECRET, never from this file: export SFUCTL_SECRET=$(openssl rand -hex 32)\n");
     }

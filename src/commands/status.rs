@@ -56,7 +56,10 @@ pub async fn execute(args: &StatusArgs, output: Output) -> Result<Exit> {
             println!("{}", serde_json::to_string_pretty(&json!({ "servers": cloud, "hosts": hosts }))?);
         }
         Output::Text => {
-            println!("{:<16} {:<16} {:<26} {:<22} {:<14} PORTS BOUND", "HOST", "ADDRESS", "SERVICE", "SINCE", "ARTIFACT");
+            // Nothing deployed on a cloud: the message above says so; an empty table would only add noise.
+            if !results.is_empty() {
+                println!("{:<16} {:<16} {:<26} {:<22} {:<14} PORTS BOUND", "HOST", "ADDRESS", "SERVICE", "SINCE", "ARTIFACT");
+            }
             for (host, r) in &results {
                 match r {
                     Ok(s) => {
