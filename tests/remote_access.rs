@@ -119,27 +119,11 @@ fn openssh_with_sfuctls_options_accepts_only_the_pinned_key() {
 /// `logs` reads journald on a systemd host (a fresh VM), and `ssh` reaches it with the pinned key.
 #[test]
 fn logs_and_ssh_on_a_fresh_systemd_vm() {
-    use crate::support::freshvm::{Vm, keypair};
     require_tool("ssh", "openssh-client");
-    let dir = tempfile::tempdir().unwrap();
-    let key = keypair(dir.path());
-    let vm = Vm::start("logs", "root", &key);
-    let name = format!("vm-logs-{}", std::process::id() % 10000);
-    let spec = dir.path().join("spec.yaml");
-    std::fs::write(
-        &spec,
-        format!(
-            "name: {name}\nprovider:\n  kind: ssh\n  hosts:\n    - {{ name: media-1, address: {} }}\nssh:\n  user: root\n  private_key: {}\n  allow_from: [10.200.0.0/16]\nsfu:\n{TALKER}host_firewall: false\n",
-            vm.address(),
-            key.display()
-        ),
-    )
-    .unwrap();
-    let sfuctl = |args: &[&str]| {
-        let mut cmd = crate::support::cli::sfuctl(&dir.path().join("home"));
-        cmd.env("SFUCTL_STATE_DIR", dir.path().join("state")).args(args).arg(&spec);
-        cmd
-    };
+    let dep = crate::support::freshvm::ExistingVm::start("vm-logs", "root");
+    dep.write(TALKER, "host_firewall: false\n");
+    let name = &dep.name;
+    let sfuctl = |args: &[&str]| dep.sfuctl(args);
     let up = sfuctl(&["up", "--no-audit", "--output", "json"]).timeout(std::time::Duration::from_secs(900)).assert().success();
     let up: serde_json::Value = serde_json::from_slice(&up.get_output().stdout).unwrap();
     assert_eq!(up["hosts"][0]["host"]["manager"], "systemd", "{up:#}");
@@ -149,7 +133,7 @@ fn logs_and_ssh_on_a_fresh_systemd_vm() {
     assert!(log.contains("sfuctl-logs-marker"), "journald has the service's output: {log}");
     assert!(log.contains(&format!("sfuctl-{name}")), "journalctl names the unit: {log}");
     let mut follow = std::process::Command::new(assert_cmd::cargo::cargo_bin("sfuctl"));
-    follow.args(sfuctl(&["logs", "-f", "-n", "1"]).get_args()).env("HOME", dir.path().join("home")).env("SFUCTL_STATE_DIR", dir.path().join("state")).env_remove("SSH_AUTH_SOCK");
+    follow.args(sfuctl(&["logs", "-f", "-n", "1"]).get_args()).env("HOME", dep.home()).env("SFUCTL_STATE_DIR", dep.state_dir()).env_remove("SSH_AUTH_SOCK");
     follow_until(follow, "tick");
 
     let active = sfuctl(&["ssh"]).args(["media-1", "--", "systemctl", "is-active", &format!("sfuctl-{name}")]).assert().success();

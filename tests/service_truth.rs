@@ -91,27 +91,9 @@ fn a_running_service_exits_0_and_shows_its_firewall() {
 /// exit status (ExecMainStatus) while the unit waits to start again.
 #[test]
 fn a_crash_loop_under_systemd_on_a_fresh_vm_is_told_alike_by_status_and_audit() {
-    use crate::support::freshvm::{Vm, keypair, require_testbed};
-    require_testbed();
-    let dir = tempfile::tempdir().unwrap();
-    let key = keypair(dir.path());
-    let vm = Vm::start("truth", "root", &key);
-    let name = format!("truth-vm-{}", std::process::id() % 10000);
-    let spec = dir.path().join("spec.yaml");
-    std::fs::write(
-        &spec,
-        format!(
-            "name: {name}\nprovider:\n  kind: ssh\n  hosts:\n    - {{ name: media-1, address: {} }}\nssh:\n  private_key: {}\n  allow_from: [10.200.0.0/16]\nsfu:\n{CRASHING}",
-            vm.address(),
-            key.display()
-        ),
-    )
-    .unwrap();
-    let sfuctl = |args: &[&str]| {
-        let mut cmd = crate::support::cli::sfuctl(&dir.path().join("home"));
-        cmd.env("SFUCTL_STATE_DIR", dir.path().join("state")).args(args).arg(&spec);
-        cmd.output().unwrap()
-    };
+    let dep = crate::support::freshvm::ExistingVm::start("truth-vm", "root");
+    dep.write(CRASHING, "");
+    let sfuctl = |args: &[&str]| dep.sfuctl(args).output().unwrap();
     let up = sfuctl(&["up", "--health-timeout", "8"]);
     assert_eq!(up.status.code(), Some(1), "never healthy: {}", String::from_utf8_lossy(&up.stderr));
 

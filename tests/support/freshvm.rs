@@ -182,3 +182,64 @@ pub fn mediasoup_worker() -> PathBuf {
     assert!(path.is_file(), "the mediasoup worker is not built: run `scripts/testbed/install` (it runs scripts/testbed/mediasoup-deps)");
     path
 }
+
+/// One fresh VM deployed to as an existing host (`provider.kind: ssh`), with its own key, spec, state and HOME in
+/// a temp dir; the VM is destroyed on drop.
+pub struct ExistingVm {
+    // Declared first so the VM goes before the directory holding its key.
+    vm: Vm,
+    dir: tempfile::TempDir,
+    login: String,
+    /// The deployment's name (unique per test process).
+    pub name: String,
+    /// The spec's path.
+    pub spec: PathBuf,
+}
+
+impl ExistingVm {
+    /// Boots a VM whose `login` user accepts a new key; `label` makes the names unique.
+    pub fn start(label: &str, login: &str) -> Self {
+        require_testbed();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = keypair(dir.path());
+        let vm = Vm::start(label, login, &key);
+        let name = format!("{label}-{}", std::process::id() % 10000);
+        let spec = dir.path().join("spec.yaml");
+        ExistingVm { vm, dir, login: login.to_string(), name, spec }
+    }
+
+    /// The VM's address.
+    pub fn address(&self) -> &str {
+        self.vm.address()
+    }
+
+    /// Writes the spec: the VM as the one host `media-1`, SSH from the test bed, `sfu` (indented YAML lines)
+    /// and `extra` top-level YAML.
+    pub fn write(&self, sfu: &str, extra: &str) {
+        let spec = format!(
+            "name: {}\nprovider:\n  kind: ssh\n  hosts:\n    - {{ name: media-1, address: {} }}\nssh:\n  user: {}\n  private_key: {}\n  allow_from: [10.200.0.0/16]\nsfu:\n{sfu}{extra}",
+            self.name,
+            self.address(),
+            self.login,
+            self.dir.path().join("id_ed25519").display()
+        );
+        std::fs::write(&self.spec, spec).expect("write the spec");
+    }
+
+    /// `sfuctl ARGS SPEC` with this deployment's HOME and state directory.
+    pub fn sfuctl(&self, args: &[&str]) -> assert_cmd::Command {
+        let mut cmd = crate::support::cli::sfuctl(&self.home());
+        cmd.env("SFUCTL_STATE_DIR", self.state_dir()).args(args).arg(&self.spec);
+        cmd
+    }
+
+    /// sfuctl's HOME in these tests.
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// sfuctl's state directory in these tests.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}
