@@ -54,7 +54,7 @@ use crate::support::moto::Moto;
 use crate::support::vultr_fake::VultrFake;
 
 /// The login key every deployment registers (a valid ed25519 line: providers check the format).
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMiUZBmwUBMwwQNNV+aldxkNLIDCr5Wa8Hu4X5NRP8Xm test@sfuctl";
+pub(crate) const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMiUZBmwUBMwwQNNV+aldxkNLIDCr5Wa8Hu4X5NRP8Xm test@sfuctl";
 /// The extra TCP port of the rule-change scenario.
 const EXTRA_PORT: u16 = 8443;
 
@@ -72,7 +72,12 @@ pub trait CloudFake: Sync {
 
     /// A new provider (so fresh request counters) that talks to the fake through [`CloudFake::proxy`], with
     /// retries quick enough for tests.
-    fn provider(&self) -> Arc<dyn Provider>;
+    fn provider(&self) -> Arc<dyn Provider> {
+        self.provider_with(quick())
+    }
+
+    /// A new provider with this retry policy (its timeouts included).
+    fn provider_with(&self, policy: RetryPolicy) -> Arc<dyn Provider>;
 
     /// The proxy every provider request goes through.
     fn proxy(&self) -> &FaultProxy;
@@ -206,12 +211,12 @@ fn wanted_rules(spec: &Spec) -> Vec<String> {
 }
 
 /// Retries fast enough that a fault costs milliseconds (a `Retry-After` is still honoured as sent).
-fn quick() -> RetryPolicy {
+pub(crate) fn quick() -> RetryPolicy {
     RetryPolicy { base_delay: Duration::from_millis(20), max_delay: Duration::from_millis(200), ..RetryPolicy::default() }
 }
 
 /// Seconds-scale bounds: the fakes answer at once, so anything slower is a failure.
-fn timings() -> Timings {
+pub(crate) fn timings() -> Timings {
     Timings { server: Duration::from_secs(30), firewall: Duration::from_secs(30), ssh: Duration::from_secs(5), busy: Duration::from_secs(30) }
 }
 
@@ -228,29 +233,29 @@ fn addresses(n: usize) -> Vec<IpAddr> {
 
 /// One deployment under test. Dropping it (a failed assertion included) runs `down` against the fake unless the
 /// suite already took it down: nothing is left behind, whatever happened.
-struct Deployment<'a> {
-    fake: &'a dyn CloudFake,
-    name: String,
-    owner: Owner,
-    down: bool,
+pub(crate) struct Deployment<'a> {
+    pub(crate) fake: &'a dyn CloudFake,
+    pub(crate) name: String,
+    pub(crate) owner: Owner,
+    pub(crate) down: bool,
 }
 
 /// What one converge did.
-struct Converged {
-    servers: Vec<Server>,
-    report: CloudReport,
-    saved: Vec<Saved>,
-    stats: RequestStats,
+pub(crate) struct Converged {
+    pub(crate) servers: Vec<Server>,
+    pub(crate) report: CloudReport,
+    pub(crate) saved: Vec<Saved>,
+    pub(crate) stats: RequestStats,
 }
 
 impl<'a> Deployment<'a> {
-    fn new(fake: &'a dyn CloudFake, scenario: &str) -> Self {
+    pub(crate) fn new(fake: &'a dyn CloudFake, scenario: &str) -> Self {
         // Unique per process and provider: tests run in parallel (each fake is its own process anyway).
         let name = format!("cf{}-{}-{scenario}", std::process::id(), fake.label());
         Self { fake, owner: Owner::new(&name), name, down: false }
     }
 
-    fn spec(&self, count: u32, extra_tcp_port: Option<u16>) -> Spec {
+    pub(crate) fn spec(&self, count: u32, extra_tcp_port: Option<u16>) -> Spec {
         let tcp = extra_tcp_port.map(|p| format!("  tcp_ports: [{p}]\n")).unwrap_or_default();
         let yaml = format!(
             "name: {}\nprovider: {}\nssh: {{ allow_from: [203.0.113.7/32] }}\nsfu:\n  kind: janus\n  rtc_ports: 40000-41000\n{tcp}",
@@ -261,8 +266,13 @@ impl<'a> Deployment<'a> {
     }
 
     /// `converge` with a fresh provider and an empty ledger; `confirm` answers the scale-down question.
-    async fn converge(&self, spec: &Spec, confirm: impl FnOnce(&[Server]) -> anyhow::Result<()>) -> anyhow::Result<Converged> {
-        let provider = self.fake.provider();
+    pub(crate) async fn converge(&self, spec: &Spec, confirm: impl FnOnce(&[Server]) -> anyhow::Result<()>) -> anyhow::Result<Converged> {
+        self.converge_with(quick(), spec, confirm).await
+    }
+
+    /// [`Deployment::converge`] with a provider using `policy` (shorter timeouts, say).
+    pub(crate) async fn converge_with(&self, policy: RetryPolicy, spec: &Spec, confirm: impl FnOnce(&[Server]) -> anyhow::Result<()>) -> anyhow::Result<Converged> {
+        let provider = self.fake.provider_with(policy);
         let saved = Arc::new(Mutex::new(Vec::new()));
         let ledger: Ledger = {
             let saved = Arc::clone(&saved);
@@ -281,30 +291,30 @@ impl<'a> Deployment<'a> {
     }
 
     /// A refresh from nothing but the spec's name and key, with a fresh provider.
-    async fn refresh(&self) -> (Current, RequestStats) {
+    pub(crate) async fn refresh(&self) -> (Current, RequestStats) {
         let provider = self.fake.provider();
         let current = refresh(provider.as_ref(), provider_data(self.fake), &self.owner, Some(KEY)).await.unwrap_or_else(|e| panic!("refresh {}: {e:#}", self.name));
         (current, provider.requests())
     }
 
     /// `down`: refresh, then destroy what was found.
-    async fn destroy(&self) -> (Teardown, RequestStats) {
+    pub(crate) async fn destroy(&self) -> (Teardown, RequestStats) {
         let (current, _) = self.refresh().await;
         let provider = self.fake.provider();
         let teardown = destroy(Arc::clone(&provider), &self.owner, &current, &timings()).await;
         (teardown, provider.requests())
     }
 
-    fn inventory(&self) -> Inventory {
+    pub(crate) fn inventory(&self) -> Inventory {
         self.fake.inventory(&self.name)
     }
 
-    fn server_name(&self, i: u32) -> String {
+    pub(crate) fn server_name(&self, i: u32) -> String {
         self.owner.server_name(i)
     }
 
     /// Whether the provider registers the login key (and so holds it, finds it and deletes it).
-    fn registers_key(&self) -> bool {
+    pub(crate) fn registers_key(&self) -> bool {
         provider_data(self.fake).ssh_key == KeyHandling::Register
     }
 }
@@ -337,12 +347,12 @@ impl Drop for Deployment<'_> {
 }
 
 /// The provider data of a fake's kind (parsed from its spec).
-fn provider_data(fake: &dyn CloudFake) -> &'static ProviderData {
+pub(crate) fn provider_data(fake: &dyn CloudFake) -> &'static ProviderData {
     let spec = Spec::parse(&format!("name: x\nprovider: {}\nsfu: {{ kind: janus, rtc_ports: 40000-41000 }}\n", fake.provider_yaml(1))).expect("spec");
     ProviderData::get(spec.provider.kind)
 }
 
-fn names(servers: &[Server]) -> Vec<String> {
+pub(crate) fn names(servers: &[Server]) -> Vec<String> {
     servers.iter().map(|s| s.name.clone()).collect()
 }
 
@@ -686,7 +696,7 @@ async fn faults(dep: Deployment<'_>) {
 
 /// The DigitalOcean fake (`tests/fakes/digitalocean`) behind a fault proxy. Its own drop asserts that no request
 /// broke the OpenAPI document.
-struct DoHarness {
+pub(crate) struct DoHarness {
     proxy: FaultProxy,
     fake: DoFake,
 }
@@ -695,7 +705,14 @@ impl DoHarness {
     /// A droplet boots in 0.5 s, a firewall change applies in `firewall_delay` seconds (on a new droplet: once
     /// it is active, and no sooner than that), so the engine's waits are exercised.
     fn start(firewall_delay: &str) -> Self {
-        let fake = DoFake::start_with(&["--address-pool", &pool(10), "--boot-delay", "0.5", "--firewall-delay", firewall_delay]);
+        Self::start_with(&["--boot-delay", "0.5", "--firewall-delay", firewall_delay])
+    }
+
+    /// A fake with these flags besides its address pool (`&[]`: droplets boot and firewalls apply at once, so a
+    /// run's requests are the same every time).
+    pub(crate) fn start_with(args: &[&str]) -> Self {
+        let pool = pool(10);
+        let fake = DoFake::start_with(&[&["--address-pool", pool.as_str()], args].concat());
         Self { proxy: FaultProxy::start(socket_of(&fake.url())), fake }
     }
 }
@@ -709,8 +726,8 @@ impl CloudFake for DoHarness {
         format!("{{ kind: digitalocean, region: fra1, size: s-1vcpu-1gb, count: {count} }}")
     }
 
-    fn provider(&self) -> Arc<dyn Provider> {
-        Arc::new(DigitalOcean::new(&self.proxy.url(), Secret::new(self.fake.token()), quick()).unwrap())
+    fn provider_with(&self, policy: RetryPolicy) -> Arc<dyn Provider> {
+        Arc::new(DigitalOcean::new(&self.proxy.url(), Secret::new(self.fake.token()), policy).unwrap())
     }
 
     fn proxy(&self) -> &FaultProxy {
@@ -791,13 +808,13 @@ fn port_range(ports: &str) -> (u16, u16) {
 // ------------------------------------------------------------------------------------------------ AWS (moto)
 
 /// moto (`tests/fakes/aws`) behind a fault proxy; its inventory is read with boto3, an independent client.
-struct AwsHarness {
+pub(crate) struct AwsHarness {
     proxy: FaultProxy,
     moto: Moto,
 }
 
 impl AwsHarness {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let moto = Moto::start(&["--address-pool", &pool(10), "--pool-exhausted-status", "400"]);
         Self { proxy: FaultProxy::start(socket_of(&moto.url())), moto }
     }
@@ -814,14 +831,14 @@ impl CloudFake for AwsHarness {
         format!("{{ kind: aws, region: us-east-1, count: {count} }}")
     }
 
-    fn provider(&self) -> Arc<dyn Provider> {
+    fn provider_with(&self, policy: RetryPolicy) -> Arc<dyn Provider> {
         let credentials = Credentials {
             access_key_id: self.moto.access_key().into(),
             secret_access_key: Secret::new(self.moto.secret_key()),
             session_token: None,
             source: "the conformance suite".into(),
         };
-        Arc::new(Aws::new(AwsConfig { credentials, region: "us-east-1".into(), endpoint: self.proxy.url() }, quick()).unwrap())
+        Arc::new(Aws::new(AwsConfig { credentials, region: "us-east-1".into(), endpoint: self.proxy.url() }, policy).unwrap())
     }
 
     fn proxy(&self) -> &FaultProxy {
@@ -918,7 +935,7 @@ async fn aws_conforms() {
 
 /// The Linode fake (`tests/fakes/linode`) behind a fault proxy. Its own drop asserts that no request broke the
 /// OpenAPI document. Its create limit (10 per 30 s) is the real one; the suite creates far fewer.
-struct LinodeHarness {
+pub(crate) struct LinodeHarness {
     proxy: FaultProxy,
     fake: LinodeFake,
 }
@@ -926,7 +943,13 @@ struct LinodeHarness {
 impl LinodeHarness {
     /// An instance boots in 0.5 s (`provisioning`, then `booting`), so the engine's waits are exercised.
     fn start() -> Self {
-        let fake = LinodeFake::start_with(&["--address-pool", &pool(10), "--boot-delay", "0.5"]);
+        Self::start_with(&["--boot-delay", "0.5"])
+    }
+
+    /// A fake with these flags besides its address pool.
+    pub(crate) fn start_with(args: &[&str]) -> Self {
+        let pool = pool(10);
+        let fake = LinodeFake::start_with(&[&["--address-pool", pool.as_str()], args].concat());
         Self { proxy: FaultProxy::start(socket_of(&fake.url())), fake }
     }
 }
@@ -940,8 +963,8 @@ impl CloudFake for LinodeHarness {
         format!("{{ kind: linode, region: eu-central, size: g6-nanode-1, count: {count} }}")
     }
 
-    fn provider(&self) -> Arc<dyn Provider> {
-        Arc::new(Linode::new(&format!("{}/v4", self.proxy.url()), Secret::new(self.fake.token()), quick()).unwrap())
+    fn provider_with(&self, policy: RetryPolicy) -> Arc<dyn Provider> {
+        Arc::new(Linode::new(&format!("{}/v4", self.proxy.url()), Secret::new(self.fake.token()), policy).unwrap())
     }
 
     fn proxy(&self) -> &FaultProxy {
@@ -1023,7 +1046,7 @@ async fn linode_conforms() {
 
 /// The Vultr fake (`tests/fakes/vultr`) behind a fault proxy. Its own drop asserts that no request broke Vultr's
 /// OpenAPI document or the rules it states in prose.
-struct VultrHarness {
+pub(crate) struct VultrHarness {
     proxy: FaultProxy,
     fake: VultrFake,
 }
@@ -1031,7 +1054,13 @@ struct VultrHarness {
 impl VultrHarness {
     /// An instance boots in 0.5 s and is locked (refusing deletes) for the second half of that.
     fn start() -> Self {
-        let fake = VultrFake::start_with(&["--address-pool", &pool(10), "--boot-delay", "0.5"]);
+        Self::start_with(&["--boot-delay", "0.5"])
+    }
+
+    /// A fake with these flags besides its address pool.
+    pub(crate) fn start_with(args: &[&str]) -> Self {
+        let pool = pool(10);
+        let fake = VultrFake::start_with(&[&["--address-pool", pool.as_str()], args].concat());
         Self { proxy: FaultProxy::start(socket_of(&fake.url())), fake }
     }
 }
@@ -1045,9 +1074,9 @@ impl CloudFake for VultrHarness {
         format!("{{ kind: vultr, region: fra, size: vc2-1c-1gb, count: {count} }}")
     }
 
-    fn provider(&self) -> Arc<dyn Provider> {
+    fn provider_with(&self, policy: RetryPolicy) -> Arc<dyn Provider> {
         // Small pages, so the suite's lists follow cursors too.
-        Arc::new(Vultr::new(&format!("{}/v2", self.proxy.url()), Secret::new(self.fake.api_key()), quick()).unwrap().with_page_size(3))
+        Arc::new(Vultr::new(&format!("{}/v2", self.proxy.url()), Secret::new(self.fake.api_key()), policy).unwrap().with_page_size(3))
     }
 
     fn proxy(&self) -> &FaultProxy {

@@ -15,5 +15,6 @@ mod aws_e2e;
 mod vultr_provider;
 mod vultr_e2e;
 mod conformance;
+mod fault_matrix;
 mod linode_provider;
 mod linode_e2e;
