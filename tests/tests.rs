@@ -16,5 +16,6 @@ mod vultr_provider;
 mod vultr_e2e;
 mod conformance;
 mod fault_matrix;
+mod concurrent_up;
 mod linode_provider;
 mod linode_e2e;

@@ -20,7 +20,7 @@ use crate::error::UserError;
 use crate::http::{RetryPolicy, maybe_applied};
 use crate::owner::Owner;
 use crate::provider::catalog::{Attach, KeyHandling, ProviderData};
-use crate::provider::{Firewall, FirewallRequest, Provider, Server, ServerRequest, SshKeyId};
+use crate::provider::{Firewall, FirewallRequest, Provider, Server, ServerRequest, SshKeyId, name_taken};
 use crate::render::{HostTarget, PLACEHOLDER_ADDRESS, Renderer};
 use crate::secret::Secret;
 use crate::spec::Spec;
@@ -170,7 +170,7 @@ pub async fn converge(provider: &Arc<dyn Provider>, inputs: &Inputs<'_>, confirm
 
     let key_ids = ensure_key(provider.as_ref(), data, &owner, &current, inputs, &mut report).await?;
     let firewall = ensure_firewall(provider.as_ref(), data, &owner, &diff, &current, inputs, &mut report).await?;
-    let (created, failures) = create_servers(provider, data, inputs, &diff, key_ids, firewall.as_ref()).await;
+    let (created, failures) = create_servers(provider, data, inputs, &diff, key_ids.clone(), firewall.as_ref()).await;
     report.servers_created = created.iter().map(|s| s.name.clone()).collect();
     if let Some(first) = failures.into_iter().next() {
         return Err(first.context("creating servers failed; what was created is tagged and saved: run `up` again to continue, or `down` to remove it"));
@@ -204,9 +204,29 @@ pub async fn converge(provider: &Arc<dyn Provider>, inputs: &Inputs<'_>, confirm
     if let Some(fw) = firewall.filter(|fw| !fw.ready || joined_by_tag) {
         wait_until_applied(provider, &fw, inputs.timings.firewall).await?;
     }
+    if report.key_created
+        && let (Some(mine), Some(line)) = (key_ids.first(), inputs.public_key.as_deref())
+    {
+        settle_key(provider.as_ref(), &owner, mine, line, inputs).await?;
+    }
     let stats = provider.requests();
     (report.requests, report.mutating_requests) = (stats.total, stats.mutating);
     Ok((servers, report))
+}
+
+/// After this run registered the login key: where names need not be unique (Vultr), another run may have
+/// registered the same key under the same name at the same time. The provider's lookup prefers the lowest ID of
+/// sfuctl's name; when that is not ours, ours is the duplicate and goes (servers made with it keep their login:
+/// a key is copied onto a server at create). Both runs end here after their servers are up, so both see both keys
+/// and agree.
+async fn settle_key(provider: &dyn Provider, owner: &Owner, mine: &SshKeyId, public_key: &str, inputs: &Inputs<'_>) -> Result<()> {
+    let Some(kept) = provider.find_ssh_key(public_key).await? else { return Ok(()) };
+    if kept.name == owner.ssh_key_name() && &kept.id != mine {
+        provider.delete_ssh_key(mine).await?;
+        eprintln!("deleted SSH key {} ({mine}): another run registered it at the same time; the lowest ID is kept", kept.name);
+        (inputs.ledger)(Saved::Key(kept.id.0.clone()))?;
+    }
+    Ok(())
 }
 
 /// Registers the login key where the provider keeps keys; returns the IDs to name at create.
@@ -311,18 +331,26 @@ async fn create_servers(
 }
 
 /// Creates one server. A create whose answer was lost (5xx, timeout: it may have happened) is never simply
-/// sent again: after a pause the owner's servers are listed, and one with the wanted name is taken over.
+/// sent again: after a pause the owner's servers are listed, and one with the wanted name is taken over. A create
+/// refused because the name is taken ([`crate::provider::NameTaken`]: another run is creating the same server) is
+/// settled the same way: the server of that name is taken over when sfuctl owns it; one it does not own is an error.
 pub async fn create_server(provider: &dyn Provider, owner: &Owner, req: &ServerRequest, policy: &RetryPolicy) -> Result<Server> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         match provider.create_server(req).await {
             Ok(server) => return Ok(server),
-            Err(e) if maybe_applied(&e) && attempt < CREATE_ATTEMPTS => {
+            Err(e) if (maybe_applied(&e) || name_taken(&e)) && attempt < CREATE_ATTEMPTS => {
                 tokio::time::sleep(policy.backoff(attempt)).await;
-                if let Some(found) = provider.list_servers(owner).await?.into_iter().find(|s| s.name == req.name) {
+                if let Some(found) = provider.list_servers(owner).await?.into_iter().find(|s| s.name == req.name && not_owned(owner, s, &[]).is_none()) {
                     return Ok(found);
                 }
+            }
+            Err(e) if name_taken(&e) => {
+                return Err(UserError::failed(format!("cannot create server {}: {} already has a server of that name that sfuctl does not own", req.name, provider.name()))
+                    .caused_by(e)
+                    .hint(format!("rename or delete that server, or give the spec another `name`; sfuctl never takes over a server without the tag {}", owner.tag()))
+                    .into());
             }
             Err(e) => return Err(e),
         }
