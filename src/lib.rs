@@ -18,6 +18,7 @@ pub mod owner;
 pub mod plan;
 pub mod port_range;
 pub mod health;
+pub mod interrupt;
 pub mod ports;
 pub mod probe;
 pub mod remote;

@@ -17,5 +17,6 @@ mod vultr_e2e;
 mod conformance;
 mod fault_matrix;
 mod concurrent_up;
+mod interruptions;
 mod linode_provider;
 mod linode_e2e;

@@ -17,6 +17,7 @@ use crate::engine::pacing::Gate;
 use crate::engine::refresh::{Current, duplicates, not_owned, public_key, refresh_with};
 use crate::engine::{Timings, targets, wait_for_ssh};
 use crate::error::UserError;
+use crate::interrupt;
 use crate::http::{RetryPolicy, maybe_applied};
 use crate::owner::Owner;
 use crate::provider::catalog::{Attach, KeyHandling, ProviderData};
@@ -168,13 +169,18 @@ pub async fn converge(provider: &Arc<dyn Provider>, inputs: &Inputs<'_>, confirm
         return Ok((diff.keep, report));
     }
 
+    // Between two steps, Ctrl-C stops the run (every ID made so far is saved): see `crate::interrupt`.
+    interrupt::check("before anything was created or changed")?;
     let key_ids = ensure_key(provider.as_ref(), data, &owner, &current, inputs, &mut report).await?;
+    interrupt::check("after the SSH key, before the firewall")?;
     let firewall = ensure_firewall(provider.as_ref(), data, &owner, &diff, &current, inputs, &mut report).await?;
+    interrupt::check("after the firewall, before creating servers")?;
     let (created, failures) = create_servers(provider, data, inputs, &diff, key_ids.clone(), firewall.as_ref()).await;
     report.servers_created = created.iter().map(|s| s.name.clone()).collect();
     if let Some(first) = failures.into_iter().next() {
         return Err(first.context("creating servers failed; what was created is tagged and saved: run `up` again to continue, or `down` to remove it"));
     }
+    interrupt::check("after creating servers, before deleting or waiting for any")?;
     for server in &diff.delete {
         crate::engine::teardown::delete_server(provider.as_ref(), &server.id, &server.name, inputs.timings.busy).await?;
         eprintln!("deleted server {} ({})", server.name, server.id);
@@ -312,6 +318,10 @@ async fn create_servers(
         let (provider, ledger, gate, owner) = (Arc::clone(provider), Arc::clone(&inputs.ledger), Arc::clone(&gate), owner.clone());
         tasks.spawn(async move {
             let slot = gate.admit().await;
+            if let Err(e) = interrupt::check(&format!("before creating server {}", req.name)) {
+                gate.finished(slot).await;
+                return Err(e);
+            }
             let created = create_server(provider.as_ref(), &owner, &req, &RetryPolicy::default()).await;
             gate.finished(slot).await;
             let server = created?;

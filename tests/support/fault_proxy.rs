@@ -169,8 +169,10 @@ pub enum Release {
 
 #[derive(Default)]
 struct Holding {
-    /// Requests held so far (ever).
+    /// Requests held since the last release.
     held: u64,
+    /// Requests still waiting for the decision.
+    waiting: u64,
     /// The decision for every held request, once made.
     release: Option<Release>,
 }
@@ -247,10 +249,14 @@ impl FaultProxy {
         holding.held > 0
     }
 
-    /// Lets every held request (and any later one an [`Effect::Hold`] catches) go on as `release` says.
+    /// Lets every held request go on as `release` says, waits until each took the decision (up to 10 s), then
+    /// starts afresh: the next request an [`Effect::Hold`] catches is held again.
     pub fn release(&self, release: Release) {
-        self.shared.holding.lock().unwrap().release = Some(release);
+        let mut holding = self.shared.holding.lock().unwrap();
+        holding.release = Some(release);
         self.shared.held_changed.notify_all();
+        let (mut holding, _) = self.shared.held_changed.wait_timeout_while(holding, Duration::from_secs(10), |h| h.waiting > 0).unwrap();
+        *holding = Holding::default();
     }
 
     /// Every request so far, in order.
@@ -458,17 +464,20 @@ fn serve(mut conn: TcpStream, upstream: SocketAddr, shared: &Shared) {
             let release = {
                 let mut holding = shared.holding.lock().unwrap();
                 holding.held += 1;
+                holding.waiting += 1;
                 shared.held_changed.notify_all();
-                let holding = shared.held_changed.wait_while(holding, |h| h.release.is_none()).unwrap();
+                let mut holding = shared.held_changed.wait_while(holding, |h| h.release.is_none()).unwrap();
+                holding.waiting -= 1;
+                shared.held_changed.notify_all();
                 holding.release
             };
-            if release == Some(Release::Forward) {
-                if let Ok(raw) = forward(&req, upstream) {
-                    let (status, answer) = closing(&raw);
-                    log(status);
-                    let _ = conn.write_all(&answer);
-                    return;
-                }
+            if release == Some(Release::Forward)
+                && let Ok(raw) = forward(&req, upstream)
+            {
+                let (status, answer) = closing(&raw);
+                log(status);
+                let _ = conn.write_all(&answer);
+                return;
             }
             log(0);
             return;
