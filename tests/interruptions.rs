@@ -24,17 +24,17 @@ use crate::support::fault_proxy::{Effect, Fault, FaultProxy, Match, Release, Rep
 /// The fake's addresses: a server of the deployment gets one of them.
 const ADDRESSES: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
 
-/// A deployment on the DigitalOcean fake, driven with the real binary.
-struct Cli {
-    fake: DoFake,
-    proxy: FaultProxy,
-    dir: tempfile::TempDir,
-    name: String,
+/// A deployment on the DigitalOcean fake, driven with the real binary (also used by `lost_state.rs`).
+pub(crate) struct Cli {
+    pub(crate) fake: DoFake,
+    pub(crate) proxy: FaultProxy,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) name: String,
     _sshd: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Cli {
-    fn start(label: &str) -> Cli {
+    pub(crate) fn start(label: &str) -> Cli {
         require_tool("ssh-keygen", "openssh-client");
         let fake = DoFake::start_with(&["--address-pool", &ADDRESSES.join(",")]);
         let upstream: SocketAddr = fake.url().trim_start_matches("http://").parse().unwrap();
@@ -51,15 +51,16 @@ impl Cli {
         listeners.extend(ADDRESSES[1..].iter().map(|a| TcpListener::bind((*a, port)).unwrap_or_else(|e| panic!("{a}:{port}: {e}"))));
         let sshd = listeners.into_iter().map(|l| std::thread::spawn(move || for c in l.incoming() { drop(c) })).collect();
         let name = format!("int{}-{label}", std::process::id());
+        // The media range sits below the ephemeral ports, so the listener's port never falls inside it.
         let spec = format!(
-            "name: {name}\nprovider:\n  kind: digitalocean\n  region: fra1\n  size: s-1vcpu-1gb\n  count: 1\nssh:\n  private_key: {}\n  port: {port}\n  allow_from: [10.200.0.0/16]\nsfu:\n  kind: coturn\n  rtc_ports: 40000-40999\n",
+            "name: {name}\nprovider:\n  kind: digitalocean\n  region: fra1\n  size: s-1vcpu-1gb\n  count: 1\nssh:\n  private_key: {}\n  port: {port}\n  allow_from: [10.200.0.0/16]\nsfu:\n  kind: coturn\n  rtc_ports: 10000-10999\n",
             key.display()
         );
         std::fs::write(dir.path().join("spec.yaml"), spec).unwrap();
         Cli { fake, proxy, dir, name, _sshd: sshd }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let bin = assert_cmd::cargo::cargo_bin("sfuctl");
         let mut cmd = Command::new(bin);
         cmd.env_clear()
@@ -79,12 +80,12 @@ impl Cli {
         cmd
     }
 
-    fn state_dir(&self) -> PathBuf {
+    pub(crate) fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
 
     /// `up` to the end; its JSON report and stderr. The deploy fails (exit 1); the cloud part must not.
-    fn up(&self) -> (Value, String) {
+    pub(crate) fn up(&self) -> (Value, String) {
         let out = self.command(&["up", "--yes", "--no-audit", "--connect-timeout", "1", "--output", "json"]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("up printed no report ({e}), exit {:?}:\n{stderr}", out.status.code()));
@@ -93,13 +94,13 @@ impl Cli {
     }
 
     /// `down --yes`, which must succeed.
-    fn down(&self) {
+    pub(crate) fn down(&self) {
         let out = self.command(&["down", "--yes"]).output().unwrap();
         assert!(out.status.success(), "down failed:\n{}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// What the fake holds of the deployment, one line each: droplets with its tag, firewalls and keys with its name.
-    fn inventory(&self) -> Vec<String> {
+    pub(crate) fn inventory(&self) -> Vec<String> {
         let state = self.fake.get("/_fake/state");
         let (tag, prefix) = (format!("sfuctl:{}", self.name), format!("sfuctl-{}", self.name));
         let mut out = Vec::new();
@@ -116,7 +117,7 @@ impl Cli {
         out
     }
 
-    fn converged(&self) -> Vec<String> {
+    pub(crate) fn converged(&self) -> Vec<String> {
         let mut want = vec![format!("firewall sfuctl-{}", self.name), format!("key sfuctl-{}", self.name), format!("server sfuctl-{}-1", self.name)];
         want.sort();
         want

@@ -18,5 +18,6 @@ mod conformance;
 mod fault_matrix;
 mod concurrent_up;
 mod interruptions;
+mod lost_state;
 mod linode_provider;
 mod linode_e2e;
