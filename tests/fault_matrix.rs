@@ -176,6 +176,7 @@ pub async fn run_matrix(fake: &dyn CloudFake, selection: Selection) -> Figures {
                     Ok(_) => fig.up_ok += 1,
                     Err(e) => {
                         assert_clear(&format!("up, {case}"), &e);
+                        eprintln!("[faults {}] up failed clearly, {case}: {}", fake.label(), render(&e).lines().next().unwrap_or_default());
                         fig.up_failed += 1;
                     }
                 }

@@ -19,5 +19,6 @@ mod fault_matrix;
 mod concurrent_up;
 mod interruptions;
 mod lost_state;
+mod ssh_upload_retry;
 mod linode_provider;
 mod linode_e2e;
