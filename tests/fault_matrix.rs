@@ -11,6 +11,9 @@
 //! - the faulted `down` either removed everything or named what it could not; a re-run of `down` then leaves the
 //!   fake holding nothing of the deployment.
 //!
+//! Then each kind of fault on every server create (a cloud that stays down): `up` fails clearly after a bounded
+//! number of requests, and recovers once the cloud is back ([`persistent_faults`]).
+//!
 //! Budget (2 CI cores): DigitalOcean gets every fault at every step; Linode and Vultr two faults per step,
 //! rotating through the six so that every fault meets every third step; AWS (moto answers slowest) one per step,
 //! so every fault meets every sixth step. The figures are printed at the end and
@@ -21,7 +24,7 @@ use std::time::{Duration, Instant};
 use sfuctl::error::{Exit, exit_of, render};
 use sfuctl::http::RetryPolicy;
 
-use crate::conformance::{AwsHarness, CloudFake, Deployment, DoHarness, LinodeHarness, VultrHarness, provider_data, quick, timings};
+use crate::conformance::{AwsHarness, Call, CloudFake, Deployment, DoHarness, LinodeHarness, VultrHarness, provider_data, quick, timings};
 use crate::support::fault_proxy::{Effect, Fault, Match, Reply};
 
 /// The client's timeout per attempt in these runs, and how long a stalled answer is held back (longer).
@@ -121,6 +124,12 @@ pub struct Figures {
     pub duplicates: usize,
     /// See `duplicates`.
     pub leftovers: usize,
+    /// Runs against a server create that always fails (each fault kind once), and the most create requests one
+    /// of them sent (every run fails clearly, but one whose creates time out after reaching the fake, which made
+    /// the server: that one finds and takes it).
+    pub persistent: usize,
+    /// See `persistent`.
+    pub most_attempts: usize,
 }
 
 fn policy() -> RetryPolicy {
@@ -219,12 +228,50 @@ pub async fn run_matrix(fake: &dyn CloudFake, selection: Selection) -> Figures {
             assert_eq!(left, Vec::<String>::new(), "{case}: down leaves nothing");
         }
     }
+    persistent_faults(&dep, &mut fig).await;
     dep.down = true;
     eprintln!(
         "[faults {}] {} up steps, {} down steps; {} faults injected, {} met; up {} ok / {} failed clearly; down {} ok / {} reported; {} duplicates, {} left over; {:.1?}",
         fake.label(), fig.up_steps, fig.down_steps, fig.injected, fig.met, fig.up_ok, fig.up_failed, fig.down_ok, fig.down_failed, fig.duplicates, fig.leftovers, started.elapsed()
     );
+    eprintln!("[faults {}] a create that always fails: {} runs, at most {} create requests each", fake.label(), fig.persistent, fig.most_attempts);
     fig
+}
+
+/// Retries are bounded: each fault on every server create (a cloud that stays down) ends `up` with exit 1, `error:`
+/// and `hint:`, after at most 15 create requests (5 attempts of a throttled request, 3 creates after a possibly
+/// applied one); creates that time out after the fake acted on them are the exception: the server they made is
+/// found and taken, still with no duplicate. With the cloud back, a re-run converges to one server; `down` leaves
+/// nothing.
+async fn persistent_faults(dep: &Deployment<'_>, fig: &mut Figures) {
+    let (fake, proxy) = (dep.fake, dep.fake.proxy());
+    let spec = dep.spec(1, None);
+    for kind in FaultKind::ALL {
+        let case = format!("{} on every server create", kind.label());
+        let fault = Fault { matches: fake.call(Call::CreateServer, &dep.owner), count: u32::MAX, label: case.clone(), ..kind.at(fake, 0) };
+        let from = proxy.log().len();
+        proxy.inject([fault]);
+        let run = dep.converge_with(policy(), &spec, |shown| panic!("nothing to delete, yet asked about {shown:?}")).await;
+        proxy.clear();
+        let attempts = proxy.log()[from..].iter().filter(|s| s.fault.as_deref() == Some(case.as_str())).count();
+        assert!((1..=15).contains(&attempts), "{case}: bounded retries, {attempts} creates sent");
+        match run {
+            Err(e) => {
+                assert_clear(&case, &e);
+                eprintln!("[faults {}] {case}: failed clearly after {attempts} creates: {}", fake.label(), render(&e).lines().next().unwrap_or_default());
+            }
+            // A timed-out create reached the fake, which made the server: looking before creating again finds it.
+            Ok(_) if kind == FaultKind::Timeout => eprintln!("[faults {}] {case}: the server made by a timed-out create was found and taken", fake.label()),
+            Ok(_) => panic!("{case}: up cannot succeed while every create is refused"),
+        }
+        fig.persistent += 1;
+        fig.most_attempts = fig.most_attempts.max(attempts);
+        dep.converge_with(policy(), &spec, |shown| panic!("nothing to delete, yet asked about {shown:?}")).await.unwrap_or_else(|e| panic!("up after {case}: {e:#}"));
+        let names: Vec<String> = dep.inventory().servers.iter().map(|s| s.name.clone()).collect();
+        assert_eq!(names, [dep.server_name(1)], "{case}: one server, no duplicate");
+        down(dep).await.unwrap_or_else(|e| panic!("down after {case}: {e}"));
+        assert_eq!(dep.inventory().lines(), Vec::<String>::new(), "{case}: down leaves nothing");
+    }
 }
 
 #[tokio::test]

@@ -243,7 +243,13 @@ async fn ensure_key(provider: &dyn Provider, data: &ProviderData, owner: &Owner,
     let key = match (&current.key, inputs.public_key.as_deref()) {
         (Some(key), _) => key.clone(),
         (None, Some(public_key)) => {
-            let (key, created) = provider.ensure_ssh_key(&owner.ssh_key_name(), public_key).await?;
+            let name = owner.ssh_key_name();
+            // A register whose answer was lost: the key found by its fingerprint is the one it made.
+            let (key, created) = create_looking_first(
+                async || provider.ensure_ssh_key(&name, public_key).await,
+                async || Ok(provider.find_ssh_key(public_key).await?.map(|k| (k, true))),
+            )
+            .await?;
             report.key_created = created;
             if created {
                 eprintln!("created SSH key {} ({})", owner.ssh_key_name(), key.fingerprint);
@@ -272,7 +278,17 @@ async fn ensure_firewall(
     match (&diff.firewall, &current.firewall) {
         (FirewallChange::Keep, Some(fw)) => Ok(Some(fw.clone())),
         (_, existing) => {
-            let fw = provider.put_firewall(&FirewallRequest::for_manifest(owner, &inputs.spec.manifest()), existing.as_ref()).await?;
+            let req = FirewallRequest::for_manifest(owner, &inputs.spec.manifest());
+            // A create whose answer was lost: the firewall found by its name is the one it made (its rules are
+            // brought in line, in case the create stopped half way).
+            let fw = create_looking_first(
+                async || provider.put_firewall(&req, existing.as_ref()).await,
+                async || match provider.list_firewalls(owner).await?.into_iter().find(|f| f.name == owner.firewall_name()) {
+                    Some(found) if existing.is_none() => Ok(Some(provider.put_firewall(&req, Some(&found)).await?)),
+                    _ => Ok(None),
+                },
+            )
+            .await?;
             report.firewall = if existing.is_some() { "updated" } else { "created" };
             eprintln!("{} firewall {} ({})", report.firewall, fw.name, fw.id);
             (inputs.ledger)(Saved::Firewall(fw.id.0.clone()))?;
@@ -361,6 +377,27 @@ pub async fn create_server(provider: &dyn Provider, owner: &Owner, req: &ServerR
                     .caused_by(e)
                     .hint(format!("rename or delete that server, or give the spec another `name`; sfuctl never takes over a server without the tag {}", owner.tag()))
                     .into());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Calls `create`; after a failure that may have been applied all the same (a 5xx, a reset, a timeout: see
+/// [`maybe_applied`]) it pauses, looks for what the call made (`find`), and takes that, or calls again: up to
+/// [`CREATE_ATTEMPTS`] calls in all. Anything else fails at once.
+async fn create_looking_first<T>(mut create: impl AsyncFnMut() -> Result<T>, mut find: impl AsyncFnMut() -> Result<Option<T>>) -> Result<T> {
+    let policy = RetryPolicy::default();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match create().await {
+            Ok(made) => return Ok(made),
+            Err(e) if maybe_applied(&e) && attempt < CREATE_ATTEMPTS => {
+                tokio::time::sleep(policy.backoff(attempt)).await;
+                if let Some(found) = find().await? {
+                    return Ok(found);
+                }
             }
             Err(e) => return Err(e),
         }
