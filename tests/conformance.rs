@@ -47,6 +47,7 @@ use sfuctl::provider::{Owner, Provider, Server};
 use sfuctl::render::Renderer;
 use sfuctl::spec::Spec;
 
+use crate::support::cloud_deployment::CloudEnv;
 use crate::support::do_fake::{DoFake, pool};
 use crate::support::linode_fake::LinodeFake;
 use crate::support::fault_proxy::{Effect, Fault, FaultProxy, Match, Reply};
@@ -81,6 +82,10 @@ pub trait CloudFake: Sync {
 
     /// The proxy every provider request goes through.
     fn proxy(&self) -> &FaultProxy;
+
+    /// The environment that points the `sfuctl` binary at this fake through [`CloudFake::proxy`] (credentials
+    /// and the API URL variable).
+    fn cli_env(&self) -> Vec<(&'static str, String)>;
 
     /// The public IPv4 addresses the fake hands out (its pool: addresses nothing is ever sent to).
     fn pool(&self) -> Vec<IpAddr>;
@@ -218,6 +223,11 @@ pub(crate) fn quick() -> RetryPolicy {
 /// Seconds-scale bounds: the fakes answer at once, so anything slower is a failure.
 pub(crate) fn timings() -> Timings {
     Timings { server: Duration::from_secs(30), firewall: Duration::from_secs(30), ssh: Duration::from_secs(5), busy: Duration::from_secs(30) }
+}
+
+/// A fake's environment for the binary with its URL replaced by the proxy's.
+fn through_proxy(env: Vec<(&'static str, String)>, fake_url: &str, proxy: &FaultProxy) -> Vec<(&'static str, String)> {
+    env.into_iter().map(|(k, v)| (k, v.replace(fake_url, &proxy.url()))).collect()
 }
 
 /// `127.0.0.1:PORT` of a `http://127.0.0.1:PORT` URL.
@@ -734,6 +744,10 @@ impl CloudFake for DoHarness {
         &self.proxy
     }
 
+    fn cli_env(&self) -> Vec<(&'static str, String)> {
+        through_proxy(self.fake.env(), &self.fake.url(), &self.proxy)
+    }
+
     fn pool(&self) -> Vec<IpAddr> {
         addresses(10)
     }
@@ -815,7 +829,13 @@ pub(crate) struct AwsHarness {
 
 impl AwsHarness {
     pub(crate) fn start() -> Self {
-        let moto = Moto::start(&["--address-pool", &pool(10), "--pool-exhausted-status", "400"]);
+        Self::start_with(&[])
+    }
+
+    /// moto with these launcher flags after the suite's (a later `--address-pool` wins).
+    pub(crate) fn start_with(args: &[&str]) -> Self {
+        let pool = pool(10);
+        let moto = Moto::start(&[&["--address-pool", pool.as_str(), "--pool-exhausted-status", "400"], args].concat());
         Self { proxy: FaultProxy::start(socket_of(&moto.url())), moto }
     }
 }
@@ -843,6 +863,10 @@ impl CloudFake for AwsHarness {
 
     fn proxy(&self) -> &FaultProxy {
         &self.proxy
+    }
+
+    fn cli_env(&self) -> Vec<(&'static str, String)> {
+        through_proxy(self.moto.env(), &self.moto.url(), &self.proxy)
     }
 
     fn pool(&self) -> Vec<IpAddr> {
@@ -971,6 +995,10 @@ impl CloudFake for LinodeHarness {
         &self.proxy
     }
 
+    fn cli_env(&self) -> Vec<(&'static str, String)> {
+        through_proxy(self.fake.env(), &self.fake.url(), &self.proxy)
+    }
+
     fn pool(&self) -> Vec<IpAddr> {
         addresses(10)
     }
@@ -1081,6 +1109,10 @@ impl CloudFake for VultrHarness {
 
     fn proxy(&self) -> &FaultProxy {
         &self.proxy
+    }
+
+    fn cli_env(&self) -> Vec<(&'static str, String)> {
+        through_proxy(self.fake.env(), &self.fake.url(), &self.proxy)
     }
 
     fn pool(&self) -> Vec<IpAddr> {

@@ -1,13 +1,13 @@
 //! Lost state (issue 14): with the local state directory deleted, the real `sfuctl audit` still finds the
-//! deployment's server by its owner tag and audits it, and `sfuctl down` still removes everything (the DigitalOcean
-//! fake's inventory is empty afterwards). The engine-level half (a refresh with no saved IDs finds the same
-//! servers, firewall and key on every cloud) is scenario 5 of `conformance.rs`.
+//! deployment's server by its owner tag and audits it, and `sfuctl down` still removes everything (the fake's
+//! inventory is empty afterwards), on every cloud fake. The engine-level half (a refresh with no saved IDs finds
+//! the same servers, firewall and key) is scenario 5 of `conformance.rs`.
 
-use crate::interruptions::Cli;
+use crate::conformance::{AwsHarness, CloudFake, DoHarness, LinodeHarness, VultrHarness};
+use crate::interruptions::{Cli, loopback_pool};
 
-#[test]
-fn with_the_state_deleted_audit_finds_the_servers_and_down_removes_everything() {
-    let cli = Cli::start("lost");
+fn with_the_state_deleted(fake: &dyn CloudFake) {
+    let cli = Cli::start(fake, "lost");
     let (report, stderr) = cli.up();
     assert_eq!(cli.inventory(), cli.converged(), "{report}\n{stderr}");
     std::fs::remove_dir_all(cli.state_dir()).unwrap();
@@ -23,4 +23,24 @@ fn with_the_state_deleted_audit_finds_the_servers_and_down_removes_everything() 
     std::fs::remove_dir_all(cli.state_dir()).ok();
     cli.down();
     assert_eq!(cli.inventory(), Vec::<String>::new(), "down removed everything by owner tag, without the state");
+}
+
+#[test]
+fn with_the_state_deleted_audit_and_down_work_on_digitalocean() {
+    with_the_state_deleted(&DoHarness::start_with(&loopback_pool().each_ref().map(String::as_str)));
+}
+
+#[test]
+fn with_the_state_deleted_audit_and_down_work_on_linode() {
+    with_the_state_deleted(&LinodeHarness::start_with(&loopback_pool().each_ref().map(String::as_str)));
+}
+
+#[test]
+fn with_the_state_deleted_audit_and_down_work_on_vultr() {
+    with_the_state_deleted(&VultrHarness::start_with(&loopback_pool().each_ref().map(String::as_str)));
+}
+
+#[test]
+fn with_the_state_deleted_audit_and_down_work_on_aws() {
+    with_the_state_deleted(&AwsHarness::start_with(&loopback_pool().each_ref().map(String::as_str)));
 }
