@@ -353,6 +353,8 @@ impl Remote {
         let (dir, name) = split_remote_path(remote_path).ok_or_else(|| {
             UserError::failed(format!("cannot upload to `{remote_path}` on {label}: not a file path"))
         })?;
+        // What an upload to the same target cut short (its connection dropped) left behind.
+        let stale = format!("{}/{}*", shell_quote(dir), shell_quote(&format!(".{name}.sfuctl-tmp-")));
         let tmp = match dir {
             "/" => format!("/.{name}.sfuctl-tmp-{}", random_hex()),
             _ => format!("{dir}/.{name}.sfuctl-tmp-{}", random_hex()),
@@ -382,8 +384,6 @@ impl Remote {
             dir = shell_quote(dir),
             target = shell_quote(remote_path),
             tmp = shell_quote(&tmp),
-            // What an upload to the same target cut short (its connection dropped) left behind.
-            stale = format!("{}/{}*", shell_quote(dir), shell_quote(&format!(".{name}.sfuctl-tmp-"))),
             mode = mode & 0o7777,
         );
         let doing = format!("uploading to `{remote_path}`");
