@@ -10,6 +10,8 @@ use anyhow::Result;
 use crate::error::{Exit, UserError};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
+/// A question is on the terminal (nothing is in flight then): Ctrl-C ends the run at once.
+static ASKING: AtomicBool = AtomicBool::new(false);
 
 /// The error of a run stopped at a safe point; its text says where.
 #[derive(Debug)]
@@ -30,6 +32,10 @@ pub fn listen() {
         if tokio::signal::ctrl_c().await.is_err() {
             return;
         }
+        if ASKING.load(Ordering::SeqCst) {
+            eprintln!("\ninterrupted at the question: nothing was changed by it");
+            std::process::exit(Exit::Interrupted as i32);
+        }
         REQUESTED.store(true, Ordering::SeqCst);
         eprintln!("interrupted: stopping at the next safe point (press Ctrl-C again to stop at once)");
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -37,6 +43,15 @@ pub fn listen() {
             std::process::exit(Exit::Interrupted as i32);
         }
     });
+}
+
+/// Runs `ask` (a blocking question on the terminal) so that Ctrl-C during it ends the run at once (exit 130), as
+/// it would without [`listen`]: the question comes before the change it asks about.
+pub fn asking<T>(ask: impl FnOnce() -> T) -> T {
+    ASKING.store(true, Ordering::SeqCst);
+    let answer = ask();
+    ASKING.store(false, Ordering::SeqCst);
+    answer
 }
 
 /// Whether Ctrl-C was pressed.

@@ -78,7 +78,7 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     let yes = args.yes;
     let (hosts, cloud) = engine::apply(&dep, Arc::clone(&provider), &renderer, &secret, &Timings::default(), |extra| {
         let names: Vec<String> = extra.iter().map(|s| format!("{} ({})", s.name, s.id)).collect();
-        confirm(yes, &format!("sfuctl will delete {} server(s) the spec no longer wants: {}", extra.len(), names.join(", ")))
+        interrupt::asking(|| confirm(yes, &format!("sfuctl will delete {} server(s) the spec no longer wants: {}", extra.len(), names.join(", "))))
     })
     .await
     .map_err(|e| stopped(&dep, &args.spec, e))?;
