@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use crate::conformance::{AwsHarness, CloudFake, Deployment, DoHarness, LinodeHarness, VultrHarness, names};
+use super::{AwsHarness, CloudFake, Deployment, DoHarness, LinodeHarness, VultrHarness, names};
 
 /// Rounds per cloud, each from nothing and back to nothing.
 const ROUNDS: usize = 4;

@@ -24,8 +24,13 @@ use std::time::{Duration, Instant};
 use sfuctl::error::{Exit, exit_of, render};
 use sfuctl::http::RetryPolicy;
 
-use crate::conformance::{AwsHarness, Call, CloudFake, Deployment, DoHarness, LinodeHarness, VultrHarness, provider_data, quick, timings};
-use crate::support::fault_proxy::{Effect, Fault, Match, Reply};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use sfuctl::provider::{Owner, Provider};
+
+use super::{AwsHarness, Call, CloudFake, Deployment, DoHarness, Inventory, KEY, LinodeHarness, VultrHarness, provider_data, quick, timings};
+use crate::support::fault_proxy::{Effect, Fault, FaultProxy, Match, Reply};
 
 /// The client's timeout per attempt in these runs, and how long a stalled answer is held back (longer).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -136,11 +141,60 @@ fn policy() -> RetryPolicy {
     RetryPolicy { timeout: CLIENT_TIMEOUT, ..quick() }
 }
 
+/// A harness whose providers time out after [`CLIENT_TIMEOUT`] (so a stalled answer is a timeout); the rest is
+/// the harness's own.
+struct TimingOut<'a>(&'a dyn CloudFake);
+
+impl CloudFake for TimingOut<'_> {
+    fn label(&self) -> &'static str {
+        self.0.label()
+    }
+    fn provider_yaml(&self, count: u32) -> String {
+        self.0.provider_yaml(count)
+    }
+    fn provider(&self) -> Arc<dyn Provider> {
+        self.0.provider_with(policy())
+    }
+    fn provider_with(&self, policy: RetryPolicy) -> Arc<dyn Provider> {
+        self.0.provider_with(policy)
+    }
+    fn proxy(&self) -> &FaultProxy {
+        self.0.proxy()
+    }
+    fn cli_env(&self) -> Vec<(&'static str, String)> {
+        self.0.cli_env()
+    }
+    fn pool(&self) -> Vec<IpAddr> {
+        self.0.pool()
+    }
+    fn inventory(&self, name: &str) -> Inventory {
+        self.0.inventory(name)
+    }
+    fn call(&self, call: Call, owner: &Owner) -> Match {
+        self.0.call(call, owner)
+    }
+    fn throttled(&self) -> Reply {
+        self.0.throttled()
+    }
+    fn server_error(&self) -> Reply {
+        self.0.server_error()
+    }
+    fn plant_foreign(&self) -> String {
+        self.0.plant_foreign()
+    }
+    fn holds_server(&self, id: &str) -> bool {
+        self.0.holds_server(id)
+    }
+    fn owner_filter(&self) -> &'static [&'static str] {
+        self.0.owner_filter()
+    }
+}
+
 /// `down` as the command does it (refresh, then destroy), with the matrix's policy; an error is returned, not
 /// panicked on, and failed deletes are errors too.
 async fn down(dep: &Deployment<'_>) -> Result<Vec<String>, String> {
-    let provider = dep.fake.provider_with(policy());
-    let current = sfuctl::engine::refresh(provider.as_ref(), provider_data(dep.fake), &dep.owner, Some(crate::conformance::KEY)).await.map_err(|e| render(&e))?;
+    let provider = dep.fake.provider();
+    let current = sfuctl::engine::refresh(provider.as_ref(), provider_data(dep.fake), &dep.owner, Some(KEY)).await.map_err(|e| render(&e))?;
     let teardown = sfuctl::engine::destroy(provider, &dep.owner, &current, &timings()).await;
     if teardown.failed.is_empty() { Ok(teardown.deleted) } else { Err(teardown.failed.join("\n")) }
 }
@@ -156,15 +210,15 @@ fn assert_clear(what: &str, e: &anyhow::Error) {
 /// Runs the matrix against `fake`; panics at the first case that breaks a promise.
 pub async fn run_matrix(fake: &dyn CloudFake, selection: Selection) -> Figures {
     let started = Instant::now();
+    let fake = &TimingOut(fake);
     let mut dep = Deployment::new(fake, "fm");
     let proxy = fake.proxy();
     let spec = dep.spec(1, None);
     let name = dep.server_name(1);
     let keys = usize::from(dep.registers_key());
-    let no_delete = |shown: &[sfuctl::provider::Server]| -> anyhow::Result<()> { panic!("nothing to delete, yet asked about {shown:?}") };
 
     let base = proxy.arrivals();
-    dep.converge_with(policy(), &spec, no_delete).await.unwrap_or_else(|e| panic!("a clean up: {e:#}"));
+    dep.converge(&spec, |_| Ok(())).await.unwrap_or_else(|e| panic!("a clean up: {e:#}"));
     let up_steps = (proxy.arrivals() - base) as usize;
     let base = proxy.arrivals();
     down(&dep).await.unwrap_or_else(|e| panic!("a clean down: {e}"));
@@ -181,7 +235,7 @@ pub async fn run_matrix(fake: &dyn CloudFake, selection: Selection) -> Figures {
                 let log_from = proxy.log().len();
                 proxy.inject([fault]);
                 fig.injected += 1;
-                let first = dep.converge_with(policy(), &spec, no_delete).await;
+                let first = dep.converge(&spec, |_| Ok(())).await;
                 fig.met += usize::from(proxy.unspent().is_empty());
                 proxy.clear();
                 let log = || proxy.log()[log_from..].iter().map(|s| format!("  {} -> {}{}", s.line, s.status, s.fault.as_deref().map(|f| format!(" [{f}]")).unwrap_or_default())).collect::<Vec<_>>().join("\n");
@@ -193,12 +247,12 @@ pub async fn run_matrix(fake: &dyn CloudFake, selection: Selection) -> Figures {
                         fig.up_failed += 1;
                     }
                 }
-                dep.converge_with(policy(), &spec, no_delete).await.unwrap_or_else(|e| panic!("up after {case}: {e:#}\n{}", log()));
-                let again = dep.converge_with(policy(), &spec, no_delete).await.unwrap_or_else(|e| panic!("the run after, {case}: {e:#}"));
+                dep.converge(&spec, |_| Ok(())).await.unwrap_or_else(|e| panic!("up after {case}: {e:#}\n{}", log()));
+                let again = dep.converge(&spec, |_| Ok(())).await.unwrap_or_else(|e| panic!("the run after, {case}: {e:#}"));
                 assert_eq!(again.stats.mutating, 0, "{case}: the run after the re-run changes nothing: {:?}\n{}", again.report, log());
                 assert!(!again.report.changed(), "{case}: {:?}", again.report);
             } else {
-                dep.converge_with(policy(), &spec, no_delete).await.unwrap_or_else(|e| panic!("a clean up before {case} in down: {e:#}"));
+                dep.converge(&spec, |_| Ok(())).await.unwrap_or_else(|e| panic!("a clean up before {case} in down: {e:#}"));
             }
             let inv = dep.inventory();
             let names: Vec<&str> = inv.servers.iter().map(|s| s.name.as_str()).collect();
@@ -251,7 +305,7 @@ async fn persistent_faults(dep: &Deployment<'_>, fig: &mut Figures) {
         let fault = Fault { matches: fake.call(Call::CreateServer, &dep.owner), count: u32::MAX, label: case.clone(), ..kind.at(fake, 0) };
         let from = proxy.log().len();
         proxy.inject([fault]);
-        let run = dep.converge_with(policy(), &spec, |shown| panic!("nothing to delete, yet asked about {shown:?}")).await;
+        let run = dep.converge(&spec, |_| Ok(())).await;
         proxy.clear();
         let attempts = proxy.log()[from..].iter().filter(|s| s.fault.as_deref() == Some(case.as_str())).count();
         assert!((1..=15).contains(&attempts), "{case}: bounded retries, {attempts} creates sent");
@@ -266,7 +320,7 @@ async fn persistent_faults(dep: &Deployment<'_>, fig: &mut Figures) {
         }
         fig.persistent += 1;
         fig.most_attempts = fig.most_attempts.max(attempts);
-        dep.converge_with(policy(), &spec, |shown| panic!("nothing to delete, yet asked about {shown:?}")).await.unwrap_or_else(|e| panic!("up after {case}: {e:#}"));
+        dep.converge(&spec, |_| Ok(())).await.unwrap_or_else(|e| panic!("up after {case}: {e:#}"));
         let names: Vec<String> = dep.inventory().servers.iter().map(|s| s.name.clone()).collect();
         assert_eq!(names, [dep.server_name(1)], "{case}: one server, no duplicate");
         down(dep).await.unwrap_or_else(|e| panic!("down after {case}: {e}"));

@@ -22,7 +22,7 @@ use serde_json::Value;
 use sfuctl::provider::Owner;
 use sfuctl::provider::catalog::KeyHandling;
 
-use crate::conformance::{AwsHarness, Call, CloudFake, DoHarness, LinodeHarness, VultrHarness, provider_data};
+use super::{AwsHarness, Call, CloudFake, DoHarness, LinodeHarness, VultrHarness, provider_data};
 use crate::support::cli::require_tool;
 use crate::support::fault_proxy::{Effect, Fault, FaultProxy, Match, Release, Reply};
 

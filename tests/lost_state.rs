@@ -3,8 +3,8 @@
 //! inventory is empty afterwards), on every cloud fake. The engine-level half (a refresh with no saved IDs finds
 //! the same servers, firewall and key) is scenario 5 of `conformance.rs`.
 
-use crate::conformance::{AwsHarness, CloudFake, DoHarness, LinodeHarness, VultrHarness};
-use crate::interruptions::{Cli, loopback_pool};
+use super::interruptions::{Cli, loopback_pool};
+use super::{AwsHarness, CloudFake, DoHarness, LinodeHarness, VultrHarness};
 
 fn with_the_state_deleted(fake: &dyn CloudFake) {
     let cli = Cli::start(fake, "lost");
