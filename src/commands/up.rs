@@ -78,7 +78,7 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     let yes = args.yes;
     let (hosts, cloud) = engine::apply(&dep, Arc::clone(&provider), &renderer, &secret, &Timings::default(), |extra| {
         let names: Vec<String> = extra.iter().map(|s| format!("{} ({})", s.name, s.id)).collect();
-        interrupt::asking(|| confirm(yes, &format!("sfuctl will delete {} server(s) the spec no longer wants: {}", extra.len(), names.join(", "))))
+        confirm(yes, &format!("sfuctl will delete {} server(s) the spec no longer wants: {}", extra.len(), names.join(", ")))
     })
     .await
     .map_err(|e| stopped(&dep, &args.spec, e))?;
@@ -114,29 +114,6 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     let report = UpReport { cloud, results, audit, seconds };
     output.emit(&report.to_json(), || report.to_text())?;
     report.exit()
-}
-
-/// An error of a run stopped by Ctrl-C gets what exists now (the IDs in the local state) printed before it, and
-/// the ways to go on as its hint; any other error passes unchanged.
-fn stopped(dep: &Deployment, spec: &std::path::Path, err: anyhow::Error) -> anyhow::Error {
-    if !interrupt::is_interrupted(&err) {
-        return err;
-    }
-    let (path, resources) = dep.with_state(|s| (s.path().display().to_string(), s.state.resources.clone()));
-    if resources.is_empty() {
-        eprintln!("interrupted: nothing of `{}` is recorded as created yet", dep.spec.name);
-    } else {
-        eprintln!("interrupted: what exists of `{}` now (IDs saved in {path}):", dep.spec.name);
-        for (what, id) in &resources {
-            let what = what.strip_prefix("server:").map_or_else(|| what.replace('_', " "), |name| format!("server {name}"));
-            eprintln!("  {what}: {id}");
-        }
-    }
-    let spec = spec.display();
-    UserError::interrupted(format!("`sfuctl up` was interrupted; everything it created is tagged {} and saved", crate::owner::Owner::new(&dep.spec.name).tag()))
-        .caused_by(err)
-        .hint(format!("run `sfuctl up {spec}` again to continue where it stopped, or `sfuctl down {spec}` to remove what exists"))
-        .into()
 }
 
 /// The shared secret from `$SFUCTL_SECRET` (or `sfu.secret_env`): required by kinds that use one, else empty.
@@ -193,6 +170,29 @@ fn remember_secret(dep: &Deployment, secret: &Secret) -> Result<()> {
         s.state.secret = Some(fingerprint);
         s.save()
     })
+}
+
+/// An error of a run stopped by Ctrl-C gets what exists now (the IDs in the local state) printed before it, and
+/// the ways to go on as its hint; any other error passes unchanged.
+fn stopped(dep: &Deployment, spec: &std::path::Path, err: anyhow::Error) -> anyhow::Error {
+    if !interrupt::is_interrupted(&err) {
+        return err;
+    }
+    let (path, resources) = dep.with_state(|s| (s.path().display().to_string(), s.state.resources.clone()));
+    if resources.is_empty() {
+        eprintln!("interrupted: nothing of `{}` is recorded as created yet", dep.spec.name);
+    } else {
+        eprintln!("interrupted: what exists of `{}` now (IDs saved in {path}):", dep.spec.name);
+        for (what, id) in &resources {
+            let what = what.strip_prefix("server:").map_or_else(|| what.replace('_', " "), |name| format!("server {name}"));
+            eprintln!("  {what}: {id}");
+        }
+    }
+    let spec = spec.display();
+    UserError::interrupted(format!("`sfuctl up` was interrupted; everything it created is tagged {} and saved", crate::owner::Owner::new(&dep.spec.name).tag()))
+        .caused_by(err)
+        .hint(format!("run `sfuctl up {spec}` again to continue where it stopped, or `sfuctl down {spec}` to remove what exists"))
+        .into()
 }
 
 /// What `up` did: the cloud, every host, the audit that ended it and how long each part took.
