@@ -18,6 +18,8 @@ pub enum Exit {
     BadInput = 2,
     /// An audit check failed, or `plan --detailed-exitcode` found changes.
     CheckFailed = 3,
+    /// Stopped by Ctrl-C (SIGINT) at a safe point: 128 + the signal's number, as shells report it.
+    Interrupted = 130,
 }
 
 impl From<Exit> for ExitCode {
@@ -51,6 +53,11 @@ impl UserError {
     /// A failed operation: exit code 1.
     pub fn failed(message: impl Into<String>) -> Self {
         Self { message: message.into(), hint: None, exit: Exit::Failed, source: None }
+    }
+
+    /// Stopped by Ctrl-C at a safe point: exit code 130.
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        Self { message: message.into(), hint: None, exit: Exit::Interrupted, source: None }
     }
 
     /// Adds the line printed after `hint:`.

@@ -20,6 +20,7 @@ pub mod owner;
 pub mod plan;
 pub mod port_range;
 pub mod health;
+pub mod interrupt;
 pub mod ports;
 pub mod range_map;
 pub mod probe;

@@ -365,6 +365,8 @@ impl Remote {
         let (dir, name) = split_remote_path(remote_path).ok_or_else(|| {
             UserError::failed(format!("cannot upload to `{remote_path}` on {label}: not a file path"))
         })?;
+        // What an upload to the same target cut short (its connection dropped) left behind.
+        let stale = format!("{}/{}*", shell_quote(dir), shell_quote(&format!(".{name}.sfuctl-tmp-")));
         let tmp = match dir {
             "/" => format!("/.{name}.sfuctl-tmp-{}", random_hex()),
             _ => format!("{dir}/.{name}.sfuctl-tmp-{}", random_hex()),
@@ -376,6 +378,7 @@ impl Remote {
              elif command -v sha256sum >/dev/null 2>&1; then sha() {{ sha256sum; }}\n\
              else echo 'neither openssl nor sha256sum is installed on the host' >&2; exit 127; fi\n\
              mkdir -p -- {dir} || exit 1\n\
+             rm -f -- {stale}\n\
              if [ -f {target} ]; then h=$(sha < {target} | cut -c1-64); else h=none; fi\n\
              echo \"sfuctl-have $h\"\n\
              IFS= read -r answer || exit 1\n\
@@ -529,19 +532,27 @@ fn script_failed(label: &str, what: &str, channel: ssh2::Channel) -> anyhow::Err
     }
 }
 
+/// Attempts at an upload whose connection was lost, each after logging in again (to the same host key).
+const UPLOAD_ATTEMPTS: u32 = 3;
+
 /// Cloneable async handle to a [`Remote`]: every call runs on tokio's blocking pool, one at a time per host.
 #[derive(Clone, Debug)]
 pub struct RemoteHandle {
     inner: Arc<Mutex<Remote>>,
     label: Arc<str>,
     fingerprint: Arc<str>,
+    /// How to log in again after the connection was lost, the host key pinned to the one first seen; `None` for
+    /// a handle made from a connected [`Remote`] (it cannot reconnect).
+    again: Option<Arc<SshTarget>>,
 }
 
 /// Async [`Remote::connect`]: returns a [`RemoteHandle`] and the host key fingerprint.
 pub async fn connect_async(target: SshTarget) -> Result<(RemoteHandle, String)> {
     let label = target.label();
+    let mut again = target.clone();
     let (remote, fp) = blocking(&label, move || Remote::connect(&target)).await?;
-    Ok((RemoteHandle::from(remote), fp))
+    again.expected_host_key = Some(fp.clone());
+    Ok((RemoteHandle { again: Some(Arc::new(again)), ..RemoteHandle::from(remote) }, fp))
 }
 
 impl From<Remote> for RemoteHandle {
@@ -550,6 +561,7 @@ impl From<Remote> for RemoteHandle {
             label: remote.label.as_str().into(),
             fingerprint: remote.fingerprint.as_str().into(),
             inner: Arc::new(Mutex::new(remote)),
+            again: None,
         }
     }
 }
@@ -582,7 +594,8 @@ impl RemoteHandle {
         self.run(move |r| r.exec_checked(&cmd)).await
     }
 
-    /// Async [`Remote::upload`].
+    /// Async [`Remote::upload`]; a connection lost during it is made again and the upload sent again (see
+    /// [`RemoteHandle::upload_retrying`]).
     pub async fn upload(
         &self,
         local: impl Into<PathBuf>,
@@ -590,7 +603,7 @@ impl RemoteHandle {
         mode: i32,
     ) -> Result<UploadOutcome> {
         let (local, remote_path) = (local.into(), remote_path.into());
-        self.run(move |r| r.upload(&local, &remote_path, mode)).await
+        self.upload_retrying(move |r| r.upload(&local, &remote_path, mode)).await
     }
 
     /// Async [`Remote::upload_bytes`].
@@ -601,7 +614,50 @@ impl RemoteHandle {
         mode: i32,
     ) -> Result<UploadOutcome> {
         let (data, remote_path) = (data.into(), remote_path.into());
-        self.run(move |r| r.upload_bytes(&data, &remote_path, mode)).await
+        self.upload_retrying(move |r| r.upload_bytes(&data, &remote_path, mode)).await
+    }
+
+    /// Runs an upload; when it fails and the session no longer answers (the connection dropped mid-upload), logs
+    /// in again, to the host key seen first, and sends it again, up to [`UPLOAD_ATTEMPTS`] in all. An upload
+    /// is atomic and its sha256 checked on the host, so an interrupted one left the target as it was. A failure
+    /// on a live session (a checksum mismatch, a full disk) is returned at once.
+    async fn upload_retrying<F>(&self, upload: F) -> Result<UploadOutcome>
+    where
+        F: Fn(&Remote) -> Result<UploadOutcome> + Send + Sync + 'static,
+    {
+        let upload = Arc::new(upload);
+        let mut attempt = 1;
+        loop {
+            let once = Arc::clone(&upload);
+            match self.run(move |r| once(r)).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(e) if attempt < UPLOAD_ATTEMPTS && self.again.is_some() && !self.answers().await => {
+                    eprintln!("{}: the connection dropped during an upload; logging in again to send it again", self.label);
+                    if let Err(again) = self.reconnect().await {
+                        return Err(e.context(format!("logging in again failed too: {:#}", again)));
+                    }
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether the session still runs a command.
+    async fn answers(&self) -> bool {
+        self.run(|r| r.exec("true")).await.is_ok_and(|out| out.success())
+    }
+
+    /// Replaces the session with a new login to the same host and host key.
+    async fn reconnect(&self) -> Result<()> {
+        let Some(target) = self.again.clone() else { return Ok(()) };
+        let inner = Arc::clone(&self.inner);
+        blocking(&self.label, move || {
+            let (fresh, _) = Remote::connect(&target)?;
+            *inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
+            Ok(())
+        })
+        .await
     }
 
     /// Runs any blocking operation on the session, e.g. several commands in a row without other callers in

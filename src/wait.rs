@@ -34,6 +34,11 @@ where
     bar.set_message(format!("waiting for {what}"));
     let mut pause = interval;
     loop {
+        // Every round is a safe point for Ctrl-C.
+        if let Err(e) = crate::interrupt::check(&format!("while waiting for {what}")) {
+            bar.finish_and_clear();
+            return Err(e);
+        }
         match check().await? {
             Check::Done(value) => {
                 bar.finish_and_clear();

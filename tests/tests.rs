@@ -19,6 +19,7 @@ mod aws_e2e;
 mod vultr_provider;
 mod vultr_e2e;
 mod conformance;
+mod ssh_upload_retry;
 mod linode_provider;
 mod linode_e2e;
 mod verbosity;

@@ -103,7 +103,8 @@ pub fn confirm(yes: bool, what: &str) -> Result<()> {
     eprint!("Only 'yes' will be accepted to confirm.\n  Enter a value: ");
     std::io::stderr().flush().ok();
     let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
+    // Ctrl-C while the question waits ends the run at once, even where it otherwise stops at a safe point.
+    crate::interrupt::asking(|| std::io::stdin().lock().read_line(&mut answer))?;
     if answer.trim() != "yes" {
         return Err(UserError::input("cancelled: nothing was removed").into());
     }

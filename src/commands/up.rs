@@ -24,6 +24,7 @@ use crate::deploy::{Deployment, HostOutcome, for_each_host, up_host};
 use crate::engine::CloudReport;
 use crate::render::HostTarget;
 use crate::error::{Exit, UserError};
+use crate::interrupt;
 use crate::render::Renderer;
 use crate::secret::Secret;
 use crate::spec::{FileCheck, resolve_path};
@@ -75,11 +76,15 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     let _lock = crate::state::DeploymentLock::acquire(&spec.name, crate::state::lock_timeout()).await?;
     let dep = Deployment::new(spec, base, timeouts(args.connect_timeout, args.health_timeout))?;
     check_secret_unchanged(&dep, &secret, args.rotate_secret)?;
+    // From here on Ctrl-C stops at the next safe point, saying what exists and how to go on.
+    interrupt::listen();
     let yes = args.yes;
     let (hosts, cloud) = engine::apply(&dep, Arc::clone(&provider), &renderer, &secret, &Timings::default(), |diff| {
         confirm_cloud_changes(yes, &cloud_plan(&dep.spec, base, diff).to_text())
     })
-    .await?;
+    .await
+    .map_err(|e| stopped(&dep, &args.spec, e))?;
+    interrupt::check("after the cloud part, before deploying to any host").map_err(|e| stopped(&dep, &args.spec, e))?;
     let cloud_seconds = started.elapsed().as_secs_f64();
     let results = for_each_host(&dep, &hosts, |dep, host| {
         let (artifact, secret, renderer) = (artifact.clone(), Arc::clone(&secret), Arc::clone(&renderer));
@@ -87,6 +92,7 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     })
     .await;
     remember_secret(&dep, &secret)?;
+    interrupt::check("after deploying to the hosts, before the audit").map_err(|e| stopped(&dep, &args.spec, e))?;
     let hosts_seconds = started.elapsed().as_secs_f64() - cloud_seconds;
 
     // Every host deployed: prove it from outside, unless asked not to.
@@ -174,6 +180,29 @@ fn remember_secret(dep: &Deployment, secret: &Secret) -> Result<()> {
         s.state.secret = Some(fingerprint);
         s.save()
     })
+}
+
+/// An error of a run stopped by Ctrl-C gets what exists now (the IDs in the local state) printed before it, and
+/// the ways to go on as its hint; any other error passes unchanged.
+fn stopped(dep: &Deployment, spec: &std::path::Path, err: anyhow::Error) -> anyhow::Error {
+    if !interrupt::is_interrupted(&err) {
+        return err;
+    }
+    let (path, resources) = dep.with_state(|s| (s.path().display().to_string(), s.state.resources.clone()));
+    if resources.is_empty() {
+        eprintln!("interrupted: nothing of `{}` is recorded as created yet", dep.spec.name);
+    } else {
+        eprintln!("interrupted: what exists of `{}` now (IDs saved in {path}):", dep.spec.name);
+        for (what, id) in &resources {
+            let what = what.strip_prefix("server:").map_or_else(|| what.replace('_', " "), |name| format!("server {name}"));
+            eprintln!("  {what}: {id}");
+        }
+    }
+    let spec = spec.display();
+    UserError::interrupted(format!("`sfuctl up` was interrupted; everything it created is tagged {} and saved", crate::owner::Owner::new(&dep.spec.name).tag()))
+        .caused_by(err)
+        .hint(format!("run `sfuctl up {spec}` again to continue where it stopped, or `sfuctl down {spec}` to remove what exists"))
+        .into()
 }
 
 /// What `up` did: the cloud, every host, the audit that ended it and how long each part took.

@@ -18,10 +18,11 @@ use crate::engine::pacing::Gate;
 use crate::engine::refresh::{Current, duplicates, not_owned, public_key, refresh_with};
 use crate::engine::{Timings, targets, wait_for_ssh};
 use crate::error::UserError;
+use crate::interrupt;
 use crate::http::{RetryPolicy, maybe_applied};
 use crate::owner::Owner;
 use crate::provider::catalog::{Attach, KeyHandling, ProviderData};
-use crate::provider::{Firewall, FirewallRequest, Provider, Server, ServerRequest, SshKeyId};
+use crate::provider::{Firewall, FirewallRequest, Provider, Server, ServerRequest, SshKeyId, name_taken};
 use crate::render::{HostTarget, PLACEHOLDER_ADDRESS, Renderer};
 use crate::secret::Secret;
 use crate::spec::Spec;
@@ -170,13 +171,18 @@ pub async fn converge(provider: &Arc<dyn Provider>, inputs: &Inputs<'_>, confirm
         return Ok((diff.keep, report));
     }
 
+    // Between two steps, Ctrl-C stops the run (every ID made so far is saved): see `crate::interrupt`.
+    interrupt::check("before anything was created or changed")?;
     let key_ids = ensure_key(provider.as_ref(), data, &owner, &current, inputs, &mut report).await?;
+    interrupt::check("after the SSH key, before the firewall")?;
     let firewall = ensure_firewall(provider.as_ref(), data, &owner, &diff, &current, inputs, &mut report).await?;
-    let (created, failures) = create_servers(provider, data, inputs, &diff, key_ids, firewall.as_ref()).await;
+    interrupt::check("after the firewall, before creating servers")?;
+    let (created, failures) = create_servers(provider, data, inputs, &diff, key_ids.clone(), firewall.as_ref()).await;
     report.servers_created = created.iter().map(|s| s.name.clone()).collect();
     if let Some(first) = failures.into_iter().next() {
         return Err(first.context("creating servers failed; what was created is tagged and saved: run `up` again to continue, or `down` to remove it"));
     }
+    interrupt::check("after creating servers, before deleting or waiting for any")?;
     for server in &diff.delete {
         crate::engine::teardown::delete_server(provider.as_ref(), &server.id, &server.name, inputs.timings.busy).await?;
         eprintln!("deleted server {} ({})", server.name, server.id);
@@ -206,9 +212,29 @@ pub async fn converge(provider: &Arc<dyn Provider>, inputs: &Inputs<'_>, confirm
     if let Some(fw) = firewall.filter(|fw| !fw.ready || joined_by_tag) {
         wait_until_applied(provider, &fw, inputs.timings.firewall).await?;
     }
+    if report.key_created
+        && let (Some(mine), Some(line)) = (key_ids.first(), inputs.public_key.as_deref())
+    {
+        settle_key(provider.as_ref(), &owner, mine, line, inputs).await?;
+    }
     let stats = provider.requests();
     (report.requests, report.mutating_requests) = (stats.total, stats.mutating);
     Ok((servers, report))
+}
+
+/// After this run registered the login key: where names need not be unique (Vultr), another run may have
+/// registered the same key under the same name at the same time. The provider's lookup prefers the lowest ID of
+/// sfuctl's name; when that is not ours, ours is the duplicate and goes (servers made with it keep their login:
+/// a key is copied onto a server at create). Both runs end here after their servers are up, so both see both keys
+/// and agree.
+async fn settle_key(provider: &dyn Provider, owner: &Owner, mine: &SshKeyId, public_key: &str, inputs: &Inputs<'_>) -> Result<()> {
+    let Some(kept) = provider.find_ssh_key(public_key).await? else { return Ok(()) };
+    if kept.name == owner.ssh_key_name() && &kept.id != mine {
+        provider.delete_ssh_key(mine).await?;
+        eprintln!("deleted SSH key {} ({mine}): another run registered it at the same time; the lowest ID is kept", kept.name);
+        (inputs.ledger)(Saved::Key(kept.id.0.clone()))?;
+    }
+    Ok(())
 }
 
 /// Registers the login key where the provider keeps keys; returns the IDs to name at create.
@@ -219,7 +245,13 @@ async fn ensure_key(provider: &dyn Provider, data: &ProviderData, owner: &Owner,
     let key = match (&current.key, inputs.public_key.as_deref()) {
         (Some(key), _) => key.clone(),
         (None, Some(public_key)) => {
-            let (key, created) = provider.ensure_ssh_key(&owner.ssh_key_name(), public_key).await?;
+            let name = owner.ssh_key_name();
+            // A register whose answer was lost: the key found by its fingerprint is the one it made.
+            let (key, created) = create_looking_first(
+                async || provider.ensure_ssh_key(&name, public_key).await,
+                async || Ok(provider.find_ssh_key(public_key).await?.map(|k| (k, true))),
+            )
+            .await?;
             report.key_created = created;
             if created {
                 eprintln!("created SSH key {} ({})", owner.ssh_key_name(), key.fingerprint);
@@ -248,7 +280,17 @@ async fn ensure_firewall(
     match (&diff.firewall, &current.firewall) {
         (FirewallChange::Keep, Some(fw)) => Ok(Some(fw.clone())),
         (_, existing) => {
-            let fw = provider.put_firewall(&FirewallRequest::for_manifest(owner, &inputs.spec.manifest()), existing.as_ref()).await?;
+            let req = FirewallRequest::for_manifest(owner, &inputs.spec.manifest());
+            // A create whose answer was lost: the firewall found by its name is the one it made (its rules are
+            // brought in line, in case the create stopped half way).
+            let fw = create_looking_first(
+                async || provider.put_firewall(&req, existing.as_ref()).await,
+                async || match provider.list_firewalls(owner).await?.into_iter().find(|f| f.name == owner.firewall_name()) {
+                    Some(found) if existing.is_none() => Ok(Some(provider.put_firewall(&req, Some(&found)).await?)),
+                    _ => Ok(None),
+                },
+            )
+            .await?;
             report.firewall = if existing.is_some() { "updated" } else { "created" };
             eprintln!("{} firewall {} ({})", report.firewall, fw.name, fw.id);
             (inputs.ledger)(Saved::Firewall(fw.id.0.clone()))?;
@@ -294,6 +336,10 @@ async fn create_servers(
         let (provider, ledger, gate, owner) = (Arc::clone(provider), Arc::clone(&inputs.ledger), Arc::clone(&gate), owner.clone());
         tasks.spawn(async move {
             let slot = gate.admit().await;
+            if let Err(e) = interrupt::check(&format!("before creating server {}", req.name)) {
+                gate.finished(slot).await;
+                return Err(e);
+            }
             let created = create_server(provider.as_ref(), &owner, &req, &RetryPolicy::default()).await;
             gate.finished(slot).await;
             let server = created?;
@@ -313,16 +359,45 @@ async fn create_servers(
 }
 
 /// Creates one server. A create whose answer was lost (5xx, timeout: it may have happened) is never simply
-/// sent again: after a pause the owner's servers are listed, and one with the wanted name is taken over.
+/// sent again: after a pause the owner's servers are listed, and one with the wanted name is taken over. A create
+/// refused because the name is taken ([`crate::provider::NameTaken`]: another run is creating the same server) is
+/// settled the same way: the server of that name is taken over when sfuctl owns it; one it does not own is an error.
 pub async fn create_server(provider: &dyn Provider, owner: &Owner, req: &ServerRequest, policy: &RetryPolicy) -> Result<Server> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         match provider.create_server(req).await {
             Ok(server) => return Ok(server),
+            Err(e) if (maybe_applied(&e) || name_taken(&e)) && attempt < CREATE_ATTEMPTS => {
+                tokio::time::sleep(policy.backoff(attempt)).await;
+                if let Some(found) = provider.list_servers(owner).await?.into_iter().find(|s| s.name == req.name && not_owned(owner, s, &[]).is_none()) {
+                    return Ok(found);
+                }
+            }
+            Err(e) if name_taken(&e) => {
+                return Err(UserError::failed(format!("cannot create server {}: {} already has a server of that name that sfuctl does not own", req.name, provider.name()))
+                    .caused_by(e)
+                    .hint(format!("rename or delete that server, or give the spec another `name`; sfuctl never takes over a server without the tag {}", owner.tag()))
+                    .into());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Calls `create`; after a failure that may have been applied all the same (a 5xx, a reset, a timeout: see
+/// [`maybe_applied`]) it pauses, looks for what the call made (`find`), and takes that, or calls again: up to
+/// [`CREATE_ATTEMPTS`] calls in all. Anything else fails at once.
+async fn create_looking_first<T>(mut create: impl AsyncFnMut() -> Result<T>, mut find: impl AsyncFnMut() -> Result<Option<T>>) -> Result<T> {
+    let policy = RetryPolicy::default();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match create().await {
+            Ok(made) => return Ok(made),
             Err(e) if maybe_applied(&e) && attempt < CREATE_ATTEMPTS => {
                 tokio::time::sleep(policy.backoff(attempt)).await;
-                if let Some(found) = provider.list_servers(owner).await?.into_iter().find(|s| s.name == req.name) {
+                if let Some(found) = find().await? {
                     return Ok(found);
                 }
             }

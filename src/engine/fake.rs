@@ -35,6 +35,9 @@ pub struct State {
     pub calls: Vec<String>,
     /// The list of servers ignores its tag filter (a mock, a proxy or an API fault): every server is listed.
     pub unfiltered: bool,
+    /// Server names are unique (Linode labels): a create of a name that exists is refused as
+    /// [`crate::provider::NameTaken`].
+    pub unique_names: bool,
     next_id: u32,
 }
 
@@ -112,6 +115,9 @@ impl Provider for Fake {
             let failure = s.lost_creates.get_mut(&req.name).filter(|l| !l.is_empty()).map(|l| l.remove(0));
             if failure == Some(false) {
                 return Err(lost());
+            }
+            if s.unique_names && s.servers.values().any(|v| v.name == req.name) {
+                return Err(UserError::failed("POST /servers returned 400: label must be unique").caused_by(anyhow::Error::new(crate::provider::NameTaken(req.name.clone()))).into());
             }
             s.next_id += 1;
             let id = s.next_id.to_string();

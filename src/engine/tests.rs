@@ -142,6 +142,32 @@ async fn a_lost_create_answer_is_looked_up_not_doubled() {
 }
 
 #[tokio::test]
+async fn a_name_taken_by_another_run_is_taken_over_and_one_taken_by_someone_else_is_an_error() {
+    let owner = Owner::new("demo");
+    let req = ServerRequest::for_spec(&spec(1), 1, vec![], None).unwrap();
+    let policy = RetryPolicy { base_delay: Duration::from_millis(1), ..RetryPolicy::default() };
+
+    // Another run created sfuctl-demo-1 a moment ago (tagged, sfuctl's name): taken over, not doubled.
+    let fake = Fake::default();
+    fake.state.lock().unwrap().unique_names = true;
+    let theirs = create_server(&fake, &owner, &req, &policy).await.unwrap();
+    let server = create_server(&fake, &owner, &req, &policy).await.unwrap();
+    assert_eq!(server.id, theirs.id);
+    assert_eq!(fake.state.lock().unwrap().servers.len(), 1);
+
+    // Someone else's server holds the name (no owner tag): never taken over; a clear error after 3 creates.
+    let fake = Fake::default();
+    fake.state.lock().unwrap().unique_names = true;
+    let mut foreign = ServerRequest::for_spec(&spec(1), 1, vec![], None).unwrap();
+    foreign.tags = vec!["web".into()];
+    create_server(&fake, &owner, &foreign, &policy).await.unwrap();
+    let err = create_server(&fake, &owner, &req, &policy).await.unwrap_err();
+    let text = crate::error::render(&err);
+    assert!(text.contains("that sfuctl does not own") && text.contains("hint: rename or delete that server"), "{text}");
+    assert_eq!(fake.calls().iter().filter(|c| c.starts_with("create")).count(), 1 + 3);
+}
+
+#[tokio::test]
 async fn a_busy_firewall_is_deleted_once_it_is_free_and_a_stuck_one_fails_with_a_hint() {
     let fake = Fake::default();
     fake.state.lock().unwrap().busy_deletes = 2;

@@ -36,8 +36,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{
-    Firewall, FirewallId, FirewallRequest, FirewallRule, Owner, Provider, ProviderFuture, Server, ServerId, ServerRequest,
-    ServerStatus, SshKey, SshKeyId,
+    Firewall, FirewallId, FirewallRequest, FirewallRule, NameTaken, Owner, Provider, ProviderFuture, Server, ServerId,
+    ServerRequest, ServerStatus, SshKey, SshKeyId,
 };
 use crate::error::UserError;
 use crate::http::{self, ApiStyle, Auth, BearerStyle, Client, Failure, ProviderMessage, RequestStats, RetryPolicy, Secret};
@@ -249,7 +249,14 @@ impl Linode {
         }
         let root_pass = root_password()?;
         let body = create_instance_body(req, &root_pass).map_err(failed(what()))?;
-        let reply = self.client.request(Method::POST, "/linode/instances").json(&body).send().await.map_err(failed(what()))?;
+        let reply = match self.client.request(Method::POST, "/linode/instances").json(&body).send().await {
+            Ok(reply) => reply,
+            // Labels are unique on an account: someone (another run, most likely) holds this one.
+            Err(e) if http::api_status(&e) == Some(400) && http::api_code(&e).as_deref() == Some("label") => {
+                return Err(UserError::failed(format!("{}: {e:#}", what())).caused_by(anyhow::Error::new(NameTaken(req.name.clone()))).into());
+            }
+            Err(e) => return Err(failed(what())(e)),
+        };
         Ok(reply.json::<Instance>().map_err(failed(what()))?.into_server())
     }
 

@@ -52,6 +52,25 @@ pub fn busy_reason(err: &anyhow::Error) -> Option<String> {
     err.chain().find_map(|c| c.downcast_ref::<Busy>()).map(|b| b.0.clone())
 }
 
+/// A create refused because the name is taken where names are unique (a Linode label): most likely another run
+/// creating the same server at the same moment. Providers return it instead of deciding; the engine looks the name
+/// up and takes the server over when sfuctl owns it (the owner tag and its name).
+#[derive(Debug)]
+pub struct NameTaken(pub String);
+
+impl fmt::Display for NameTaken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the name `{}` is taken", self.0)
+    }
+}
+
+impl std::error::Error for NameTaken {}
+
+/// Whether an error is (or was caused by) a provider's [`NameTaken`].
+pub fn name_taken(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| c.is::<NameTaken>())
+}
+
 /// The future every provider method returns: boxed and `Send`, so `dyn Provider` works across tasks.
 pub type ProviderFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 

@@ -277,7 +277,8 @@ impl Vultr {
         let all: Vec<Group> = self.list_all("/firewalls", "firewall_groups", None).await.map_err(failed(what()))?;
         let mut out = Vec::new();
         for group in all.into_iter().filter(|g| g.description.as_deref() == Some(name.as_str())) {
-            out.push(self.load_firewall(group).await.map_err(failed(what()))?);
+            // A group deleted since the list (another run settling duplicates) is simply not there any more.
+            out.extend(self.load_firewall(group).await.map_err(failed(what()))?);
         }
         Ok(out)
     }
@@ -291,15 +292,20 @@ impl Vultr {
             return Ok(None);
         }
         let group = reply.json::<GroupBody>().map_err(failed(what()))?.firewall_group;
-        Ok(Some(self.load_firewall(group).await.map_err(failed(what()))?))
+        self.load_firewall(group).await.map_err(failed(what()))
     }
 
-    /// A group with its rules and the instances linked to it (a single `firewall_group_id` filter is allowed).
-    async fn load_firewall(&self, group: Group) -> Result<Firewall> {
+    /// A group with its rules and the instances linked to it (a single `firewall_group_id` filter is allowed);
+    /// `None` when the group is gone by the time its rules are read (a 404).
+    async fn load_firewall(&self, group: Group) -> Result<Option<Firewall>> {
         let gid = uuid(&group.id, "firewall group")?;
-        let rules: Vec<Rule> = self.list_all(&format!("/firewalls/{gid}/rules"), "firewall_rules", None).await?;
+        let rules: Vec<Rule> = match self.list_all(&format!("/firewalls/{gid}/rules"), "firewall_rules", None).await {
+            Ok(rules) => rules,
+            Err(e) if http::api_status(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         let linked: Vec<Instance> = self.list_all("/instances", "instances", Some(("firewall_group_id", gid))).await?;
-        Ok(group.into_firewall(&rules, linked.into_iter().map(|i| ServerId(i.id)).collect()))
+        Ok(Some(group.into_firewall(&rules, linked.into_iter().map(|i| ServerId(i.id)).collect())))
     }
 
     /// Creates the group `sfuctl-<name>` with the request's rules, or brings `existing`'s rules in line in place
@@ -333,7 +339,9 @@ impl Vultr {
         let gid = uuid(&group.id, "firewall group")?;
         let reply = self.client.request(Method::GET, &format!("/firewalls/{gid}")).send().await.map_err(failed(what()))?;
         let group = reply.json::<GroupBody>().map_err(failed(what()))?.firewall_group;
-        self.load_firewall(group).await.map_err(failed(what()))
+        let gone = UserError::failed(format!("firewall group `{}` ({}) disappeared while sfuctl set its rules", req.name, group.id))
+            .hint("another run may have deleted it as a duplicate: run `sfuctl up` again");
+        self.load_firewall(group).await.map_err(failed(what()))?.ok_or_else(|| gone.into())
     }
 
     /// `POST /firewalls`; a create whose answer was lost is looked for by its description before anything else.
@@ -445,9 +453,10 @@ impl Vultr {
 
     async fn find_key(&self, key: &KeyLine) -> Result<Option<SshKey>> {
         let all: Vec<VKey> = self.list_all("/ssh-keys", "ssh_keys", None).await?;
-        // Several keys may hold the same material: prefer the one sfuctl named.
+        // Several keys may hold the same material (names need not be unique): prefer one sfuctl named, then the
+        // lowest ID, so two runs that registered it at once agree on which to keep.
         let mut matching: Vec<VKey> = all.into_iter().filter(|k| k.ssh_key.as_deref().and_then(|l| KeyLine::parse(l).ok()).is_some_and(|l| l.blob == key.blob)).collect();
-        matching.sort_by_key(|k| !k.name.as_deref().unwrap_or_default().starts_with("sfuctl-"));
+        matching.sort_by(|a, b| (!a.name.as_deref().unwrap_or_default().starts_with("sfuctl-"), &a.id).cmp(&(!b.name.as_deref().unwrap_or_default().starts_with("sfuctl-"), &b.id)));
         Ok(matching.into_iter().next().map(|k| SshKey { fingerprint: key.fingerprint.clone(), ..k.into_key() }))
     }
 

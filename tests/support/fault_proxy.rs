@@ -6,15 +6,22 @@
 //! `count` requests that match its method and substrings itself, with a given status, headers and body:
 //! - [`Effect::Refuse`]: the request never reaches the fake (a 429, a throttle, a 5xx from the front end);
 //! - [`Effect::LoseAnswer`]: the fake handles the request, then its answer is replaced (a create that happened
-//!   whose answer was lost: the case that tempts a client into creating twice).
+//!   whose answer was lost: the case that tempts a client into creating twice);
+//! - [`Effect::Reset`]: the connection is reset (TCP RST) before any answer, the request never forwarded;
+//! - [`Effect::Stall`]: the fake handles the request, but no answer comes before the client's timeout;
+//! - [`Effect::Hold`]: the request waits in the proxy until the test [`FaultProxy::release`]s it (forwarded or
+//!   dropped), so a test can kill the client between a create request and its answer.
+//!
+//! [`Match::at`] aims a fault at the n-th request the proxy receives ([`FaultProxy::arrivals`] counts them), so a
+//! test can replay a recorded run with a fault at every step.
 //!
 //! One request per connection: every answer carries `Connection: close`, so HTTP/1.1 framing needs no parsing
 //! beyond the request's `Content-Length`. Blocking threads, so the proxy works under any test runtime.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -29,6 +36,13 @@ pub enum Effect {
     /// parameters and form-body parameters whose name starts with one of these, and headers of one of these names,
     /// are removed. The fault's reply is not used.
     Strip(&'static [&'static str]),
+    /// Answered by a TCP reset (no status line at all); the fake never sees the request.
+    Reset,
+    /// Forwarded to the fake (which acts on it); the answer is held back this long and then the connection is
+    /// closed unanswered: longer than the client's timeout, this is a request that timed out after it was made.
+    Stall(Duration),
+    /// Held in the proxy until [`FaultProxy::release`]; see [`FaultProxy::wait_held`].
+    Hold,
 }
 
 /// Which requests a fault hits: the method, the exact path (without the query), and substrings that must all
@@ -44,12 +58,19 @@ pub struct Match {
     pub query: Vec<String>,
     /// Substrings of the body, all required.
     pub body: Vec<String>,
+    /// Only the request with this arrival number (0 for the first request the proxy received).
+    pub nth: Option<u64>,
 }
 
 impl Match {
     /// `method path`, any query and body.
     pub fn new(method: &str, path: &str) -> Self {
         Self { method: method.into(), path: path.into(), ..Self::default() }
+    }
+
+    /// The `n`-th request the proxy receives (counting from 0 at its start), whatever it is.
+    pub fn at(n: u64) -> Self {
+        Self { method: "*".into(), path: "*".into(), nth: Some(n), ..Self::default() }
     }
 
     /// Also requires these substrings in the query string.
@@ -66,7 +87,8 @@ impl Match {
 
     fn hits(&self, req: &Request) -> bool {
         let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
-        req.method.eq_ignore_ascii_case(&self.method)
+        self.nth.is_none_or(|n| n == req.seq)
+            && (self.method == "*" || req.method.eq_ignore_ascii_case(&self.method))
             && self.path.strip_suffix('*').map_or(path == self.path, |prefix| path.starts_with(prefix))
             && self.query.iter().all(|q| query.contains(q.as_str()))
             && self.body.iter().all(|b| req.body_text().contains(b.as_str()))
@@ -136,11 +158,33 @@ pub struct Seen {
     pub status: u16,
 }
 
+/// What the test decided about a held request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// Send it on to the fake (which acts on it); the answer goes to the client if it still listens.
+    Forward,
+    /// Close the connection; the fake never sees the request.
+    Drop,
+}
+
+#[derive(Default)]
+struct Holding {
+    /// Requests held since the last release.
+    held: u64,
+    /// Requests still waiting for the decision.
+    waiting: u64,
+    /// The decision for every held request, once made.
+    release: Option<Release>,
+}
+
 #[derive(Default)]
 struct Shared {
     faults: Mutex<Vec<Armed>>,
     log: Mutex<Vec<Seen>>,
     stop: AtomicBool,
+    arrivals: AtomicU64,
+    holding: Mutex<Holding>,
+    held_changed: Condvar,
 }
 
 /// A running proxy. Dropping it stops it.
@@ -193,6 +237,28 @@ impl FaultProxy {
         self.shared.faults.lock().unwrap().iter().filter(|a| a.hits < a.fault.count).map(|a| format!("{}: {}/{}", a.fault.label, a.hits, a.fault.count)).collect()
     }
 
+    /// How many requests arrived so far (the next one's number for [`Match::at`]).
+    pub fn arrivals(&self) -> u64 {
+        self.shared.arrivals.load(Ordering::SeqCst)
+    }
+
+    /// Waits until a request is held by an [`Effect::Hold`] fault; false when none was within `timeout`.
+    pub fn wait_held(&self, timeout: Duration) -> bool {
+        let holding = self.shared.holding.lock().unwrap();
+        let (holding, _) = self.shared.held_changed.wait_timeout_while(holding, timeout, |h| h.held == 0).unwrap();
+        holding.held > 0
+    }
+
+    /// Lets every held request go on as `release` says, waits until each took the decision (up to 10 s), then
+    /// starts afresh: the next request an [`Effect::Hold`] catches is held again.
+    pub fn release(&self, release: Release) {
+        let mut holding = self.shared.holding.lock().unwrap();
+        holding.release = Some(release);
+        self.shared.held_changed.notify_all();
+        let (mut holding, _) = self.shared.held_changed.wait_timeout_while(holding, Duration::from_secs(10), |h| h.waiting > 0).unwrap();
+        *holding = Holding::default();
+    }
+
     /// Every request so far, in order.
     pub fn log(&self) -> Vec<Seen> {
         self.shared.log.lock().unwrap().clone()
@@ -211,6 +277,8 @@ impl FaultProxy {
 impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        // A request still held would keep its thread waiting forever.
+        self.release(Release::Drop);
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -219,6 +287,8 @@ impl Drop for FaultProxy {
 }
 
 struct Request {
+    /// Its arrival number (see [`Match::at`]).
+    seq: u64,
     method: String,
     target: String,
     /// Header lines, as received, without the final CRLF.
@@ -261,7 +331,7 @@ impl Request {
                 if name.eq_ignore_ascii_case("content-length") { format!("Content-Length: {}", body.len()) } else { h.clone() }
             })
             .collect();
-        Request { method: self.method.clone(), target, headers, body }
+        Request { seq: self.seq, method: self.method.clone(), target, headers, body }
     }
 
     /// The request as sent upstream: the same head with `Connection: close`.
@@ -310,7 +380,7 @@ fn read_request(conn: &TcpStream) -> std::io::Result<Option<Request>> {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
-    Ok(Some(Request { method, target, headers, body }))
+    Ok(Some(Request { seq: 0, method, target, headers, body }))
 }
 
 /// Forwards one request and returns the upstream's whole answer (it closes the connection after it).
@@ -368,7 +438,8 @@ fn encode_reply(reply: &Reply) -> Vec<u8> {
 
 fn serve(mut conn: TcpStream, upstream: SocketAddr, shared: &Shared) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let Ok(Some(req)) = read_request(&conn) else { return };
+    let Ok(Some(mut req)) = read_request(&conn) else { return };
+    req.seq = shared.arrivals.fetch_add(1, Ordering::SeqCst);
     let fault = {
         let mut faults = shared.faults.lock().unwrap();
         faults.iter_mut().find(|a| a.hits < a.fault.count && a.fault.matches.hits(&req)).map(|a| {
@@ -376,6 +447,43 @@ fn serve(mut conn: TcpStream, upstream: SocketAddr, shared: &Shared) {
             a.fault.clone()
         })
     };
+    let log = |status: u16| shared.log.lock().unwrap().push(Seen { line: req.line(), fault: fault.as_ref().map(|f| f.label.clone()), status });
+    match fault.as_ref().map(|f| f.effect) {
+        Some(Effect::Reset) => {
+            log(0);
+            reset(conn);
+            return;
+        }
+        Some(Effect::Stall(for_how_long)) => {
+            let _ = forward(&req, upstream);
+            log(0);
+            std::thread::sleep(for_how_long);
+            return;
+        }
+        Some(Effect::Hold) => {
+            let release = {
+                let mut holding = shared.holding.lock().unwrap();
+                holding.held += 1;
+                holding.waiting += 1;
+                shared.held_changed.notify_all();
+                let mut holding = shared.held_changed.wait_while(holding, |h| h.release.is_none()).unwrap();
+                holding.waiting -= 1;
+                shared.held_changed.notify_all();
+                holding.release
+            };
+            if release == Some(Release::Forward)
+                && let Ok(raw) = forward(&req, upstream)
+            {
+                let (status, answer) = closing(&raw);
+                log(status);
+                let _ = conn.write_all(&answer);
+                return;
+            }
+            log(0);
+            return;
+        }
+        _ => {}
+    }
     let (status, answer) = match &fault {
         Some(f) if f.effect == Effect::Refuse => (f.reply.status, encode_reply(&f.reply)),
         Some(Fault { effect: Effect::Strip(parts), .. }) => match forward(&req.stripped(parts), upstream) {
@@ -392,7 +500,18 @@ fn serve(mut conn: TcpStream, upstream: SocketAddr, shared: &Shared) {
             Err(e) => (502, encode_reply(&Reply::json(502, &format!("{{\"proxy_error\":\"{e}\"}}")))),
         },
     };
-    shared.log.lock().unwrap().push(Seen { line: req.line(), fault: fault.map(|f| f.label), status });
+    log(status);
     let _ = conn.write_all(&answer);
     let _ = conn.flush();
+}
+
+/// Closes a connection with a TCP reset rather than an orderly close: `SO_LINGER` with a zero timeout.
+fn reset(conn: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: a valid socket descriptor owned by `conn`, and a `linger` of the size passed.
+    unsafe {
+        libc::setsockopt(conn.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&raw const linger).cast(), std::mem::size_of::<libc::linger>() as libc::socklen_t);
+    }
+    drop(conn);
 }
