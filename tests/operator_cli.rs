@@ -137,6 +137,68 @@ fn up_on_a_terminal_shows_the_plan_and_a_no_creates_nothing() {
     assert!(state["droplets"].as_array().unwrap().is_empty() && state["firewalls"].as_array().unwrap().is_empty(), "{state}");
 }
 
+/// Ctrl-C typed at `up`'s question (a real pseudo-terminal turns it into SIGINT) ends the run at once with 130 and
+/// creates nothing.
+#[test]
+fn ctrl_c_at_ups_question_stops_at_once_and_creates_nothing() {
+    use crate::support::cloud_deployment::CloudEnv;
+    use std::io::{Read, Write};
+    crate::support::cli::require_tool("script", "bsdutils");
+    let home = tempfile::tempdir().expect("temp dir");
+    let fake = crate::support::do_fake::DoFake::start();
+    let key = home.path().join("id_ed25519");
+    let keygen = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
+    assert!(keygen.status.success());
+    std::fs::write(
+        home.path().join("spec.yaml"),
+        format!("name: ctrlc\nprovider: {{ kind: digitalocean, region: fra1 }}\nssh: {{ private_key: {}, allow_from: [203.0.113.7/32] }}\nsfu: {{ kind: coturn, rtc_ports: 40000-40999 }}\n", key.display()),
+    )
+    .unwrap();
+    let binary = assert_cmd::cargo::cargo_bin("sfuctl");
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qfec", &format!("{} up spec.yaml", binary.display()), "/dev/null"]).current_dir(home.path()).env("HOME", home.path()).env("RUST_BACKTRACE", "0");
+    for (k, v) in fake.env() {
+        cmd.env(k, v);
+    }
+    cmd.env("SFUCTL_STATE_DIR", home.path().join("state")).env("SFUCTL_SECRET", "terminal-secret-0123456789abcdef0123456789");
+    let mut child = cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().expect("script runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // Type Ctrl-C only once the question is on the terminal; a bounded read keeps a hang from blocking forever.
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut asked = false;
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if !asked && String::from_utf8_lossy(&seen).contains("Enter a value:") {
+                asked = true;
+                stdin.write_all(b"\x03").unwrap();
+                stdin.flush().unwrap();
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "up did not end after Ctrl-C at its question");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let out = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{out}");
+    assert!(out.contains("Do you want to perform these actions?") && out.contains("interrupted at the question: nothing was changed"), "{out}");
+    let state = fake.get("/_fake/state");
+    for list in ["droplets", "firewalls", "ssh_keys"] {
+        assert!(state[list].as_array().is_some_and(|l| l.is_empty()), "{list}: {state}");
+    }
+}
+
 #[test]
 fn a_reader_that_stops_early_is_not_an_error() {
     crate::support::cli::require_tool("head", "coreutils");

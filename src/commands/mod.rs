@@ -128,7 +128,7 @@ pub fn confirm_cloud_changes(yes: bool, plan_text: &str) -> Result<()> {
     eprint!("\nDo you want to perform these actions? Only 'yes' will be accepted to confirm.\n  Enter a value: ");
     std::io::stderr().flush().ok();
     let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
+    crate::interrupt::asking(|| std::io::stdin().lock().read_line(&mut answer))?;
     if answer.trim() != "yes" {
         return Err(UserError::input("cancelled: nothing was created or deleted").into());
     }
