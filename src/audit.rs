@@ -158,7 +158,7 @@ pub async fn audit_host(dep: &Arc<Deployment>, host: &HostTarget, cloud: Option<
     checks.push(service(dep, &session, &gathered));
     checks.push(config_consistency(spec, host, &facts, run));
     checks.push(udp_reachability(dep, &session, host, opts, &host_fw.dropped_media, cloud, &crate::health::bound_ports(&gathered)).await);
-    checks.push(tcp_reachability(host, manifest_tcp_ports(spec)).await);
+    checks.push(tcp_reachability(host, manifest_tcp_ports(spec), spec.manifest().tcp_media()).await);
     for abuse in &spec.sfu.kind.descriptor().abuse_checks {
         let (spec, host, run) = (spec.clone(), host.clone(), run.clone());
         let abuse = *abuse;
@@ -639,37 +639,95 @@ fn manifest_tcp_ports(spec: &Spec) -> Vec<u16> {
     spec.manifest().single_ports(Protocol::Tcp)
 }
 
-async fn tcp_reachability(host: &HostTarget, ports: Vec<u16>) -> Check {
+/// How many ports of the TCP media range `tcp-reachability` connects to, spread evenly over it (both ends
+/// included): enough to see a partial drop, few enough that a filtered range costs one connect timeout.
+const TCP_RANGE_SAMPLE: usize = 16;
+
+/// How long one TCP connect may take before the port counts as filtered.
+const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What one TCP connect found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TcpOutcome {
+    /// The handshake completed: something listens.
+    Connected,
+    /// The host answered with a reset: it got the SYN (every firewall let it through), nothing listens.
+    Refused,
+    /// No answer in time, or an ICMP error on the way: something drops or rejects it.
+    Filtered,
+}
+
+/// Connects to every port at once; the outcomes in the order of `ports`.
+async fn connect_each(address: IpAddr, ports: &[u16]) -> Vec<(u16, TcpOutcome)> {
+    let attempts: Vec<_> = ports
+        .iter()
+        .map(|&port| {
+            tokio::spawn(async move {
+                match tokio::time::timeout(TCP_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(SocketAddr::new(address, port))).await {
+                    Ok(Ok(_)) => TcpOutcome::Connected,
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => TcpOutcome::Refused,
+                    _ => TcpOutcome::Filtered,
+                }
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(ports.len());
+    for (&port, attempt) in ports.iter().zip(attempts) {
+        out.push((port, attempt.await.unwrap_or(TcpOutcome::Filtered)));
+    }
+    out
+}
+
+/// Connects to the manifest's single TCP ports (each must accept: the server listens there) and, when
+/// `sfu.rtc_tcp` opens the media range over TCP, to a sample of that range: there a refused connect is fine (the
+/// host's firewalls let it through; the server listens only on the ports of live transports), a timed-out one is
+/// not (filtered). The range is reported with a map, like the UDP range.
+async fn tcp_reachability(host: &HostTarget, ports: Vec<u16>, media: Option<crate::ports::PortRange>) -> Check {
     let id = "tcp-reachability";
     let Ok(address) = host.address.parse::<IpAddr>() else {
         return check(id, Status::Fail, format!("`{}` is not an IP address", host.address), None);
     };
-    if ports.is_empty() {
+    if ports.is_empty() && media.is_none() {
         return check(id, Status::Pass, "no public TCP port besides SSH (reached)", None);
     }
-    let mut ok = Vec::new();
-    let mut refused = Vec::new();
-    let mut filtered = Vec::new();
-    for port in ports {
-        match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(SocketAddr::new(address, port))).await {
-            Ok(Ok(_)) => ok.push(port),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused.push(port),
-            _ => filtered.push(port),
-        }
-    }
+    let sample = media.map(|m| probe::sample(&(m.start..=m.end).collect::<Vec<u16>>(), Some(TCP_RANGE_SAMPLE))).unwrap_or_default();
+    let (single, sampled) = tokio::join!(connect_each(address, &ports), connect_each(address, &sample));
+    let with = |outcomes: &[(u16, TcpOutcome)], wanted: TcpOutcome| outcomes.iter().filter(|(_, o)| *o == wanted).map(|(p, _)| *p).collect::<Vec<u16>>();
     let list = |v: &[u16]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
-    if refused.is_empty() && filtered.is_empty() {
-        return check(id, Status::Pass, format!("tcp {} connected", list(&ok)), None);
-    }
+    let (ok, refused, filtered) = (with(&single, TcpOutcome::Connected), with(&single, TcpOutcome::Refused), with(&single, TcpOutcome::Filtered));
+    let range_filtered = with(&sampled, TcpOutcome::Filtered);
+
     let mut parts = Vec::new();
+    if !ok.is_empty() {
+        parts.push(format!("tcp {} connected", list(&ok)));
+    }
     if !refused.is_empty() {
         parts.push(format!("tcp {} refused (nothing listens)", list(&refused)));
     }
     if !filtered.is_empty() {
         parts.push(format!("tcp {} timed out (filtered)", list(&filtered)));
     }
-    let hint = if filtered.is_empty() { "the server is not listening: see the service check" } else { "a firewall between here and the host drops TCP to these ports" };
-    check(id, Status::Fail, parts.join("; "), Some(hint.into()))
+    let mut map = None;
+    if let Some(m) = media {
+        let reached: Vec<u16> = sampled.iter().filter(|(_, o)| *o != TcpOutcome::Filtered).map(|(p, _)| *p).collect();
+        let mut part = format!("media tcp {m}: {}/{} sampled ports reached", reached.len(), sampled.len());
+        if !range_filtered.is_empty() {
+            part.push_str(&format!(", timed out (filtered): tcp {}", probe::ranges(&range_filtered).join(", ")));
+        }
+        parts.push(part);
+        map = Some(RangeMap::new(m.start, m.end, &sample, &reached, &[]));
+    }
+    let mut hints = Vec::new();
+    if !refused.is_empty() {
+        hints.push("the server is not listening: see the service check");
+    }
+    if !filtered.is_empty() || !range_filtered.is_empty() {
+        hints.push("a firewall between here and the host drops TCP to these ports (see host-firewall and cloud-firewall)");
+    }
+    let status = if hints.is_empty() { Status::Pass } else { Status::Fail };
+    let mut c = check(id, status, parts.join("; "), (!hints.is_empty()).then(|| hints.join("; ")));
+    c.range = map;
+    c
 }
 
 /// The shared secret as the audit knows it: from `$SFUCTL_SECRET` (or `sfu.secret_env`), when set.
@@ -947,6 +1005,22 @@ mod tests {
         assert_eq!((ms.announced.as_deref(), ms.min, ms.max), (Some("203.0.113.5"), Some(40000), Some(41000)));
         let custom = read_config(SfuKind::Custom, "SFU_ANNOUNCED_IP=203.0.113.5\nSFU_LISTEN_IP=0.0.0.0\nSFU_RTC_MIN_PORT=40000\nSFU_RTC_MAX_PORT=40099\n");
         assert_eq!((custom.announced.as_deref(), custom.max), (Some("203.0.113.5"), Some(40099)));
+    }
+
+    #[tokio::test]
+    async fn tcp_reachability_counts_a_refused_media_port_as_reached() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let media = crate::ports::PortRange { start: 45000, end: 45999 };
+        let c = tcp_reachability(&HostTarget::new("a", "127.0.0.1"), vec![port], Some(media)).await;
+        assert_eq!(c.status, Status::Pass, "{c:?}");
+        assert_eq!(c.detail, format!("tcp {port} connected; media tcp 45000-45999: 16/16 sampled ports reached"));
+        let map = c.range.expect("the range has a map");
+        assert_eq!((map.start, map.end, map.probed, map.answered), (45000, 45999, 16, 16));
+        drop(listener);
+        let c = tcp_reachability(&HostTarget::new("a", "127.0.0.1"), vec![port], None).await;
+        assert_eq!((c.status, c.detail.as_str()), (Status::Fail, format!("tcp {port} refused (nothing listens)").as_str()), "a single port must accept");
+        assert!(c.range.is_none());
     }
 
     #[test]
