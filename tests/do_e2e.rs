@@ -67,7 +67,7 @@ fn digitalocean_plan_up_converge_scale_and_down() {
     let seen = fake.request_lines().len();
     let refused = dep.sfuctl(&fake, &["up"]).assert().code(2);
     let err = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
-    assert!(err.contains("+ server") && err.contains("+ firewall") && err.contains("Plan: 5 to add") && err.contains("sfuctl up --yes"), "{err}");
+    assert!(err.contains("+ server") && err.contains("+ firewall") && err.contains("Plan: 5 to add") && err.contains(&format!("sfuctl up {} --yes", dep.spec().display())), "{err}");
     assert_eq!(mutating_since(&fake, seen), Vec::<String>::new());
     assert!(fake.get("/_fake/state")["droplets"].as_array().unwrap().is_empty(), "nothing created without confirmation");
 
