@@ -190,10 +190,10 @@ fn cloud_firewall(spec: &Spec, host: &HostTarget, cloud: Option<&CloudView>, run
     for r in &diff.unknown {
         problems.push(format!("extra {r}"));
     }
-    if let Some(server) = cloud.servers.iter().find(|s| s.name == host.name) {
-        if !fw.covers(server) {
-            problems.push(format!("not attached to {}", host.name));
-        }
+    if let Some(server) = cloud.servers.iter().find(|s| s.name == host.name)
+        && !fw.covers(server)
+    {
+        problems.push(format!("not attached to {}", host.name));
     }
     if cloud.needs_outbound_rules && !fw.outbound_ok {
         problems.push("outbound traffic is blocked (no allow-all outbound rules)".into());
@@ -479,10 +479,11 @@ fn config_consistency(spec: &Spec, host: &HostTarget, g: &Gathered, run: &Invoca
         (Some(a), Some(b)) => problems.push(format!("media range {a}-{b}, but the manifest and firewalls have {media}")),
         _ => problems.push("has no media range".into()),
     }
-    if let Some(listen) = &v.listen {
-        if !matches!(listen.as_str(), "0.0.0.0" | "::") && !g.addrs.iter().any(|a| a == listen) {
-            problems.push(format!("listens on {listen}, which is not an address of the host ({})", g.addrs.join(", ")));
-        }
+    if let Some(listen) = &v.listen
+        && !matches!(listen.as_str(), "0.0.0.0" | "::")
+        && !g.addrs.iter().any(|a| a == listen)
+    {
+        problems.push(format!("listens on {listen}, which is not an address of the host ({})", g.addrs.join(", ")));
     }
     if problems.is_empty() {
         check(id, Status::Pass, format!("{file} announces {}, media {media}, listens on {}", host.address, v.listen.as_deref().unwrap_or("all addresses")), None)
@@ -967,10 +968,10 @@ pub fn to_text(audits: &[HostAudit]) -> String {
             if let Some(map) = &c.range {
                 out.push_str(&format!("  {:<19} {:<5} {}\n", "", "", map.line()));
             }
-            if c.status != Status::Pass {
-                if let Some(h) = &c.hint {
-                    out.push_str(&format!("  {:<19} {:<5} hint: {h}\n", "", ""));
-                }
+            if c.status != Status::Pass
+                && let Some(h) = &c.hint
+            {
+                out.push_str(&format!("  {:<19} {:<5} hint: {h}\n", "", ""));
             }
         }
         if let Some(cause) = a.cause {

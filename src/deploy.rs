@@ -788,10 +788,10 @@ pub async fn preview_host(dep: &Deployment, host: &HostTarget, artifact: Option<
         .filter(|f| seen.sha256.get(&f.path).map(String::as_str) != Some(crate::artifact::hex(&Sha256::digest(f.contents.as_bytes())).as_str()))
         .map(|f| format!("file      {} ({})", f.path, if seen.sha256.contains_key(&f.path) { "differs" } else { "missing" }))
         .collect();
-    if let Some(a) = artifact {
-        if seen.marker.as_deref() != Some(a.sha256.as_str()) {
-            details.push(format!("artifact  into {} (sha256 {}…)", l.app, &a.sha256[..12]));
-        }
+    if let Some(a) = artifact
+        && seen.marker.as_deref() != Some(a.sha256.as_str())
+    {
+        details.push(format!("artifact  into {} (sha256 {}…)", l.app, &a.sha256[..12]));
     }
     let mut out = Vec::new();
     let host_name = Some(host.name.clone());
