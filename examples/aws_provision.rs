@@ -35,7 +35,7 @@ async fn run(path: &Path) -> anyhow::Result<()> {
     let base = path.parent().unwrap_or(Path::new("."));
     let provider = catalog::require(&spec)?;
     let renderer = Renderer::new(None)?;
-    let dep = Deployment::new(spec, base, timeouts(None, None))?;
+    let dep = Deployment::new(spec, sfuctl::invocation::Invocation::new(path), base, timeouts(None, None))?;
     let (hosts, report) = engine::apply(&dep, provider, &renderer, &Secret::new(String::from("bench")), &Timings::default(), |_| Ok(())).await?;
     let seconds = started.elapsed().as_secs_f64();
     let addresses: Vec<&str> = hosts.iter().map(|h| h.address.as_str()).collect();

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::error::UserError;
 use crate::deploy::{Deployment, ServiceState, Session, run_as_root};
+use crate::invocation::Invocation;
 use crate::kind::{AbuseCheck, ConfigFormat, ReadBack, ReadField};
 use crate::service::ServiceScripts;
 use crate::nft_eval::{Packet, Ruleset};
@@ -142,7 +143,8 @@ impl AuditOptions {
 /// Audits one host, over `session` when the caller has one open (`up` does), else over a new one.
 pub async fn audit_host(dep: &Arc<Deployment>, host: &HostTarget, cloud: Option<&CloudView>, opts: AuditOptions, session: Option<Session>) -> Result<HostAudit> {
     let spec = &dep.spec;
-    let mut checks = vec![cloud_firewall(spec, host, cloud)];
+    let run = &dep.invocation;
+    let mut checks = vec![cloud_firewall(spec, host, cloud, run)];
     let session = match session {
         Some(s) => s,
         None => dep.connect(host).await?,
@@ -150,30 +152,30 @@ pub async fn audit_host(dep: &Arc<Deployment>, host: &HostTarget, cloud: Option<
     let scripts = ServiceScripts { manager: session.facts.manager, name: &service_name(spec), layout: &dep.layout, run_as: "" };
     let gathered = run_as_root(&session, &format!("{}{}{}\n", gather_script(&dep.layout, spec), scripts.status(), crate::health::SOCKETS_SCRIPT)).await?;
     let facts = Gathered::parse(&gathered);
-    let host_fw = host_firewall(spec, &facts);
-    checks.push(ssh_exposure(spec, cloud, host_fw.table_missing));
+    let host_fw = host_firewall(spec, &facts, run);
+    checks.push(ssh_exposure(spec, cloud, host_fw.table_missing, run));
     checks.push(host_fw.check.clone());
     checks.push(service(dep, &session, &gathered));
-    checks.push(config_consistency(spec, host, &facts));
+    checks.push(config_consistency(spec, host, &facts, run));
     checks.push(udp_reachability(dep, &session, host, opts, &host_fw.dropped_media, cloud, &crate::health::bound_ports(&gathered)).await);
-    checks.push(tcp_reachability(host, manifest_tcp_ports(spec)).await);
+    checks.push(tcp_reachability(host, manifest_tcp_ports(spec), spec.manifest().tcp_media()).await);
     for abuse in &spec.sfu.kind.descriptor().abuse_checks {
-        let (spec, host) = (spec.clone(), host.clone());
+        let (spec, host, run) = (spec.clone(), host.clone(), run.clone());
         let abuse = *abuse;
-        let c = tokio::task::spawn_blocking(move || abuse_check(&spec, &host, abuse)).await.unwrap_or_else(|e| check(abuse.id(), Status::Fail, format!("the probe panicked: {e}"), None));
+        let c = tokio::task::spawn_blocking(move || abuse_check(&spec, &host, abuse, &run)).await.unwrap_or_else(|e| check(abuse.id(), Status::Fail, format!("the probe panicked: {e}"), None));
         checks.push(c);
     }
     let cause = checks.iter().find(|c| c.status == Status::Fail).map(|c| c.id);
     Ok(HostAudit { name: host.name.clone(), address: host.address.clone(), checks, cause })
 }
 
-fn cloud_firewall(spec: &Spec, host: &HostTarget, cloud: Option<&CloudView>) -> Check {
+fn cloud_firewall(spec: &Spec, host: &HostTarget, cloud: Option<&CloudView>, run: &Invocation) -> Check {
     let id = "cloud-firewall";
     let Some(cloud) = cloud else {
         return check(id, Status::Skip, "existing host: no cloud firewall sfuctl manages", None);
     };
     let Some(fw) = &cloud.firewall else {
-        return check(id, Status::Fail, format!("the firewall {} does not exist on {}", crate::owner::Owner::new(&spec.name).firewall_name(), cloud.provider), Some("run `sfuctl up` to create it".into()));
+        return check(id, Status::Fail, format!("the firewall {} does not exist on {}", crate::owner::Owner::new(&spec.name).firewall_name(), cloud.provider), Some(format!("run `{}` to create it", run.command("up", ""))));
     };
     let wanted = spec.manifest().cloud_rules();
     let diff = fw.diff(&wanted);
@@ -188,10 +190,10 @@ fn cloud_firewall(spec: &Spec, host: &HostTarget, cloud: Option<&CloudView>) -> 
     for r in &diff.unknown {
         problems.push(format!("extra {r}"));
     }
-    if let Some(server) = cloud.servers.iter().find(|s| s.name == host.name) {
-        if !fw.covers(server) {
-            problems.push(format!("not attached to {}", host.name));
-        }
+    if let Some(server) = cloud.servers.iter().find(|s| s.name == host.name)
+        && !fw.covers(server)
+    {
+        problems.push(format!("not attached to {}", host.name));
     }
     if cloud.needs_outbound_rules && !fw.outbound_ok {
         problems.push("outbound traffic is blocked (no allow-all outbound rules)".into());
@@ -199,11 +201,11 @@ fn cloud_firewall(spec: &Spec, host: &HostTarget, cloud: Option<&CloudView>) -> 
     if problems.is_empty() {
         check(id, Status::Pass, format!("{} ({}): {} rule(s) match the manifest, attached, outbound allowed", fw.name, fw.status, fw.rules.len()), None)
     } else {
-        check(id, Status::Fail, format!("{}: {}", fw.name, problems.join("; ")), Some("someone changed the firewall outside sfuctl: `sfuctl up` puts the manifest's rules back".into()))
+        check(id, Status::Fail, format!("{}: {}", fw.name, problems.join("; ")), Some(format!("someone changed the firewall outside sfuctl: `{}` puts the manifest's rules back", run.command("up", ""))))
     }
 }
 
-fn ssh_exposure(spec: &Spec, cloud: Option<&CloudView>, host_table_missing: bool) -> Check {
+fn ssh_exposure(spec: &Spec, cloud: Option<&CloudView>, host_table_missing: bool, run: &Invocation) -> Check {
     let id = "ssh-exposure";
     let port = spec.ssh.port();
     // Without a cloud firewall, the spec's allow_from holds only while sfuctl's table is loaded on the host.
@@ -212,7 +214,7 @@ fn ssh_exposure(spec: &Spec, cloud: Option<&CloudView>, host_table_missing: bool
             id,
             Status::Warn,
             format!("SSH (tcp {port}) is limited by nothing sfuctl can see: its host firewall table is not loaded"),
-            Some("run `sfuctl up` to load it again (see host-firewall)".into()),
+            Some(format!("run `{}` to load it again (see host-firewall)", run.command("up", ""))),
         );
     }
     // The live cloud rule counts when there is one; otherwise the spec's allow_from (which the host firewall gets).
@@ -225,7 +227,7 @@ fn ssh_exposure(spec: &Spec, cloud: Option<&CloudView>, host_table_missing: bool
         let from: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
         check(id, Status::Pass, format!("SSH (tcp {port}) only from {}", from.join(", ")), None)
     } else {
-        check(id, Status::Warn, format!("SSH (tcp {port}) is reachable from {}", open.join(" and ")), Some("set `ssh.allow_from: [<your address>/32]` and run `sfuctl up`".into()))
+        check(id, Status::Warn, format!("SSH (tcp {port}) is reachable from {}", open.join(" and ")), Some(format!("set `ssh.allow_from: [<your address>/32]` and run `{}`", run.command("up", ""))))
     }
 }
 
@@ -297,7 +299,7 @@ struct HostFirewallResult {
     table_missing: bool,
 }
 
-fn host_firewall(spec: &Spec, g: &Gathered) -> HostFirewallResult {
+fn host_firewall(spec: &Spec, g: &Gathered, run: &Invocation) -> HostFirewallResult {
     let id = "host-firewall";
     let manifest = spec.manifest();
     let Some(json) = &g.nft else {
@@ -345,7 +347,7 @@ fn host_firewall(spec: &Spec, g: &Gathered) -> HostFirewallResult {
             id,
             Status::Fail,
             format!("sfuctl's table inet {table} is not loaded: the host firewall the spec asks for is not there (lost at a reboot, or removed by hand)"),
-            Some("run `sfuctl up`: it loads the table, and the service unit loads it again at every start".into()),
+            Some(format!("run `{}`: it loads the table, and the service unit loads it again at every start", run.command("up", ""))),
         )
     } else if !dropped.is_empty() {
         let mut groups: Vec<String> = Vec::new();
@@ -373,8 +375,13 @@ fn service(dep: &Arc<Deployment>, session: &Session, gathered: &str) -> Check {
     if !state.running() {
         let scripts = ServiceScripts { manager: session.facts.manager, name: &name, layout: &dep.layout, run_as: "" };
         let hint = match state.state.as_str() {
-            "not deployed" => "`sfuctl up` deploys it".to_string(),
-            _ => format!("read why in its log: `sfuctl logs <spec> {}` (on the host: {}); `sfuctl up` starts it", session.host.name, scripts.log_location()),
+            "not deployed" => format!("`{}` deploys it", dep.invocation.command("up", "")),
+            _ => format!(
+                "read why in its log: `{}` (on the host: {}); `{}` starts it",
+                dep.invocation.command("logs", &session.host.name),
+                scripts.log_location(),
+                dep.invocation.command("up", "")
+            ),
         };
         return check(id, Status::Fail, format!("{name} is {} ({})", state.summary, session.facts.manager.as_str()), Some(hint));
     }
@@ -384,7 +391,7 @@ fn service(dep: &Arc<Deployment>, session: &Session, gathered: &str) -> Check {
             id,
             Status::Fail,
             format!("{name} runs but has not bound {}", missing.join(", ")),
-            Some(format!("check the server's config and its log (`sfuctl logs <spec> {}`): it should listen on the manifest's ports", session.host.name)),
+            Some(format!("check the server's config and its log (`{}`): it should listen on the manifest's ports", dep.invocation.command("logs", &session.host.name))),
         );
     }
     let expected: Vec<String> = crate::health::expected_ports(&dep.manifest).iter().map(|(p, n)| format!("{p} {n}")).collect();
@@ -453,11 +460,11 @@ pub(crate) fn read_config(rb: &ReadBack, text: &str) -> ConfigValues {
     ConfigValues { announced: get(&rb.announced).map(str::to_string), listen, min, max }
 }
 
-fn config_consistency(spec: &Spec, host: &HostTarget, g: &Gathered) -> Check {
+fn config_consistency(spec: &Spec, host: &HostTarget, g: &Gathered, run: &Invocation) -> Check {
     let id = "config-consistency";
     let Some((file, Some(text))) = g.files.first() else {
         let file = g.files.first().map(|(f, _)| f.clone()).unwrap_or_default();
-        return check(id, Status::Fail, format!("the config {file} is not on the host"), Some("run `sfuctl up` to deploy it".into()));
+        return check(id, Status::Fail, format!("the config {file} is not on the host"), Some(format!("run `{}` to deploy it", run.command("up", ""))));
     };
     let v = read_config(&spec.sfu.kind.descriptor().read_back, text);
     let media = spec.manifest().media();
@@ -472,15 +479,16 @@ fn config_consistency(spec: &Spec, host: &HostTarget, g: &Gathered) -> Check {
         (Some(a), Some(b)) => problems.push(format!("media range {a}-{b}, but the manifest and firewalls have {media}")),
         _ => problems.push("has no media range".into()),
     }
-    if let Some(listen) = &v.listen {
-        if !matches!(listen.as_str(), "0.0.0.0" | "::") && !g.addrs.iter().any(|a| a == listen) {
-            problems.push(format!("listens on {listen}, which is not an address of the host ({})", g.addrs.join(", ")));
-        }
+    if let Some(listen) = &v.listen
+        && !matches!(listen.as_str(), "0.0.0.0" | "::")
+        && !g.addrs.iter().any(|a| a == listen)
+    {
+        problems.push(format!("listens on {listen}, which is not an address of the host ({})", g.addrs.join(", ")));
     }
     if problems.is_empty() {
         check(id, Status::Pass, format!("{file} announces {}, media {media}, listens on {}", host.address, v.listen.as_deref().unwrap_or("all addresses")), None)
     } else {
-        check(id, Status::Fail, format!("{file}: {}", problems.join("; ")), Some("the config on the host was changed outside sfuctl: `sfuctl up` renders it again from the spec".into()))
+        check(id, Status::Fail, format!("{file}: {}", problems.join("; ")), Some(format!("the config on the host was changed outside sfuctl: `{}` renders it again from the spec", run.command("up", ""))))
     }
 }
 
@@ -632,37 +640,95 @@ fn manifest_tcp_ports(spec: &Spec) -> Vec<u16> {
     spec.manifest().single_ports(Protocol::Tcp)
 }
 
-async fn tcp_reachability(host: &HostTarget, ports: Vec<u16>) -> Check {
+/// How many ports of the TCP media range `tcp-reachability` connects to, spread evenly over it (both ends
+/// included): enough to see a partial drop, few enough that a filtered range costs one connect timeout.
+const TCP_RANGE_SAMPLE: usize = 16;
+
+/// How long one TCP connect may take before the port counts as filtered.
+const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What one TCP connect found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TcpOutcome {
+    /// The handshake completed: something listens.
+    Connected,
+    /// The host answered with a reset: it got the SYN (every firewall let it through), nothing listens.
+    Refused,
+    /// No answer in time, or an ICMP error on the way: something drops or rejects it.
+    Filtered,
+}
+
+/// Connects to every port at once; the outcomes in the order of `ports`.
+async fn connect_each(address: IpAddr, ports: &[u16]) -> Vec<(u16, TcpOutcome)> {
+    let attempts: Vec<_> = ports
+        .iter()
+        .map(|&port| {
+            tokio::spawn(async move {
+                match tokio::time::timeout(TCP_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(SocketAddr::new(address, port))).await {
+                    Ok(Ok(_)) => TcpOutcome::Connected,
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => TcpOutcome::Refused,
+                    _ => TcpOutcome::Filtered,
+                }
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(ports.len());
+    for (&port, attempt) in ports.iter().zip(attempts) {
+        out.push((port, attempt.await.unwrap_or(TcpOutcome::Filtered)));
+    }
+    out
+}
+
+/// Connects to the manifest's single TCP ports (each must accept: the server listens there) and, when
+/// `sfu.rtc_tcp` opens the media range over TCP, to a sample of that range: there a refused connect is fine (the
+/// host's firewalls let it through; the server listens only on the ports of live transports), a timed-out one is
+/// not (filtered). The range is reported with a map, like the UDP range.
+async fn tcp_reachability(host: &HostTarget, ports: Vec<u16>, media: Option<crate::ports::PortRange>) -> Check {
     let id = "tcp-reachability";
     let Ok(address) = host.address.parse::<IpAddr>() else {
         return check(id, Status::Fail, format!("`{}` is not an IP address", host.address), None);
     };
-    if ports.is_empty() {
+    if ports.is_empty() && media.is_none() {
         return check(id, Status::Pass, "no public TCP port besides SSH (reached)", None);
     }
-    let mut ok = Vec::new();
-    let mut refused = Vec::new();
-    let mut filtered = Vec::new();
-    for port in ports {
-        match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(SocketAddr::new(address, port))).await {
-            Ok(Ok(_)) => ok.push(port),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused.push(port),
-            _ => filtered.push(port),
-        }
-    }
+    let sample = media.map(|m| probe::sample(&(m.start..=m.end).collect::<Vec<u16>>(), Some(TCP_RANGE_SAMPLE))).unwrap_or_default();
+    let (single, sampled) = tokio::join!(connect_each(address, &ports), connect_each(address, &sample));
+    let with = |outcomes: &[(u16, TcpOutcome)], wanted: TcpOutcome| outcomes.iter().filter(|(_, o)| *o == wanted).map(|(p, _)| *p).collect::<Vec<u16>>();
     let list = |v: &[u16]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
-    if refused.is_empty() && filtered.is_empty() {
-        return check(id, Status::Pass, format!("tcp {} connected", list(&ok)), None);
-    }
+    let (ok, refused, filtered) = (with(&single, TcpOutcome::Connected), with(&single, TcpOutcome::Refused), with(&single, TcpOutcome::Filtered));
+    let range_filtered = with(&sampled, TcpOutcome::Filtered);
+
     let mut parts = Vec::new();
+    if !ok.is_empty() {
+        parts.push(format!("tcp {} connected", list(&ok)));
+    }
     if !refused.is_empty() {
         parts.push(format!("tcp {} refused (nothing listens)", list(&refused)));
     }
     if !filtered.is_empty() {
         parts.push(format!("tcp {} timed out (filtered)", list(&filtered)));
     }
-    let hint = if filtered.is_empty() { "the server is not listening: see the service check" } else { "a firewall between here and the host drops TCP to these ports" };
-    check(id, Status::Fail, parts.join("; "), Some(hint.into()))
+    let mut map = None;
+    if let Some(m) = media {
+        let reached: Vec<u16> = sampled.iter().filter(|(_, o)| *o != TcpOutcome::Filtered).map(|(p, _)| *p).collect();
+        let mut part = format!("media tcp {m}: {}/{} sampled ports reached", reached.len(), sampled.len());
+        if !range_filtered.is_empty() {
+            part.push_str(&format!(", timed out (filtered): tcp {}", probe::ranges(&range_filtered).join(", ")));
+        }
+        parts.push(part);
+        map = Some(RangeMap::new(m.start, m.end, &sample, &reached, &[]));
+    }
+    let mut hints = Vec::new();
+    if !refused.is_empty() {
+        hints.push("the server is not listening: see the service check");
+    }
+    if !filtered.is_empty() || !range_filtered.is_empty() {
+        hints.push("a firewall between here and the host drops TCP to these ports (see host-firewall and cloud-firewall)");
+    }
+    let status = if hints.is_empty() { Status::Pass } else { Status::Fail };
+    let mut c = check(id, status, parts.join("; "), (!hints.is_empty()).then(|| hints.join("; ")));
+    c.range = map;
+    c
 }
 
 /// The shared secret as the audit knows it: from `$SFUCTL_SECRET` (or `sfu.secret_env`), when set.
@@ -671,34 +737,34 @@ fn audit_secret(spec: &Spec) -> Option<String> {
 }
 
 /// Tries one abuse against the server from outside.
-fn abuse_check(spec: &Spec, host: &HostTarget, abuse: AbuseCheck) -> Check {
+fn abuse_check(spec: &Spec, host: &HostTarget, abuse: AbuseCheck, run: &Invocation) -> Check {
     let id = abuse.id();
     let (Ok(address), Some(port)) = (host.address.parse::<IpAddr>(), spec.sfu.listen_port()) else {
         return check(id, Status::Fail, format!("`{}` is not an IP address", host.address), None);
     };
     let target = SocketAddr::new(address, port);
     let result = match abuse {
-        AbuseCheck::TurnAuth => turn_auth(spec, target),
-        AbuseCheck::TurnPeers => turn_peers(spec, target, host.address_v6.as_deref().and_then(|a| a.parse().ok()), audit_secret(spec).as_deref()),
-        AbuseCheck::JanusApi => janus_api(spec, target),
-        AbuseCheck::JanusIce => janus_ice(spec, target),
+        AbuseCheck::TurnAuth => turn_auth(spec, target, run),
+        AbuseCheck::TurnPeers => turn_peers(spec, target, host.address_v6.as_deref().and_then(|a| a.parse().ok()), audit_secret(spec).as_deref(), run),
+        AbuseCheck::JanusApi => janus_api(spec, target, run),
+        AbuseCheck::JanusIce => janus_ice(spec, target, run),
     };
     result.unwrap_or_else(|e| check(id, Status::Fail, format!("the probe could not run: {e:#}"), Some("see tcp-reachability and service: the server must answer on its port".into())))
 }
 
 const ABUSE_TIMEOUT: Duration = Duration::from_secs(3);
 
-fn turn_auth(spec: &Spec, target: SocketAddr) -> Result<Check> {
+fn turn_auth(spec: &Spec, target: SocketAddr, run: &Invocation) -> Result<Check> {
     let id = "turn-auth";
     let mut anonymous = probe::TurnClient::new(target, None, ABUSE_TIMEOUT)?;
     match anonymous.allocate()? {
         probe::Allocation::Refused(401) => {}
         probe::Allocation::Refused(code) => {
-            return Ok(check(id, Status::Fail, format!("an Allocate without a credential on udp {target} got {code}, not 401"), Some("coturn must run with use-auth-secret: `sfuctl up` renders it again".into())));
+            return Ok(check(id, Status::Fail, format!("an Allocate without a credential on udp {target} got {code}, not 401"), Some(format!("coturn must run with use-auth-secret: `{}` renders it again", run.command("up", "")))));
         }
         probe::Allocation::Relayed(relay) => {
             anonymous.release();
-            return Ok(check(id, Status::Fail, format!("an Allocate without a credential on udp {target} got a relay ({relay}): an open relay"), Some("coturn must run with use-auth-secret: `sfuctl up` renders it again".into())));
+            return Ok(check(id, Status::Fail, format!("an Allocate without a credential on udp {target} got a relay ({relay}): an open relay"), Some(format!("coturn must run with use-auth-secret: `{}` renders it again", run.command("up", "")))));
         }
     }
     let Some(secret) = audit_secret(spec) else {
@@ -720,7 +786,7 @@ fn turn_auth(spec: &Spec, target: SocketAddr) -> Result<Check> {
             id,
             Status::Fail,
             format!("an Allocate with the credential derived from ${} was refused ({code})", spec.sfu.secret_env()),
-            Some(if code == 486 { "the relay's quota is used up (user-quota/total-quota)".into() } else { "the server has another secret than the one exported here: clients will fail too; run `sfuctl up`".into() }),
+            Some(if code == 486 { "the relay's quota is used up (user-quota/total-quota)".into() } else { format!("the server has another secret than the one exported here: clients will fail too; run `{}`", run.command("up", "")) }),
         ),
     })
 }
@@ -742,7 +808,7 @@ fn try_peers(client: &mut probe::TurnClient, peers: &[(String, SocketAddr)]) -> 
 /// With the shared secret's credential: CreatePermission towards the host itself, private, loopback and metadata
 /// addresses must be refused; where the host has an IPv6 address, the same from an IPv6 relay towards its IPv6
 /// counterparts.
-fn turn_peers(spec: &Spec, target: SocketAddr, own_v6: Option<IpAddr>, secret: Option<&str>) -> Result<Check> {
+fn turn_peers(spec: &Spec, target: SocketAddr, own_v6: Option<IpAddr>, secret: Option<&str>, run: &Invocation) -> Result<Check> {
     let id = "turn-peers";
     let Some(secret) = secret else {
         return Ok(check(id, Status::Skip, format!("${} is unset: no credential to allocate a relay with", spec.sfu.secret_env()), None));
@@ -788,7 +854,7 @@ fn turn_peers(spec: &Spec, target: SocketAddr, own_v6: Option<IpAddr>, secret: O
     }
     let notes = if notes.is_empty() { String::new() } else { format!("; {}", notes.join("; ")) };
     Ok(if !allowed.is_empty() {
-        check(id, Status::Fail, format!("the relay grants a permission towards {}", allowed.join(", ")), Some("anyone with a credential can reach those through the relay: `sfuctl up` renders coturn's denied-peer-ip again".into()))
+        check(id, Status::Fail, format!("the relay grants a permission towards {}", allowed.join(", ")), Some(format!("anyone with a credential can reach those through the relay: `{}` renders coturn's denied-peer-ip again", run.command("up", ""))))
     } else if !odd.is_empty() {
         check(id, Status::Warn, format!("CreatePermission was refused, but not with 403: {}", odd.join("; ")), None)
     } else {
@@ -796,7 +862,7 @@ fn turn_peers(spec: &Spec, target: SocketAddr, own_v6: Option<IpAddr>, secret: O
     })
 }
 
-fn janus_api(spec: &Spec, target: SocketAddr) -> Result<Check> {
+fn janus_api(spec: &Spec, target: SocketAddr, run: &Invocation) -> Result<Check> {
     let id = "janus-api";
     let (status, body) = probe::http_post_json(target, "/janus", r#"{"janus":"create","transaction":"sfuctl-audit"}"#, ABUSE_TIMEOUT)?;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
@@ -804,7 +870,7 @@ fn janus_api(spec: &Spec, target: SocketAddr) -> Result<Check> {
         if let Some(session) = v["data"]["id"].as_u64() {
             let _ = probe::http_post_json(target, &format!("/janus/{session}"), r#"{"janus":"destroy","transaction":"sfuctl-audit"}"#, ABUSE_TIMEOUT);
         }
-        return Ok(check(id, Status::Fail, format!("POST /janus on tcp {target} without an apisecret created a session: anyone can drive this Janus"), Some("Janus must run with api_secret: `sfuctl up` renders it again".into())));
+        return Ok(check(id, Status::Fail, format!("POST /janus on tcp {target} without an apisecret created a session: anyone can drive this Janus"), Some(format!("Janus must run with api_secret: `{}` renders it again", run.command("up", "")))));
     }
     let code = v["error"]["code"].as_u64();
     if status != 200 || code != Some(403) {
@@ -822,7 +888,7 @@ fn janus_api(spec: &Spec, target: SocketAddr) -> Result<Check> {
             let _ = probe::http_post_json(target, &format!("/janus/{session}"), &destroy, ABUSE_TIMEOUT);
             Ok(check(id, Status::Pass, format!("a call without the apisecret is refused (403); with the shared secret it is answered (tcp {target})"), None))
         }
-        None => Ok(check(id, Status::Fail, format!("a call with the apisecret from ${} is refused too", spec.sfu.secret_env()), Some("the server has another secret than the one exported here: apps will fail too; run `sfuctl up`".into()))),
+        None => Ok(check(id, Status::Fail, format!("a call with the apisecret from ${} is refused too", spec.sfu.secret_env()), Some(format!("the server has another secret than the one exported here: apps will fail too; run `{}`", run.command("up", ""))))),
     }
 }
 
@@ -832,7 +898,7 @@ const JANUS_ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// Through the API with the shared secret: an echotest session, our SDP offer, Janus's answer, then an ICE
 /// connectivity check from here to each UDP candidate Janus announces on the host's public address. Proof that
 /// the server's own media socket answers on the announced address, not only that some port is open.
-fn janus_ice(spec: &Spec, target: SocketAddr) -> Result<Check> {
+fn janus_ice(spec: &Spec, target: SocketAddr, run: &Invocation) -> Result<Check> {
     let id = "janus-ice";
     let Some(secret) = audit_secret(spec) else {
         return Ok(check(id, Status::Skip, format!("${} is unset: no apisecret to open a session with", spec.sfu.secret_env()), None));
@@ -859,7 +925,7 @@ fn janus_ice(spec: &Spec, target: SocketAddr) -> Result<Check> {
         return Ok(fail(
             "candidates",
             format!("Janus announces no UDP candidate on the host's public address {public} (it announces: {})", if seen.is_empty() { "none".to_string() } else { seen.join(", ") }),
-            "nat.nat_1_1_mapping must be the public address: see config-consistency, or run `sfuctl up`",
+            &format!("nat.nat_1_1_mapping must be the public address: see config-consistency, or run `{}`", run.command("up", "")),
         ));
     }
     let mut dead = Vec::new();
@@ -902,10 +968,10 @@ pub fn to_text(audits: &[HostAudit]) -> String {
             if let Some(map) = &c.range {
                 out.push_str(&format!("  {:<19} {:<5} {}\n", "", "", map.line()));
             }
-            if c.status != Status::Pass {
-                if let Some(h) = &c.hint {
-                    out.push_str(&format!("  {:<19} {:<5} hint: {h}\n", "", ""));
-                }
+            if c.status != Status::Pass
+                && let Some(h) = &c.hint
+            {
+                out.push_str(&format!("  {:<19} {:<5} hint: {h}\n", "", ""));
             }
         }
         if let Some(cause) = a.cause {
@@ -940,6 +1006,33 @@ mod tests {
         assert_eq!((ms.announced.as_deref(), ms.min, ms.max), (Some("203.0.113.5"), Some(40000), Some(41000)));
         let custom = read_config(SfuKind::Custom, "SFU_ANNOUNCED_IP=203.0.113.5\nSFU_LISTEN_IP=0.0.0.0\nSFU_RTC_MIN_PORT=40000\nSFU_RTC_MAX_PORT=40099\n");
         assert_eq!((custom.announced.as_deref(), custom.max), (Some("203.0.113.5"), Some(40099)));
+    }
+
+    #[tokio::test]
+    async fn tcp_reachability_counts_a_refused_media_port_as_reached() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let media = crate::ports::PortRange { start: 45000, end: 45999 };
+        let c = tcp_reachability(&HostTarget::new("a", "127.0.0.1"), vec![port], Some(media)).await;
+        assert_eq!(c.status, Status::Pass, "{c:?}");
+        assert_eq!(c.detail, format!("tcp {port} connected; media tcp 45000-45999: 16/16 sampled ports reached"));
+        let map = c.range.expect("the range has a map");
+        assert_eq!((map.start, map.end, map.probed, map.answered), (45000, 45999, 16, 16));
+        drop(listener);
+        let c = tcp_reachability(&HostTarget::new("a", "127.0.0.1"), vec![port], None).await;
+        assert_eq!((c.status, c.detail.as_str()), (Status::Fail, format!("tcp {port} refused (nothing listens)").as_str()), "a single port must accept");
+        assert!(c.range.is_none());
+    }
+
+    #[test]
+    fn hints_name_the_spec_as_the_user_typed_it() {
+        let spec = crate::spec::Spec::parse("name: t\nprovider: { kind: ssh, hosts: [{ name: a, address: 203.0.113.5 }] }\nsfu: { kind: coturn, rtc_ports: 40000-40999 }\n").unwrap();
+        let run = Invocation::new(std::path::Path::new("deploy/turn.yaml"));
+        let cloud = CloudView { provider: "DigitalOcean", firewall: None, servers: Vec::new(), needs_outbound_rules: false };
+        let c = cloud_firewall(&spec, &HostTarget::new("a", "203.0.113.5"), Some(&cloud), &run);
+        assert_eq!(c.hint.as_deref(), Some("run `sfuctl up deploy/turn.yaml` to create it"), "{c:?}");
+        let c = ssh_exposure(&spec, None, true, &run);
+        assert_eq!(c.hint.as_deref(), Some("run `sfuctl up deploy/turn.yaml` to load it again (see host-firewall)"), "{c:?}");
     }
 
     #[test]
@@ -1036,7 +1129,7 @@ mod tests {
         let secret = "loopback-secret-0123456789abcdef0123456789abcdef";
         let coturn = loopback_coturn(&spec, secret);
         let target = SocketAddr::new("127.0.0.1".parse().unwrap(), coturn.port);
-        let c = turn_peers(&spec, target, Some("::1".parse().unwrap()), Some(secret)).unwrap();
+        let c = turn_peers(&spec, target, Some("::1".parse().unwrap()), Some(secret), &Invocation::new(std::path::Path::new("spec.yaml"))).unwrap();
         assert_eq!(c.status, Status::Pass, "{c:?}");
         for peer in ["the host itself over IPv6 (::1, sshd)", "fd00::1", "::ffff:127.0.0.1", "(::)", "fe80::1", "cloud metadata (169.254.169.254)"] {
             assert!(c.detail.contains(peer), "{peer} in {}", c.detail);
@@ -1054,7 +1147,7 @@ mod tests {
         assert_eq!(client.create_permission("1.1.1.1:3478".parse().unwrap()).unwrap(), None, "a public IPv4 peer");
         client.release();
         // Without the secret there is nothing to allocate with.
-        assert_eq!(turn_peers(&spec, target, None, None).unwrap().status, Status::Skip);
+        assert_eq!(turn_peers(&spec, target, None, None, &Invocation::new(std::path::Path::new("spec.yaml"))).unwrap().status, Status::Skip);
     }
 
     #[test]

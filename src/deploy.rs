@@ -17,6 +17,7 @@ use crate::error::UserError;
 use crate::health;
 use crate::nft_summary::FirewallSummary;
 use crate::install::{self, InstallPlan, Installed};
+use crate::invocation::Invocation;
 use crate::plan::{Action, Change};
 use crate::ports::{Manifest, Protocol};
 use crate::remote::{RemoteHandle, SshTarget, connect_async, key_needs_passphrase, shell_quote as q};
@@ -50,6 +51,8 @@ pub struct Deployment {
     pub spec: Spec,
     /// The spec's directory (relative paths in the spec are resolved against it).
     pub base_dir: PathBuf,
+    /// The spec's path as the user typed it, for the commands hints name.
+    pub invocation: Invocation,
     /// Where the files live on each host.
     pub layout: Layout,
     /// The port manifest.
@@ -75,8 +78,8 @@ pub struct Session {
 
 impl Deployment {
     /// Prepares a deployment: resolves the SSH key (asking for its passphrase when it has one and a terminal is
-    /// there) and loads the state.
-    pub fn new(spec: Spec, base_dir: &Path, timeouts: Timeouts) -> Result<Arc<Self>> {
+    /// there) and loads the state. `invocation` is how the user named the spec (hints repeat it).
+    pub fn new(spec: Spec, invocation: Invocation, base_dir: &Path, timeouts: Timeouts) -> Result<Arc<Self>> {
         let key = match &spec.ssh.private_key {
             Some(raw) => Some(resolve_path(raw, base_dir)),
             // The default key when it exists; ssh-agent otherwise.
@@ -91,6 +94,7 @@ impl Deployment {
             layout: Layout::of(&spec),
             manifest: spec.manifest(),
             base_dir: base_dir.to_path_buf(),
+            invocation,
             spec,
             state: Mutex::new(state),
             timeouts,
@@ -264,7 +268,7 @@ pub async fn up_host(dep: &Deployment, host: &HostTarget, artifact: Option<&Arti
     lap(&mut seconds.connect);
     // A new server (or a fresh one you were given) may still be installing packages and users: deploying now would
     // race it, apt's lock included. Done at once where cloud-init is finished or absent.
-    wait_for_cloud_init(&session, dep.timeouts.cloud_init).await?;
+    wait_for_cloud_init(&session, dep.timeouts.cloud_init, &dep.invocation).await?;
     lap(&mut seconds.cloud_init);
     let plan = InstallPlan::for_spec(&dep.spec, &dep.layout.node);
     let (mut installed, seen) = prepare(dep, &session, &plan, &files, artifact).await?;
@@ -423,7 +427,7 @@ async fn check_program(dep: &Deployment, session: &Session, plan: &InstallPlan) 
 
 /// Waits until cloud-init has finished on a new server (`cloud-init status`, polled with progress, bounded). A
 /// host without cloud-init passes at once; cloud-init's own failure is an error with its long status.
-async fn wait_for_cloud_init(session: &Session, timeout: Duration) -> Result<()> {
+async fn wait_for_cloud_init(session: &Session, timeout: Duration, invocation: &Invocation) -> Result<()> {
     // result.json is written once per boot when cloud-init has finished: reading it takes a millisecond, where
     // `cloud-init status` (a Python start) takes half a second on a busy host. With errors, ask cloud-init itself.
     let probe = "if grep -Eqs '\"errors\": *\\[ *\\]' /run/cloud-init/result.json; then echo 'status: done'; \
@@ -441,7 +445,7 @@ async fn wait_for_cloud_init(session: &Session, timeout: Duration) -> Result<()>
                 let long = run_as_root(session, "cloud-init status --long 2>&1 | tail -n 20").await.unwrap_or_default();
                 Err(UserError::failed(format!("cloud-init failed on {}", session.host.name))
                     .caused_by(anyhow::anyhow!("{}", long.trim()))
-                    .hint("see /var/log/cloud-init-output.log on the host (`sfuctl up` continues once cloud-init has run cleanly)")
+                    .hint(format!("see /var/log/cloud-init-output.log on the host (`{}` continues once cloud-init has run cleanly)", invocation.command("up", "")))
                     .into())
             }
             other => Ok(Check::NotYet(format!("cloud-init is {other}"))),
@@ -708,7 +712,7 @@ async fn wait_healthy(dep: &Deployment, session: &Session, scripts: &ServiceScri
             let log = session.remote.exec(session.facts.as_root(&scripts.logs(20))).await.map(|o| o.stdout).unwrap_or_default();
             Err(UserError::failed(format!("the service on host `{}` did not become healthy", session.host.name))
                 .caused_by(err.context(format!("last lines of its log:\n{}", log.trim_end())))
-                .hint(format!("see the whole log with `sfuctl logs <spec> {}` (on the host: {})", session.host.name, scripts.log_location()))
+                .hint(format!("see the whole log with `{}` (on the host: {})", dep.invocation.command("logs", &session.host.name), scripts.log_location()))
                 .into())
         }
     }
@@ -784,10 +788,10 @@ pub async fn preview_host(dep: &Deployment, host: &HostTarget, artifact: Option<
         .filter(|f| seen.sha256.get(&f.path).map(String::as_str) != Some(crate::artifact::hex(&Sha256::digest(f.contents.as_bytes())).as_str()))
         .map(|f| format!("file      {} ({})", f.path, if seen.sha256.contains_key(&f.path) { "differs" } else { "missing" }))
         .collect();
-    if let Some(a) = artifact {
-        if seen.marker.as_deref() != Some(a.sha256.as_str()) {
-            details.push(format!("artifact  into {} (sha256 {}…)", l.app, &a.sha256[..12]));
-        }
+    if let Some(a) = artifact
+        && seen.marker.as_deref() != Some(a.sha256.as_str())
+    {
+        details.push(format!("artifact  into {} (sha256 {}…)", l.app, &a.sha256[..12]));
     }
     let mut out = Vec::new();
     let host_name = Some(host.name.clone());

@@ -115,10 +115,10 @@ pub fn render(err: &anyhow::Error) -> String {
                 }
             }
         }
-        if let Some(h) = cause.downcast_ref::<UserError>().and_then(|u| u.hint.clone()) {
-            if !hints.contains(&h) {
-                hints.push(h);
-            }
+        if let Some(h) = cause.downcast_ref::<UserError>().and_then(|u| u.hint.clone())
+            && !hints.contains(&h)
+        {
+            hints.push(h);
         }
     }
     // The innermost hint first: it speaks to the cause, the outer ones to what to do about it here.

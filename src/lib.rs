@@ -38,5 +38,6 @@ pub mod http;
 pub mod ice;
 pub mod janus_session;
 pub mod install;
+pub mod invocation;
 pub mod kind;
 pub mod provider;

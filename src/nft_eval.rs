@@ -119,7 +119,7 @@ impl Ruleset {
                 Outcome::Return | Outcome::Continue => chain.policy_drop,
             };
             if dropped {
-                let short = k.splitn(2, '/').nth(1).unwrap_or(k).to_string();
+                let short = k.split_once('/').map_or(&k[..], |(_, rest)| rest).to_string();
                 return Verdict { accepted: false, dropped_by: Some(short), unknown };
             }
         }
@@ -276,10 +276,7 @@ fn contains_name(right: &Value, name: &str) -> Option<bool> {
         any |= match a.as_str() {
             Some(s) => s == name,
             // Protocol numbers: 6 tcp, 17 udp.
-            None => match (a.as_u64()?, name) {
-                (6, "tcp") | (17, "udp") => true,
-                _ => false,
-            },
+            None => matches!((a.as_u64()?, name), (6, "tcp") | (17, "udp")),
         };
     }
     Some(any)

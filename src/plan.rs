@@ -192,7 +192,41 @@ pub fn host_changes(spec: &Spec, manifest: &Manifest, host: &HostTarget) -> Vec<
     }
     let mut details: Vec<String> =
         file_plan(spec).into_iter().map(|(_, path, mode)| format!("file      {path} ({mode:04o})")).collect();
-    details.insert(0, format!("{} server, announcing {}; artifact into {}", spec.sfu.kind.as_str(), host.address, layout.app));
+    details.insert(0, format!("{} server, announcing {}; {}", spec.sfu.kind.as_str(), host.address, server_source(spec, &layout)));
     out.push(Change { action: Action::Create, kind: "service", name: service_name(spec), host: host_name, details });
     out
+}
+
+/// Where the server's program comes from on a new host, as `up` really gets it: the spec's artifact, unpacked
+/// into the app directory; the kind's distribution packages when there is no artifact (Janus, coturn); or, for a
+/// kind that installs nothing, what is already on the host (`up` checks the start command's program is there).
+fn server_source(spec: &Spec, layout: &Layout) -> String {
+    if spec.sfu.artifact.is_some() {
+        return format!("artifact into {}", layout.app);
+    }
+    match spec.sfu.kind.descriptor().install.packages.as_slice() {
+        [] => "no artifact: its program must already be on the host".to_string(),
+        [one] => format!("{} from the distribution's package `{one}`", spec.sfu.kind.as_str()),
+        many => format!("{} from the distribution's packages {}", spec.sfu.kind.as_str(), many.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service_line(sfu: &str) -> String {
+        let spec = Spec::parse(&format!("name: t\nprovider: {{ kind: ssh, hosts: [{{ name: a, address: 203.0.113.5 }}] }}\nsfu: {sfu}\n")).unwrap();
+        let host = HostTarget::new("a", "203.0.113.5");
+        let changes = host_changes(&spec, &spec.manifest(), &host);
+        changes.iter().find(|c| c.kind == "service").unwrap().details[0].clone()
+    }
+
+    #[test]
+    fn the_plan_says_where_the_server_comes_from() {
+        assert_eq!(service_line("{ kind: janus, rtc_ports: 20000-20999 }"), "janus server, announcing 203.0.113.5; janus from the distribution's package `janus`");
+        assert_eq!(service_line("{ kind: coturn, rtc_ports: 40000-40999 }"), "coturn server, announcing 203.0.113.5; coturn from the distribution's package `coturn`");
+        assert_eq!(service_line("{ kind: coturn, rtc_ports: 40000-40999, artifact: ./coturn.tar.gz }"), "coturn server, announcing 203.0.113.5; artifact into /opt/sfuctl/t/app");
+        assert_eq!(service_line("{ kind: livekit, rtc_ports: 50000-50999 }"), "livekit server, announcing 203.0.113.5; no artifact: its program must already be on the host");
+    }
 }

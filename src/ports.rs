@@ -142,6 +142,11 @@ impl Manifest {
         self.rules.iter().find(|r| r.role == PortRole::Media && r.protocol == Protocol::Udp).map(|r| r.ports).expect("the manifest always has a media range")
     }
 
+    /// The media range over TCP, when `sfu.rtc_tcp` opens it (ICE-TCP).
+    pub fn tcp_media(&self) -> Option<PortRange> {
+        self.rules.iter().find(|r| r.role == PortRole::Media && r.protocol == Protocol::Tcp).map(|r| r.ports)
+    }
+
     /// The SSH rule.
     pub fn ssh(&self) -> &PortRule {
         self.rules.iter().find(|r| r.role == PortRole::Ssh).expect("the manifest always has an SSH rule")
@@ -233,7 +238,9 @@ mod tests {
         assert_eq!(lines, ["tcp 22 SSH", "udp 40000-41000 media (RTP/RTCP)", "tcp 40000-41000 media over TCP (ICE-TCP)", "tcp 3000 tcp_ports 3000"]);
         assert_eq!(m.media(), PortRange { start: 40000, end: 41000 });
         assert_eq!(m.single_ports(Protocol::Tcp), vec![3000], "the TCP media range is no single port to connect to");
+        assert_eq!(m.tcp_media(), Some(PortRange { start: 40000, end: 41000 }), "the audit samples it");
         assert_eq!(spec("mediasoup", "").manifest().rules.len(), 2, "no TCP media unless asked");
+        assert_eq!(spec("mediasoup", "").manifest().tcp_media(), None);
     }
 
     #[test]

@@ -266,12 +266,12 @@ pub struct Renderer {
 impl Renderer {
     /// Loads the embedded templates, each replaced by `DIR/<name>` when `overrides` is given and that file exists.
     pub fn new(overrides: Option<&Path>) -> Result<Self> {
-        if let Some(dir) = overrides {
-            if !dir.is_dir() {
-                return Err(UserError::input(format!("--templates `{}` is not a directory", dir.display()))
-                    .hint("point it at a directory laid out like sfuctl's templates/, e.g. `janus/janus.jcfg.j2`")
-                    .into());
-            }
+        if let Some(dir) = overrides
+            && !dir.is_dir()
+        {
+            return Err(UserError::input(format!("--templates `{}` is not a directory", dir.display()))
+                .hint("point it at a directory laid out like sfuctl's templates/, e.g. `janus/janus.jcfg.j2`")
+                .into());
         }
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);

@@ -341,3 +341,53 @@ fn k_a_relay_paired_with_one_sfu_relays_to_nothing_else() {
     assert_eq!(client.create_permission("10.0.0.1:80".parse().unwrap()).unwrap(), Some(403));
     client.release();
 }
+
+/// The major version of this machine's Node.js (`v20.1.0` -> 20).
+fn node_major() -> u32 {
+    require_tool("node", "nodejs");
+    let out = std::process::Command::new("node").arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&out.stdout);
+    version.trim().trim_start_matches('v').split('.').next().and_then(|m| m.parse().ok()).unwrap_or_else(|| panic!("cannot read `node --version`: {version}"))
+}
+
+#[test]
+fn l_the_tcp_media_range_is_sampled_and_a_drop_on_the_way_fails_it() {
+    require_tool("npm", "npm");
+    let host = TestHost::start("aud-l");
+    // A mediasoup app that listens on nothing until a client comes (as a real one does before its first
+    // transport), with `sfu.rtc_tcp`: the TCP media range is open in every firewall, and every connect is refused.
+    let app = tempfile::tempdir().unwrap();
+    std::fs::write(app.path().join("package.json"), "{ \"name\": \"idle\", \"version\": \"1.0.0\", \"scripts\": { \"start\": \"exec sleep 86400\" } }\n").unwrap();
+    let sfu = format!("  kind: mediasoup\n  artifact: {}\n  rtc_ports: 40000-40099\n  rtc_tcp: true\n  node_version: {}\n", app.path().display(), node_major());
+    let dep = Deployment::new(&host, "aud-l", &sfu, "");
+    // This machine's Node.js stands in for the one `up` would fetch: it finds the runtime in place.
+    let node_bin = dep.root().join("node/bin");
+    std::fs::create_dir_all(&node_bin).unwrap();
+    let node = std::process::Command::new("sh").args(["-c", "command -v node"]).output().unwrap();
+    std::os::unix::fs::symlink(String::from_utf8_lossy(&node.stdout).trim(), node_bin.join("node")).unwrap();
+    dep.sfuctl(&["up", "--no-audit"]).assert().success();
+
+    let (code, h) = audit(&dep);
+    assert_eq!((code, failing(&h)), (0, vec![]), "{h}");
+    let tcp = h["checks"].as_array().unwrap().iter().find(|c| c["id"] == "tcp-reachability").unwrap().clone();
+    assert_eq!(tcp["status"], "pass", "{h}");
+    assert_eq!(tcp["detail"], "media tcp 40000-40099: 16/16 sampled ports reached", "refused is reached: {h}");
+    assert_eq!(tcp["range"], serde_json::json!({ "start": 40000, "end": 40099, "probed": 16, "answered": 16, "silent": [], "held": [] }));
+
+    // Half the range dropped on the way: the connects there time out, and the check fails naming them.
+    let _drop = PathDrop::new(&host, "tcp dport 40050-40099");
+    let (code, h) = audit(&dep);
+    assert_eq!(code, 3, "{h}");
+    assert_eq!(h["cause"], "tcp-reachability", "{h}");
+    assert_eq!(failing(&h), ["tcp-reachability"], "UDP still flows: {h}");
+    let tcp = h["checks"].as_array().unwrap().iter().find(|c| c["id"] == "tcp-reachability").unwrap().clone();
+    let detail = tcp["detail"].as_str().unwrap();
+    assert!(detail.starts_with("media tcp 40000-40099: 8/16 sampled ports reached, timed out (filtered): tcp "), "{detail}");
+    assert!(tcp["hint"].as_str().unwrap().contains("drops TCP"), "{tcp}");
+    let silent = tcp["range"]["silent"].as_array().unwrap();
+    assert!(silent.iter().all(|s| s[0].as_u64().unwrap() >= 40050), "only the dropped half is silent: {tcp}");
+    let out = dep.sfuctl(&["audit", "--probe-timeout-ms", "4000"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("40000-40099 [") && text.contains("50% silent"), "the text shows the range's map:\n{text}");
+    dep.sfuctl(&["down", "--yes"]).assert().success();
+}

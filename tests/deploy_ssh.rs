@@ -132,8 +132,8 @@ fn a_failed_health_check_shows_the_service_log() {
     let err = stderr(&out);
     assert!(err.contains("did not become healthy"), "{err}");
     assert!(err.contains("sfuctl-e2e-boom"), "the log's last lines are shown: {err}");
-    // The hint names a command that exists and the log's real place on the host.
-    assert!(err.contains("`sfuctl logs <spec> media-1`") && err.contains(&format!("/opt/sfuctl/{}/service.log", dep.name)), "{err}");
+    // The hint names a command that exists, with the spec path as given, and the log's real place on the host.
+    assert!(err.contains(&format!("`sfuctl logs {} media-1`", dep.spec().display())) && err.contains(&format!("/opt/sfuctl/{}/service.log", dep.name)), "{err}");
     dep.sfuctl(&["logs"]).assert().success().stdout(predicate::str::contains("sfuctl-e2e-boom"));
     dep.sfuctl(&["down", "--yes"]).assert().success();
 }

@@ -31,17 +31,17 @@ fn leftovers(fake: &DoFake, name: &str) -> Vec<String> {
         }
     }
     for f in state["firewalls"].as_array().into_iter().flatten() {
-        if f["name"] == Value::from(format!("sfuctl-{name}")) {
+        if f["name"] == format!("sfuctl-{name}") {
             left.push(format!("firewall {}", f["name"]));
         }
     }
     for k in state["ssh_keys"].as_array().into_iter().flatten() {
-        if k["name"] == Value::from(format!("sfuctl-{name}")) {
+        if k["name"] == format!("sfuctl-{name}") {
             left.push(format!("key {}", k["name"]));
         }
     }
     for t in state["tags"].as_array().into_iter().flatten() {
-        if t["name"] == Value::from(tag.clone()) || t == &Value::from(tag.clone()) {
+        if t["name"] == tag || *t == tag {
             left.push(format!("tag {t}"));
         }
     }
@@ -67,7 +67,7 @@ fn digitalocean_plan_up_converge_scale_and_down() {
     let seen = fake.request_lines().len();
     let refused = dep.sfuctl(&fake, &["up"]).assert().code(2);
     let err = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
-    assert!(err.contains("+ server") && err.contains("+ firewall") && err.contains("Plan: 5 to add") && err.contains("sfuctl up --yes"), "{err}");
+    assert!(err.contains("+ server") && err.contains("+ firewall") && err.contains("Plan: 5 to add") && err.contains(&format!("sfuctl up {} --yes", dep.spec().display())), "{err}");
     assert_eq!(mutating_since(&fake, seen), Vec::<String>::new());
     assert!(fake.get("/_fake/state")["droplets"].as_array().unwrap().is_empty(), "nothing created without confirmation");
 
@@ -84,7 +84,7 @@ fn digitalocean_plan_up_converge_scale_and_down() {
     let state = fake.get("/_fake/state");
     let droplet = &state["droplets"][0];
     assert!(droplet["_fake"]["user_data"].as_str().unwrap().starts_with("#cloud-config"), "{droplet}");
-    let fw = state["firewalls"].as_array().unwrap().iter().find(|f| f["name"] == Value::from(format!("sfuctl-{}", dep.name))).unwrap().clone();
+    let fw = state["firewalls"].as_array().unwrap().iter().find(|f| f["name"] == format!("sfuctl-{}", dep.name)).unwrap().clone();
     let rules = fw["inbound_rules"].to_string();
     assert!(rules.contains("\"ports\":\"40000-40999\"") && rules.contains("\"ports\":\"3478\""), "{rules}");
     assert_eq!(fw["outbound_rules"].as_array().unwrap().len(), 3, "explicit allow-all egress: {fw}");
@@ -100,7 +100,7 @@ fn digitalocean_plan_up_converge_scale_and_down() {
     dep.sfuctl(&fake, &["ssh"]).args([server_name.as_str(), "--", "exit", "4"]).assert().code(4);
 
     // (h) Someone deletes the media rule in the console: the audit names the cloud firewall, `up` puts it back.
-    let fw = fake.get("/_fake/state")["firewalls"].as_array().unwrap().iter().find(|f| f["name"] == Value::from(format!("sfuctl-{}", dep.name))).unwrap().clone();
+    let fw = fake.get("/_fake/state")["firewalls"].as_array().unwrap().iter().find(|f| f["name"] == format!("sfuctl-{}", dep.name)).unwrap().clone();
     let inbound: Vec<Value> = fw["inbound_rules"].as_array().unwrap().iter().filter(|r| r["ports"] != "40000-40999").cloned().collect();
     let edited = serde_json::json!({ "name": fw["name"], "inbound_rules": inbound, "outbound_rules": fw["outbound_rules"], "tags": fw["tags"] });
     fake.oob("PUT", &format!("/v2/firewalls/{}", fw["id"].as_str().unwrap()), Some(&edited));

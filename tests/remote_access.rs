@@ -67,7 +67,7 @@ fn logs_and_ssh_on_a_supervisor_host_and_a_changed_key_is_refused() {
     let audit: serde_json::Value = serde_json::from_slice(&audit.get_output().stdout).unwrap();
     let service = audit["hosts"][0]["checks"].as_array().unwrap().iter().find(|c| c["id"] == "service").unwrap().clone();
     let hint = service["hint"].as_str().unwrap_or_default();
-    assert!(hint.contains("`sfuctl logs <spec> media-1`") && hint.contains(&format!("/opt/sfuctl/{}/service.log", dep.name)), "{service}");
+    assert!(hint.contains(&format!("`sfuctl logs {} media-1`", dep.spec().display())) && hint.contains(&format!("/opt/sfuctl/{}/service.log", dep.name)), "{service}");
     dep.sfuctl(&["up", "--no-audit"]).assert().success();
 
     // One command through OpenSSH: its output and exit code pass through.

@@ -78,7 +78,7 @@ fn every_command_at_the_highest_verbosity_shows_no_secret() {
         assert_clean(&format!("the stderr of sfuctl {args:?}"), &stderr, &secrets);
         all_stderr.push_str(&stderr);
     }
-    assert!(all_stderr.contains("not deployed (run `sfuctl up`)"), "status after down: {all_stderr}");
+    assert!(all_stderr.contains(&format!("not deployed (run `sfuctl up {}`)", dep.spec().display())), "status after down: {all_stderr}");
 
     // The log ran: API requests with status and time, request bodies, SSH commands and uploads.
     for shown in ["http: GET /v2/droplets?", "http: POST /v2/droplets body: {", "-> 201 (", "ssh: root@", ": run\n", "upload /opt/sfuctl/", "bytes sent", "http: DELETE /v2/droplets/"] {

@@ -9,6 +9,7 @@ use clap::Args;
 use crate::audit::AuditOptions;
 use crate::audit_all::{audit_all, cloud_view, exit_of, to_json, to_text};
 use crate::commands::{base_dir, load_valid_spec, timeouts};
+use crate::invocation::Invocation;
 use crate::deploy::Deployment;
 use crate::engine;
 use crate::error::Exit;
@@ -40,7 +41,7 @@ pub async fn execute(args: &AuditArgs, output: Output) -> Result<Exit> {
     let provider = catalog::require(&spec)?;
     let (hosts, current) = engine::existing_hosts(&spec, provider.as_ref()).await?;
     let view = cloud_view(&spec, provider.as_ref(), current);
-    let dep = Deployment::new(spec, base_dir(&args.spec), timeouts(args.connect_timeout, None))?;
+    let dep = Deployment::new(spec, Invocation::new(&args.spec), base_dir(&args.spec), timeouts(args.connect_timeout, None))?;
     let opts = AuditOptions { sample: args.sample, probe_timeout: args.probe_timeout_ms.map(Duration::from_millis) };
     let results = audit_all(&dep, &hosts, view, opts, Vec::new()).await;
     output.emit(&to_json(&results), || to_text(&results))?;

@@ -11,6 +11,7 @@ use crate::output::Output;
 use crate::engine::{self, Timings};
 use crate::provider::catalog::{self, ProviderData};
 use crate::commands::{base_dir, confirm, load_valid_spec_quietly, report_failures, timeouts};
+use crate::invocation::Invocation;
 use crate::deploy::{Deployment, down_host, for_each_host};
 use crate::error::{Exit, report};
 use crate::owner::Owner;
@@ -56,7 +57,7 @@ pub async fn execute(args: &DownArgs, output: Output) -> Result<Exit> {
             Layout::of(&spec).root
         ),
     )?;
-    let dep = Deployment::new(spec, base_dir(&args.spec), timeouts(args.connect_timeout, None))?;
+    let dep = Deployment::new(spec, Invocation::new(&args.spec), base_dir(&args.spec), timeouts(args.connect_timeout, None))?;
     let results = for_each_host(&dep, &hosts, |dep, host| async move { down_host(&dep, &host).await }).await;
     if results.iter().all(|(_, r)| r.is_ok()) {
         // Nothing runs with the old secret any more: a later `up` is a first deployment, whatever its secret.
@@ -139,6 +140,6 @@ async fn cloud_down(args: &DownArgs, output: Output, spec: &Spec, provider: std:
     for f in &teardown.failed {
         report(&anyhow::anyhow!("could not delete {f}"));
     }
-    eprintln!("Run `sfuctl down` again to retry; everything left still carries the tag {} or the name {}.", owner.tag(), owner.prefix());
+    eprintln!("Run `{}` again to retry; everything left still carries the tag {} or the name {}.", Invocation::new(&args.spec).command("down", ""), owner.tag(), owner.prefix());
     Ok(Exit::Failed)
 }

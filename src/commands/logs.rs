@@ -8,6 +8,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::commands::{base_dir, load_valid_spec_quietly, pick_host, print_stdout, timeouts};
+use crate::invocation::Invocation;
 use crate::deploy::{Deployment, Session};
 use crate::engine;
 use crate::error::{Exit, UserError};
@@ -52,9 +53,9 @@ pub async fn execute(args: &LogsArgs, output: Output) -> Result<Exit> {
     let (all, _) = engine::existing_hosts(&spec, provider.as_ref()).await?;
     let hosts = match (&args.host, args.follow) {
         (None, false) if !all.is_empty() => all,
-        (wanted, _) => vec![pick_host(&spec, &all, wanted.as_deref())?],
+        (wanted, _) => vec![pick_host(&spec, &all, wanted.as_deref(), &Invocation::new(&args.spec))?],
     };
-    let dep = Deployment::new(spec, base_dir(&args.spec), timeouts(args.connect_timeout, None))?;
+    let dep = Deployment::new(spec, Invocation::new(&args.spec), base_dir(&args.spec), timeouts(args.connect_timeout, None))?;
     if args.follow {
         return follow(&dep, &hosts[0], args.lines).await;
     }
@@ -100,7 +101,7 @@ async fn read_log(dep: &Deployment, session: &Session, lines: usize) -> Result<S
     if !out.success() {
         return Err(UserError::failed(format!("cannot read the log of `{name}` on host `{}` ({})", session.host.name, scripts.log_location()))
             .caused_by(anyhow::anyhow!("{}", format!("{}{}", out.stdout, out.stderr).trim_end()))
-            .hint("is the deployment up there? `sfuctl status` shows what runs where")
+            .hint(format!("is the deployment up there? `{}` shows what runs where", dep.invocation.command("status", "")))
             .into());
     }
     Ok(out.stdout)

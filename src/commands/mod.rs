@@ -31,6 +31,7 @@ use anyhow::Result;
 use std::time::Duration;
 
 use crate::deploy::Timeouts;
+use crate::invocation::Invocation;
 use crate::error::{Exit, UserError, report, warn};
 use crate::render::HostTarget;
 use crate::spec::{Diagnostic, FileCheck, Findings, LoadedSpec, Spec};
@@ -114,7 +115,7 @@ pub fn confirm(yes: bool, what: &str) -> Result<()> {
 /// Shows what `up` is about to create or destroy in the cloud (the plan's text) and asks for `yes` on the
 /// terminal, like `terraform apply`; `yes` (the `--yes` flag) skips the question. Without a terminal and without
 /// `--yes`, refuses: exit 2, nothing created or deleted.
-pub fn confirm_cloud_changes(yes: bool, plan_text: &str) -> Result<()> {
+pub fn confirm_cloud_changes(yes: bool, invocation: &Invocation, plan_text: &str) -> Result<()> {
     use std::io::{BufRead, IsTerminal, Write};
     if yes {
         return Ok(());
@@ -122,7 +123,7 @@ pub fn confirm_cloud_changes(yes: bool, plan_text: &str) -> Result<()> {
     eprint!("{plan_text}");
     if !std::io::stdin().is_terminal() {
         return Err(UserError::input("refusing to create or delete cloud resources without confirmation: there is no terminal to ask")
-            .hint("check the plan above (or `sfuctl plan`), then run `sfuctl up --yes`")
+            .hint(format!("check the plan above (or `{}`), then run `{}`", invocation.command("plan", ""), invocation.command("up", "--yes")))
             .into());
     }
     eprint!("\nDo you want to perform these actions? Only 'yes' will be accepted to confirm.\n  Enter a value: ");
@@ -158,10 +159,10 @@ pub fn report_failures<T>(results: &[(HostTarget, Result<T>)]) -> Result<Exit> {
 }
 
 /// The one host a command acts on: the one named (by name or address), or the only one there is.
-pub fn pick_host(spec: &Spec, hosts: &[HostTarget], wanted: Option<&str>) -> Result<HostTarget> {
+pub fn pick_host(spec: &Spec, hosts: &[HostTarget], wanted: Option<&str>, invocation: &Invocation) -> Result<HostTarget> {
     let names = || hosts.iter().map(|h| format!("{} ({})", h.name, h.address)).collect::<Vec<_>>().join(", ");
     if hosts.is_empty() {
-        return Err(UserError::failed(format!("deployment `{}` has no hosts: nothing is deployed", spec.name)).hint("run `sfuctl up` first").into());
+        return Err(UserError::failed(format!("deployment `{}` has no hosts: nothing is deployed", spec.name)).hint(format!("run `{}` first", invocation.command("up", ""))).into());
     }
     match wanted {
         Some(w) => hosts.iter().find(|h| h.name == w || h.address == w).cloned().ok_or_else(|| {

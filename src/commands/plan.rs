@@ -8,6 +8,7 @@ use clap::Args;
 
 use crate::artifact::Artifact;
 use crate::commands::{base_dir, load_valid_spec, timeouts};
+use crate::invocation::Invocation;
 use crate::deploy::{Deployment, for_each_host, preview_host};
 use crate::engine::{self, Current, Diff};
 use crate::error::Exit;
@@ -95,7 +96,7 @@ pub async fn execute(args: &PlanArgs, output: Output) -> Result<Exit> {
         if !secret_from_env && spec.sfu.kind.descriptor().needs_secret {
             notes.push(format!("${} is unset: files holding the shared secret show as changed.", spec.sfu.secret_env()));
         }
-        resources.extend(inspect_hosts(&loaded.spec, base, &known, secret, renderer, &mut notes).await?);
+        resources.extend(inspect_hosts(&loaded.spec, Invocation::new(&args.spec), base, &known, secret, renderer, &mut notes).await?);
     }
     let plan = Plan::new(spec, notes, resources, refreshed);
     output.emit(&plan, || plan.to_text())?;
@@ -104,12 +105,12 @@ pub async fn execute(args: &PlanArgs, output: Output) -> Result<Exit> {
 
 /// What `up` would change on hosts sfuctl deployed to, found over SSH (read-only); a host that cannot be
 /// inspected gets everything, with a note saying why.
-async fn inspect_hosts(spec: &Spec, base: &Path, hosts: &[HostTarget], secret: Secret, renderer: Renderer, notes: &mut Vec<String>) -> Result<Vec<Change>> {
+async fn inspect_hosts(spec: &Spec, invocation: Invocation, base: &Path, hosts: &[HostTarget], secret: Secret, renderer: Renderer, notes: &mut Vec<String>) -> Result<Vec<Change>> {
     let artifact = match spec.sfu.artifact.as_deref().map(|raw| resolve_path(raw, base)).filter(|p| p.exists()) {
         Some(path) => Some(Arc::new(Artifact::prepare(&path)?)),
         None => None,
     };
-    let dep = Deployment::new(spec.clone(), base, timeouts(None, None))?;
+    let dep = Deployment::new(spec.clone(), invocation, base, timeouts(None, None))?;
     let (secret, renderer) = (Arc::new(secret), Arc::new(renderer));
     let previews = for_each_host(&dep, hosts, |dep, host| {
         let (artifact, secret, renderer) = (artifact.clone(), Arc::clone(&secret), Arc::clone(&renderer));

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::commands::{base_dir, load_valid_spec_quietly, pick_host, timeouts};
+use crate::invocation::Invocation;
 use crate::deploy::Deployment;
 use crate::engine;
 use crate::openssh;
@@ -39,8 +40,8 @@ pub async fn execute(args: &SshArgs) -> Result<u8> {
     let spec = loaded.spec;
     let provider = catalog::require(&spec)?;
     let (hosts, _) = engine::existing_hosts(&spec, provider.as_ref()).await?;
-    let host = pick_host(&spec, &hosts, args.host.as_deref())?;
-    let dep = Deployment::new(spec, base_dir(&args.spec), timeouts(args.connect_timeout, None))?;
+    let host = pick_host(&spec, &hosts, args.host.as_deref(), &Invocation::new(&args.spec))?;
+    let dep = Deployment::new(spec, Invocation::new(&args.spec), base_dir(&args.spec), timeouts(args.connect_timeout, None))?;
     let (session, ssh) = openssh::for_host(&dep, &host).await?;
     drop(session);
     let status = ssh.run(&args.command, false).await?;

@@ -12,6 +12,7 @@ use crate::output::Output;
 use crate::engine;
 use crate::provider::catalog::{self, ProviderData};
 use crate::commands::{base_dir, load_valid_spec, report_failures, timeouts};
+use crate::invocation::Invocation;
 use crate::deploy::{Deployment, for_each_host, status_host};
 use crate::error::Exit;
 use crate::spec::FileCheck;
@@ -36,9 +37,9 @@ pub async fn execute(args: &StatusArgs, output: Output) -> Result<Exit> {
     let servers = if ProviderData::get(spec.provider.kind).creates_servers() { current.servers } else { Vec::new() };
     let nothing_deployed = ProviderData::get(spec.provider.kind).creates_servers() && servers.is_empty();
     if nothing_deployed {
-        eprintln!("No servers carry the tag {}: not deployed (run `sfuctl up`).", crate::owner::Owner::new(&spec.name).tag());
+        eprintln!("No servers carry the tag {}: not deployed (run `{}`).", crate::owner::Owner::new(&spec.name).tag(), Invocation::new(&args.spec).command("up", ""));
     }
-    let dep = Deployment::new(spec, base_dir(&args.spec), timeouts(args.connect_timeout, None))?;
+    let dep = Deployment::new(spec, Invocation::new(&args.spec), base_dir(&args.spec), timeouts(args.connect_timeout, None))?;
     let results = for_each_host(&dep, &hosts, |dep, host| async move { status_host(&dep, &host).await }).await;
     match output {
         Output::Json => {

@@ -20,6 +20,7 @@ use crate::provider::catalog::{self, ProviderData};
 use crate::audit::AuditOptions;
 use crate::commands::{base_dir, confirm_cloud_changes, load_valid_spec, report_failures, timeouts};
 use crate::audit::HostAudit;
+use crate::invocation::Invocation;
 use crate::deploy::{Deployment, HostOutcome, for_each_host, up_host};
 use crate::engine::CloudReport;
 use crate::render::HostTarget;
@@ -74,13 +75,13 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     };
     // One run of a deployment at a time on this machine; taken before the state is read.
     let _lock = crate::state::DeploymentLock::acquire(&spec.name, crate::state::lock_timeout()).await?;
-    let dep = Deployment::new(spec, base, timeouts(args.connect_timeout, args.health_timeout))?;
+    let dep = Deployment::new(spec, Invocation::new(&args.spec), base, timeouts(args.connect_timeout, args.health_timeout))?;
     check_secret_unchanged(&dep, &secret, args.rotate_secret)?;
     // From here on Ctrl-C stops at the next safe point, saying what exists and how to go on.
     interrupt::listen();
     let yes = args.yes;
     let (hosts, cloud) = engine::apply(&dep, Arc::clone(&provider), &renderer, &secret, &Timings::default(), |diff| {
-        confirm_cloud_changes(yes, &cloud_plan(&dep.spec, base, diff).to_text())
+        confirm_cloud_changes(yes, &dep.invocation, &cloud_plan(&dep.spec, base, diff).to_text())
     })
     .await
     .map_err(|e| stopped(&dep, &args.spec, e))?;
@@ -113,7 +114,7 @@ pub async fn execute(args: &UpArgs, output: Output) -> Result<Exit> {
     });
     let total = started.elapsed().as_secs_f64();
     let seconds = json!({ "cloud": cloud_seconds, "hosts": hosts_seconds, "audit": total - cloud_seconds - hosts_seconds, "total": total });
-    let report = UpReport { cloud, results, audit, seconds };
+    let report = UpReport { cloud, results, audit, seconds, invocation: dep.invocation.clone() };
     output.emit(&report.to_json(), || report.to_text())?;
     report.exit()
 }
@@ -162,7 +163,7 @@ fn check_secret_unchanged(dep: &Deployment, secret: &Secret, rotate: bool) -> Re
         "${secret_env} is not the secret last deployed to `{}` (fingerprint {new}, deployed {old}): every client's credentials would change",
         dep.spec.name
     ))
-    .hint(format!("export the secret deployed before; or, to change it on purpose, run `sfuctl up --rotate-secret` and give clients the new ${secret_env}"))
+    .hint(format!("export the secret deployed before; or, to change it on purpose, run `{}` and give clients the new ${secret_env}", dep.invocation.command("up", "--rotate-secret")))
     .into())
 }
 
@@ -211,6 +212,8 @@ struct UpReport {
     results: Vec<(HostTarget, Result<HostOutcome>)>,
     audit: Option<Vec<(HostTarget, Result<HostAudit>)>>,
     seconds: serde_json::Value,
+    /// How the user named the spec, for the commands the failure message names.
+    invocation: Invocation,
 }
 
 impl UpReport {
@@ -293,7 +296,9 @@ impl UpReport {
             format!("no changes: {} host(s) already match the spec", self.results.len())
         };
         Some(format!(
-            "error: {what}, but the audit found a failing check: media will not flow (see the audit above)\nhint: fix the layer the audit names (its hint says how), then run `sfuctl up` again, or `sfuctl audit` to re-check"
+            "error: {what}, but the audit found a failing check: media will not flow (see the audit above)\nhint: fix the layer the audit names (its hint says how), then run `{}` again, or `{}` to re-check",
+            self.invocation.command("up", ""),
+            self.invocation.command("audit", "")
         ))
     }
 
@@ -344,7 +349,7 @@ mod tests {
         };
         let check = Check { id: "service", status: audit_status, detail: "sfuctl-t inactive".into(), hint: None, range: None };
         let audit = HostAudit { name: host.name.clone(), address: host.address.clone(), checks: vec![check], cause: (audit_status == Status::Fail).then_some("service") };
-        UpReport { cloud: None, results: vec![(host.clone(), Ok(outcome))], audit: Some(vec![(host, Ok(audit))]), seconds: json!({}) }
+        UpReport { cloud: None, results: vec![(host.clone(), Ok(outcome))], audit: Some(vec![(host, Ok(audit))]), seconds: json!({}), invocation: Invocation::new(std::path::Path::new("specs/t.yaml")) }
     }
 
     #[test]
@@ -354,6 +359,7 @@ mod tests {
         let message = failed.audit_failure().expect("a failing audit has a message");
         assert!(message.starts_with("error: no changes: 1 host(s) already match the spec, but the audit found a failing check"), "{message}");
         assert!(!message.contains("deployed"), "{message}");
+        assert!(message.contains("run `sfuctl up specs/t.yaml` again, or `sfuctl audit specs/t.yaml` to re-check"), "{message}");
     }
 
     #[test]
