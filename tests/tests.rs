@@ -20,6 +20,7 @@ mod vultr_provider;
 mod vultr_e2e;
 mod conformance;
 mod ssh_upload_retry;
+mod ssh_interruptions;
 mod linode_provider;
 mod linode_e2e;
 mod verbosity;

@@ -50,7 +50,12 @@ pub fn examples() -> Vec<PathBuf> {
 
 /// `sfuctl` with a clean environment and `home` as HOME.
 pub fn sfuctl(home: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("sfuctl").expect("the sfuctl binary builds");
+    Command::from_std(sfuctl_process(home))
+}
+
+/// The same clean `sfuctl` as [`sfuctl`], as a plain `std::process::Command` (to spawn it and read it as it runs).
+pub fn sfuctl_process(home: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sfuctl"));
     for var in CLEARED {
         cmd.env_remove(var);
     }

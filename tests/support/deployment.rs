@@ -8,6 +8,9 @@ use assert_cmd::Command;
 use crate::support::cli::sfuctl;
 use crate::support::netns::TestHost;
 
+/// The shared secret of these deployments.
+const SECRET: &str = "e2e-secret-0123456789abcdef0123456789abcdef";
+
 /// A deployment of kind ssh onto one [`TestHost`].
 pub struct Deployment {
     /// The deployment's name.
@@ -52,7 +55,15 @@ impl Deployment {
     /// `sfuctl ARGS… SPEC` with this deployment's state directory and secret.
     pub fn sfuctl(&self, args: &[&str]) -> Command {
         let mut cmd = sfuctl(self.home.path());
-        cmd.env("SFUCTL_STATE_DIR", self.dir.path().join("state")).env("SFUCTL_SECRET", "e2e-secret-0123456789abcdef0123456789abcdef");
+        cmd.env("SFUCTL_STATE_DIR", self.dir.path().join("state")).env("SFUCTL_SECRET", SECRET);
+        cmd.args(args).arg(self.spec());
+        cmd
+    }
+
+    /// The same command as [`Deployment::sfuctl`], to spawn and watch while it runs.
+    pub fn process(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = crate::support::cli::sfuctl_process(self.home.path());
+        cmd.env("SFUCTL_STATE_DIR", self.dir.path().join("state")).env("SFUCTL_SECRET", SECRET);
         cmd.args(args).arg(self.spec());
         cmd
     }
