@@ -25,6 +25,7 @@ pub mod render;
 pub mod secret;
 pub mod service;
 pub mod spec;
+pub mod spec_parse;
 pub mod state;
 pub mod validate;
 pub mod wait;

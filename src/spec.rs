@@ -248,13 +248,15 @@ impl std::fmt::Display for Diagnostic {
     }
 }
 
-/// What validation found: errors stop everything (exit 2), warnings are printed and the command goes on.
+/// What validation found: errors stop everything (exit 2), warnings and notes are printed and the command goes on.
 #[derive(Debug, Default)]
 pub struct Findings {
     /// Problems that make the spec unusable.
     pub errors: Vec<Diagnostic>,
     /// Things that work but are probably not what you want.
     pub warnings: Vec<Diagnostic>,
+    /// Things that are fine but worth knowing, e.g. a port listed that the server kind opens anyway.
+    pub notes: Vec<Diagnostic>,
 }
 
 /// How strict to be about files the spec points at (`artifact`, SSH keys).
@@ -278,14 +280,20 @@ pub struct LoadedSpec {
 }
 
 impl Spec {
-    /// Reads and parses a spec file. Syntax, type and unknown-field errors come back as exit-2 errors naming the
-    /// file, line and column.
-    pub fn load(path: &Path) -> Result<LoadedSpec> {
+    /// Reads a spec file's text; a file that cannot be read is bad input (exit 2).
+    pub fn read_source(path: &Path) -> Result<String> {
         let source = std::fs::read_to_string(path).map_err(|e| {
             UserError::input(format!("cannot read spec `{}`", path.display()))
                 .caused_by(e)
                 .hint("pass the path of a YAML deployment spec, e.g. `examples/mediasoup-digitalocean.yaml`")
         })?;
+        Ok(source)
+    }
+
+    /// Reads and parses a spec file, stopping at the first syntax, type or unknown-field error (an exit-2 error
+    /// naming the file, line and column). Commands use `validate::check_source`, which reports every problem.
+    pub fn load(path: &Path) -> Result<LoadedSpec> {
+        let source = Self::read_source(path)?;
         let spec = Self::parse(&source).map_err(|d| {
             let mut err = UserError::input(format!("invalid spec `{}`: {}", path.display(), d.summary()));
             if let Some(h) = d.hint {
@@ -304,6 +312,19 @@ impl Spec {
 }
 
 impl Diagnostic {
+    /// One line as compilers print it: `file:line:column: field: message`, leaving out what is unknown.
+    pub fn at(&self, file: &Path) -> String {
+        let mut out = file.display().to_string();
+        if let Some(l) = self.location {
+            out.push_str(&format!(":{}:{}", l.line, l.column));
+        }
+        if !self.field.is_empty() {
+            out.push_str(&format!(": {}", self.field));
+        }
+        out.push_str(&format!(": {}", self.message));
+        out
+    }
+
     /// One line: `field (line L, column C): message`, leaving out what is unknown.
     pub fn summary(&self) -> String {
         let place = self.location.map(|l| format!("line {}, column {}", l.line, l.column));
@@ -317,7 +338,7 @@ impl Diagnostic {
 }
 
 /// Turns a serde_yaml error into a diagnostic with a real location and, for typos, a suggestion.
-fn diagnose_parse_error(source: &str, err: &serde_yaml::Error) -> Diagnostic {
+pub(crate) fn diagnose_parse_error(source: &str, err: &serde_yaml::Error) -> Diagnostic {
     let text = err.to_string();
     // serde_yaml appends " at line L column C"; we print the location ourselves.
     let text = text.split(" at line ").next().unwrap_or(&text).to_string();

@@ -9,6 +9,42 @@ use crate::kind::PortField;
 use crate::locate;
 use crate::provider::catalog::ProviderData;
 use crate::spec::{Diagnostic, FileCheck, Findings, Spec, closest, name_problem, parse_cidr, resolve_path};
+use crate::spec_parse::parse_all;
+
+/// A spec's text, read and checked: the spec when it could be read, and every problem found.
+#[derive(Debug)]
+pub struct Checked {
+    /// The spec; `None` when a required part is missing or unusable (then `findings.errors` says why).
+    pub spec: Option<Spec>,
+    /// Every structural and semantic problem, errors in the order of their place in the file.
+    pub findings: Findings,
+}
+
+/// Reads a spec's text and checks it: every structural problem (syntax, unknown fields, types, missing fields) and,
+/// when the rest could be read, every semantic one. Findings about a field whose value was unusable are left out:
+/// they would only repeat the type error or judge a default the user did not choose.
+pub fn check_source(source: &str, base_dir: &Path, files: FileCheck) -> Checked {
+    let parsed = parse_all(source);
+    let mut findings = Findings { errors: parsed.errors, ..Findings::default() };
+    if let Some(spec) = &parsed.spec {
+        let semantic = spec.validate(source, base_dir, files);
+        let fresh = |d: &Diagnostic| !parsed.dropped.iter().any(|dropped| related(dropped, &d.field));
+        findings.errors.extend(semantic.errors.into_iter().filter(fresh));
+        findings.warnings.extend(semantic.warnings.into_iter().filter(fresh));
+        findings.notes.extend(semantic.notes.into_iter().filter(fresh));
+    }
+    findings.errors.sort_by_key(|d| d.location.map_or((usize::MAX, usize::MAX), |l| (l.line, l.column)));
+    let spec = if findings.errors.is_empty() { parsed.spec } else { None };
+    Checked { spec, findings }
+}
+
+/// Whether one dotted field path lies within the other (`sfu` and `sfu.tcp_ports[0]`, or the same path).
+fn related(a: &str, b: &str) -> bool {
+    let within = |inner: &str, outer: &str| {
+        inner.strip_prefix(outer).is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+    };
+    within(a, b) || within(b, a)
+}
 
 impl Spec {
     /// Checks everything types cannot. Returns every error and warning, each naming its field and line.
