@@ -42,6 +42,9 @@ pub struct KindDescriptor {
     /// kind gives no way to estimate it.
     #[serde(default)]
     pub ports_per_participant: Option<u32>,
+    /// Whether the kind cannot run without `sfu.artifact` (mediasoup is a library: the app is the server).
+    #[serde(default)]
+    pub needs_artifact: bool,
     /// The media range's purpose in the manifest, firewall rules and plan.
     #[serde(default = "default_media_purpose")]
     pub media_purpose: String,

@@ -511,8 +511,11 @@ mod tests {
 
     #[test]
     fn overlapping_ports_are_errors() {
-        let e = errors_of(&GOOD.replace("[443]", "[443, 8088]"));
-        assert!(e[0].contains("overlaps tcp 8088 (Janus HTTP API"), "{e:?}");
+        let e = errors_of(&GOOD.replace("[443]", "[443, 22]"));
+        assert!(e[0].contains("overlaps tcp 22 (SSH"), "{e:?}");
+        let livekit = GOOD.replace("kind: janus", "kind: livekit").replace("  tcp_ports: [443]\n", "  listen_port: 7000\n  ice_tcp_port: 7000\n");
+        let e = errors_of(&livekit);
+        assert!(e.iter().any(|m| m.contains("overlaps tcp 7000")), "{e:?}");
         let e = errors_of(&GOOD.replace("  tcp_ports: [443]", "  udp_ports: [40500]"));
         assert!(e[0].starts_with("sfu.udp_ports (line 10"), "{e:?}");
         let e = errors_of(&GOOD.replace("ssh:\n", "ssh:\n  port: 40022\n"));
@@ -565,6 +568,47 @@ mod tests {
         let w: Vec<String> = f.warnings.iter().map(|d| d.to_string()).collect();
         assert!(w.iter().any(|m| m.contains("SSH is open to the whole internet")), "{w:?}");
         assert!(w.iter().any(|m| m.contains("5 ports carry about 5 participants")), "{w:?}");
+    }
+
+    /// Issue 15: the ports people copy from their server's docs are the ones the kind opens anyway.
+    #[test]
+    fn naming_a_port_the_kind_opens_is_a_note_not_a_conflict() {
+        let cases = [
+            ("janus", "  tcp_ports: [8088]\n", "tcp 8088 is already opened by `sfu.listen_port` (Janus HTTP API)"),
+            ("livekit", "  tcp_ports: [7881, 443]\n", "tcp 7881 is already opened by `sfu.ice_tcp_port`"),
+            ("coturn", "  udp_ports: [3478]\n", "udp 3478 is already opened by `sfu.listen_port`"),
+        ];
+        for (kind, ports, note) in cases {
+            let source = GOOD.replace("kind: janus", &format!("kind: {kind}")).replace("  tcp_ports: [443]\n", ports);
+            let spec = Spec::parse(&source).unwrap();
+            let f = spec.validate(&source, Path::new("."), FileCheck::Warn);
+            assert!(f.errors.is_empty(), "{kind}: {:?}", f.errors);
+            let notes: Vec<String> = f.notes.iter().map(|d| d.to_string()).collect();
+            assert_eq!(notes.len(), 1, "{kind}: {notes:?}");
+            assert!(notes[0].contains(note), "{kind}: {notes:?}");
+            assert!(notes[0].starts_with("sfu."), "{kind}: names the field: {notes:?}");
+            // One rule per port in the manifest, so every firewall gets it once.
+            let m = spec.manifest();
+            let count = |p: u16| m.rules.iter().filter(|r| r.ports == crate::port_range::PortRange::single(p) && r.role != crate::ports::PortRole::Ssh).count();
+            assert_eq!(count(if kind == "livekit" { 7881 } else if kind == "janus" { 8088 } else { 3478 }), if kind == "coturn" { 2 } else { 1 }, "{kind}: {:?}", m.rules);
+        }
+    }
+
+    #[test]
+    fn mediasoup_without_an_artifact_is_an_error() {
+        let e = errors_of(&GOOD.replace("kind: janus", "kind: mediasoup"));
+        assert!(e.iter().any(|m| m.starts_with("sfu (line 7") && m.contains("needs an `artifact`")), "{e:?}");
+        let with = GOOD.replace("kind: janus", "kind: mediasoup\n  artifact: ./app");
+        assert!(errors_of(&with).is_empty());
+    }
+
+    #[test]
+    fn a_one_port_range_says_how_short_it_falls() {
+        let source = GOOD.replace("kind: janus", "kind: mediasoup\n  artifact: ./app").replace("40000-41000", "44444");
+        let spec = Spec::parse(&source).unwrap();
+        let w: Vec<String> = spec.validate(&source, Path::new("."), FileCheck::Warn).warnings.iter().map(|d| d.to_string()).collect();
+        assert!(w.iter().any(|m| m.contains("1 port carries not even one participant on mediasoup, which needs about 2 ports per participant; 10 wanted")), "{w:?}");
+        assert!(w.iter().any(|m| m.contains("at least 20 ports, e.g. `44444-44463`")), "{w:?}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use crate::kind::PortField;
+use crate::ports::{PortRange, PortRole, Protocol};
 use crate::locate;
 use crate::provider::catalog::ProviderData;
 use crate::spec::{Diagnostic, FileCheck, Findings, Spec, closest, name_problem, parse_cidr, resolve_path};
@@ -36,6 +37,11 @@ pub fn check_source(source: &str, base_dir: &Path, files: FileCheck) -> Checked 
     findings.errors.sort_by_key(|d| d.location.map_or((usize::MAX, usize::MAX), |l| (l.line, l.column)));
     let spec = if findings.errors.is_empty() { parsed.spec } else { None };
     Checked { spec, findings }
+}
+
+/// `1 port`, `2 ports`.
+fn plural(n: u32, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Whether one dotted field path lies within the other (`sfu` and `sfu.tcp_ports[0]`, or the same path).
@@ -73,6 +79,11 @@ impl Validator<'_> {
     fn warning(&mut self, field: &str, message: impl Into<String>, hint: impl Into<Option<String>>) {
         let d = self.diag(field, message.into(), hint.into());
         self.findings.warnings.push(d);
+    }
+
+    fn note(&mut self, field: &str, message: impl Into<String>, hint: impl Into<Option<String>>) {
+        let d = self.diag(field, message.into(), hint.into());
+        self.findings.notes.push(d);
     }
 
     fn check(&mut self, spec: &Spec, base_dir: &Path, files: FileCheck) {
@@ -262,6 +273,13 @@ impl Validator<'_> {
         if sfu.ice_tcp_port.is_some() && descriptor.own_port(PortField::IceTcpPort).is_none() {
             self.error("sfu.ice_tcp_port", format!("only applies to kind {}", crate::kind::kinds_with(PortField::IceTcpPort)), Some("remove it".to_string()));
         }
+        if descriptor.needs_artifact && sfu.artifact.is_none() {
+            self.error(
+                "sfu",
+                format!("kind `{kind}` needs an `artifact`: {} is a library, and your app is what runs on the host", descriptor.title),
+                Some("add `artifact: ./my-app` (a directory with package.json, or a .tar.gz of it); see README, \"The mediasoup app contract\"".to_string()),
+            );
+        }
         if descriptor.command.is_none() && sfu.command.is_none() {
             self.error("sfu", format!("kind `{kind}` needs a `command`: how to start your server"), Some("add e.g. `command: ./my-sfu --config /opt/sfuctl/<name>/sfuctl.env`".to_string()));
         }
@@ -304,10 +322,18 @@ impl Validator<'_> {
                 let wanted = sfu.participants.unwrap_or(10);
                 if capacity < wanted {
                     let need = wanted * per;
+                    let ports = plural(r.len(), "port", "ports");
+                    let carry = if r.len() == 1 { "carries" } else { "carry" };
+                    let each = plural(per, "port", "ports");
+                    let message = match capacity {
+                        0 => format!("{ports} {carry} not even one participant on {kind}, which needs about {each} per participant; {wanted} wanted"),
+                        n => format!("{ports} {carry} about {} on {kind} (about {each} each), fewer than {wanted}", plural(n, "participant", "participants")),
+                    };
+                    let last = (u32::from(r.start) + need - 1).min(65535);
                     self.warning(
                         "sfu.rtc_ports",
-                        format!("{} ports carry about {capacity} participants on {kind} (about {per} port(s) each), fewer than {wanted}", r.len()),
-                        Some(format!("widen the range to at least {need} ports, e.g. `{}-{}`", r.start, r.start as u32 + need - 1)),
+                        message,
+                        Some(format!("widen the range to at least {need} ports, e.g. `{}-{last}`", r.start)),
                     );
                 }
             }
@@ -329,6 +355,19 @@ impl Validator<'_> {
 
     fn check_manifest(&mut self, spec: &Spec, data: &ProviderData) {
         let manifest = spec.manifest();
+        // A listed port the kind opens anyway is fine (the manifest keeps one rule): say so, once.
+        for (protocol, ports, field) in [(Protocol::Tcp, &spec.sfu.tcp_ports, "sfu.tcp_ports"), (Protocol::Udp, &spec.sfu.udp_ports, "sfu.udp_ports")] {
+            for (i, &port) in ports.iter().enumerate() {
+                let own = manifest.rules.iter().find(|r| r.role == PortRole::Service && r.protocol == protocol && r.ports == PortRange::single(port));
+                if let Some(own) = own {
+                    self.note(
+                        &format!("{field}[{i}]"),
+                        format!("{protocol} {port} is already opened by `{}` ({}); listing it again changes nothing", own.field, own.purpose),
+                        Some(format!("you may remove it from `{}`", field.trim_start_matches("sfu."))),
+                    );
+                }
+            }
+        }
         // Overlaps within one protocol: two purposes claiming the same port.
         let rules = &manifest.rules;
         for (i, a) in rules.iter().enumerate() {

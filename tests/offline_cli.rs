@@ -67,7 +67,7 @@ const CASES: &[Case] = &[
     Case { what: "missing field", from: "  rtc_ports: 40000-41000\n", to: "", expect: &["spec.yaml:7:1: sfu: missing field `rtc_ports`"] },
     Case { what: "inverted range", from: "40000-41000", to: "41000-40000", expect: &["spec.yaml:9:3: sfu.rtc_ports: range 41000-40000 is inverted", "40000-41000"] },
     Case { what: "range below 1024", from: "40000-41000", to: "1000-2000", expect: &["below 1024"] },
-    Case { what: "range overlaps a port", from: "[443]", to: "[443, 8088]", expect: &["overlaps tcp 8088 (Janus HTTP API"] },
+    Case { what: "a public port on ssh", from: "[443]", to: "[443, 22]", expect: &["sfu.tcp_ports: ", "overlaps tcp 22 (SSH"] },
     Case { what: "range overlaps ssh", from: "ssh:\n", to: "ssh:\n  port: 40022\n", expect: &["contains the SSH port 40022"] },
     Case { what: "udp port in the range", from: "  tcp_ports: [443]\n", to: "  udp_ports: [40001]\n", expect: &["spec.yaml:10:3: sfu.udp_ports: ", "overlaps udp 40000-41000"] },
     Case { what: "invalid cidr", from: "203.0.113.7/32", to: "203.0.113.7/33", expect: &["spec.yaml:6:", "ssh.allow_from[0]: `203.0.113.7/33` is not a CIDR"] },
