@@ -169,7 +169,7 @@ fn split_error(err: &serde_yaml::Error) -> (String, String) {
 pub fn parse_all(source: &str) -> Parsed {
     let mut value: Value = match serde_yaml::from_str(source) {
         Ok(v) => v,
-        Err(e) => return Parsed { spec: None, errors: vec![diagnose_parse_error(source, &e)], dropped: Vec::new() },
+        Err(e) => return Parsed { spec: None, errors: vec![syntax_error(source, &e)], dropped: Vec::new() },
     };
     if !matches!(value, Value::Mapping(_)) {
         let what = match &value {
@@ -239,8 +239,9 @@ pub fn parse_all(source: &str) -> Parsed {
             let inside_mended = mended.iter().any(|m| full.starts_with(m));
             let was_suggested = suggested.iter().any(|(p, best)| *p == original && best == missing);
             if !inside_mended && !was_suggested {
-                d.field = show_path(&original);
-                d.location = if original.is_empty() { None } else { locate::find(source, &d.field) };
+                // The field is the missing one; its place is the section that lacks it.
+                d.field = show_path(&full);
+                d.location = if original.is_empty() { None } else { locate::find(source, &show_path(&original)) };
                 errors.push(d);
             }
             let Some(fill) = placeholder(&here, missing) else { break };
@@ -271,6 +272,16 @@ pub fn parse_all(source: &str) -> Parsed {
         mended.push(original);
     }
     Parsed { spec: None, errors, dropped }
+}
+
+/// A YAML syntax error, with a hint for the commonest cause the parser words obscurely: a tab in the indentation.
+fn syntax_error(source: &str, err: &serde_yaml::Error) -> Diagnostic {
+    let mut d = diagnose_parse_error(source, err);
+    let line = d.location.and_then(|l| source.lines().nth(l.line.saturating_sub(1)));
+    if d.hint.is_none() && line.is_some_and(|l| l.trim_end().starts_with(char::is_whitespace) && l[..l.len() - l.trim_start().len()].contains('\t')) {
+        d.hint = Some("this line is indented with a tab: YAML indents with spaces only".into());
+    }
+    d
 }
 
 /// What a field of the wrong type takes, in words, from serde's "expected …".
@@ -358,7 +369,8 @@ mod tests {
     #[test]
     fn missing_sections_and_fields_are_each_reported() {
         let p = parse_all("name: x\nsfu:\n  rtc_ports: 1-2\n  bogus: 1\n");
-        assert_eq!(fields(&p), ["sfu.bogus", "sfu", ""], "{:?}", p.errors);
+        assert_eq!(fields(&p), ["sfu.bogus", "sfu.kind", "provider"], "{:?}", p.errors);
+        assert_eq!(p.errors[1].location, Some(Location { line: 2, column: 1 }));
         assert_eq!(p.errors[1].message, "missing field `kind`");
         assert_eq!(p.errors[2].message, "missing field `provider`");
     }

@@ -64,7 +64,7 @@ const CASES: &[Case] = &[
     Case { what: "wrong type", from: "[443]", to: "[https]", expect: &["spec.yaml:10:15: sfu.tcp_ports[0]: invalid type", "hint: `sfu.tcp_ports[0]` takes a port number"] },
     Case { what: "unknown field", from: "tcp_ports", to: "tcp_port", expect: &["spec.yaml:10:3: sfu.tcp_port: unknown field `tcp_port`", "hint: did you mean `tcp_ports`?"] },
     Case { what: "unknown provider", from: "digitalocean", to: "digitalocen", expect: &["unknown value `digitalocen`", "did you mean `digitalocean`?"] },
-    Case { what: "missing field", from: "  rtc_ports: 40000-41000\n", to: "", expect: &["spec.yaml:7:1: sfu: missing field `rtc_ports`"] },
+    Case { what: "missing field", from: "  rtc_ports: 40000-41000\n", to: "", expect: &["spec.yaml:7:1: sfu.rtc_ports: missing field `rtc_ports`", "hint: add `rtc_ports:` to `sfu`"] },
     Case { what: "inverted range", from: "40000-41000", to: "41000-40000", expect: &["spec.yaml:9:3: sfu.rtc_ports: range 41000-40000 is inverted", "40000-41000"] },
     Case { what: "range below 1024", from: "40000-41000", to: "1000-2000", expect: &["below 1024"] },
     Case { what: "a public port on ssh", from: "[443]", to: "[443, 22]", expect: &["sfu.tcp_ports: ", "overlaps tcp 22 (SSH"] },
