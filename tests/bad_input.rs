@@ -8,6 +8,10 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::support::cli::{example, sfuctl};
+use crate::support::cloud_deployment::CloudEnv;
+use crate::support::do_fake::DoFake;
+use crate::support::linode_fake::LinodeFake;
+use crate::support::vultr_fake::VultrFake;
 
 /// The valid spec every spec case starts from.
 const BASE: &str = include_str!("fixtures/janus-digitalocean.yaml");
@@ -222,6 +226,90 @@ fn missing_files_credentials_and_conflicting_flags_exit_2() {
         assert!(!made, "case `{}`: files were written", case.what);
         assert!(!state.join("demo.json").exists(), "case `{}`: state was written", case.what);
     }
+}
+
+/// A cloud case: `up --yes` of a spec whose region, size or image the API does not offer.
+struct ApiCase {
+    what: &'static str,
+    provider: &'static str,
+    expect: &'static [&'static str],
+}
+
+fn cloud_spec(provider: &str, key: &Path) -> String {
+    format!(
+        "name: bad-choice\nprovider: {provider}\nssh: {{ allow_from: [203.0.113.7/32], private_key: \"{}\" }}\nsfu: {{ kind: coturn, rtc_ports: 40000-41000, artifact: /usr/bin/true }}\n",
+        key.display()
+    )
+}
+
+/// Runs every case against one cloud: exit 2, the field and the API's valid choices named, and the API saw only
+/// reads (no POST, PUT or DELETE), so nothing was created.
+fn run_api_cases(env: &impl CloudEnv, cases: &[ApiCase], requests: impl Fn() -> Vec<String>) {
+    let home = tempfile::tempdir().unwrap();
+    let key = home.path().join("id_ed25519");
+    let made = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).status().expect("ssh-keygen (openssh-client) is installed");
+    assert!(made.success());
+    for case in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("spec.yaml");
+        std::fs::write(&spec, cloud_spec(case.provider, &key)).unwrap();
+        let mut cmd = sfuctl(home.path());
+        for (k, v) in env.env() {
+            cmd.env(k, v);
+        }
+        let run = cmd.env("SFUCTL_STATE_DIR", dir.path().join("state")).env("SFUCTL_SECRET", "bad-input-secret-0123456789abcdef0123456789").args(["up", "--yes"]).arg(&spec).assert().code(2);
+        let stderr = String::from_utf8_lossy(&run.get_output().stderr).into_owned();
+        check_stderr(case.what, &["up", "--yes"], &stderr, case.expect);
+        let writes: Vec<String> = requests().into_iter().filter(|r| !r.starts_with("GET ")).collect();
+        assert!(writes.is_empty(), "case `{}`: the API was asked to change something: {writes:?}\n{stderr}", case.what);
+    }
+}
+
+/// The fake's inventory: every list of resources it holds must be empty.
+fn assert_empty_inventory(title: &str, state: &Value, lists: &[&str]) {
+    for list in lists {
+        let items = state[list].as_array().unwrap_or_else(|| panic!("{title} state has no `{list}`: {state}"));
+        assert!(items.is_empty(), "{title} holds {list} after bad input: {items:?}");
+    }
+}
+
+fn fake_writes(fake: &crate::support::api_fake::ApiFake) -> Vec<String> {
+    fake.request_lines().into_iter().filter(|l| !l.contains("/_fake/")).collect()
+}
+
+#[test]
+fn unknown_region_size_and_image_are_reported_from_the_digitalocean_api() {
+    let fake = DoFake::start();
+    let cases = [
+        ApiCase { what: "DigitalOcean region", provider: "{ kind: digitalocean, region: fra9 }", expect: &["provider.region", "`fra9`", "did you mean `fra1`?", "nyc3", "GET /v2/regions"] },
+        ApiCase { what: "DigitalOcean size", provider: "{ kind: digitalocean, region: fra1, size: s-1vcpu-3gb }", expect: &["provider.size", "`s-1vcpu-3gb`", "s-1vcpu-2gb", "GET /v2/sizes"] },
+    ];
+    run_api_cases(&fake, &cases, || fake_writes(&fake));
+    assert_empty_inventory("DigitalOcean", &fake.get("/_fake/state"), &["droplets", "firewalls", "ssh_keys", "tags"]);
+}
+
+#[test]
+fn unknown_region_size_and_image_are_reported_from_the_linode_api() {
+    let fake = LinodeFake::start();
+    let cases = [
+        ApiCase { what: "Linode region", provider: "{ kind: linode, region: eu-centrl }", expect: &["provider.region", "`eu-centrl`", "did you mean `eu-central`?", "GET /v4/regions"] },
+        ApiCase { what: "Linode type", provider: "{ kind: linode, region: eu-central, size: g6-standard-99 }", expect: &["provider.size", "`g6-standard-99`", "g6-standard-2", "GET /v4/linode/types"] },
+        ApiCase { what: "Linode image", provider: "{ kind: linode, region: eu-central, image: linode/ubuntu99.04 }", expect: &["provider.image", "`linode/ubuntu99.04`", "linode/ubuntu24.04", "GET /v4/images"] },
+    ];
+    run_api_cases(&fake, &cases, || fake_writes(&fake));
+    assert_empty_inventory("Linode", &fake.get("/_fake/state"), &["instances", "firewalls", "ssh_keys"]);
+}
+
+#[test]
+fn unknown_region_size_and_image_are_reported_from_the_vultr_api() {
+    let fake = VultrFake::start();
+    let cases = [
+        ApiCase { what: "Vultr region", provider: "{ kind: vultr, region: frx }", expect: &["provider.region", "`frx`", "fra", "GET /regions"] },
+        ApiCase { what: "Vultr plan", provider: "{ kind: vultr, region: fra, size: vc2-9c-9gb }", expect: &["provider.size", "`vc2-9c-9gb`", "vc2-1c-1gb", "GET /plans"] },
+        ApiCase { what: "Vultr OS", provider: "{ kind: vultr, region: fra, image: TempleOS }", expect: &["provider.image", "`TempleOS`", "Ubuntu 24.04", "GET /os"] },
+    ];
+    run_api_cases(&fake, &cases, || fake_writes(&fake));
+    assert_empty_inventory("Vultr", &fake.get("/_fake/state"), &["instances", "firewall_groups", "ssh_keys"]);
 }
 
 #[test]

@@ -168,6 +168,11 @@ pub async fn converge(provider: &Arc<dyn Provider>, inputs: &Inputs<'_>, confirm
         return Ok((diff.keep, report));
     }
 
+    // A region, size or image the cloud does not offer fails here, before the key or the firewall exists.
+    if let Some(&first) = diff.create.first() {
+        let req = ServerRequest::for_spec(spec, first, Vec::new(), None)?;
+        provider.check_choices(&req).await?;
+    }
     let key_ids = ensure_key(provider.as_ref(), data, &owner, &current, inputs, &mut report).await?;
     let firewall = ensure_firewall(provider.as_ref(), data, &owner, &diff, &current, inputs, &mut report).await?;
     let (created, failures) = create_servers(provider, data, inputs, &diff, key_ids, firewall.as_ref()).await;

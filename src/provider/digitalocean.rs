@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use super::{
     Firewall, FirewallId, FirewallRequest, FirewallRule, Owner, Provider, ProviderFuture, Server, ServerId, ServerRequest,
-    ServerStatus, SshKey, SshKeyId,
+    ServerStatus, SshKey, SshKeyId, unknown_choice,
 };
 use crate::error::UserError;
 use crate::http::{self, Auth, BearerStyle, Client, ProviderMessage, RequestStats, Retry, RetryPolicy, Secret};
@@ -328,9 +328,30 @@ impl DigitalOcean {
             .map_err(failed(format!("cannot delete the tag `{tag}` on DigitalOcean")))?;
         Ok(())
     }
+
+    /// `GET /v2/regions` and `GET /v2/sizes`: the spec's region must be open for new droplets and its size offered
+    /// there; otherwise bad input listing what is.
+    pub async fn check_choices(&self, req: &ServerRequest) -> Result<()> {
+        let regions: Vec<Choice> =
+            self.list_all("/v2/regions", "regions", None).await.map_err(failed("cannot list the regions on DigitalOcean (GET /v2/regions)".into()))?;
+        let open: Vec<String> = regions.into_iter().filter(|r| r.available).map(|r| r.slug).collect();
+        if !open.contains(&req.region) {
+            return Err(unknown_choice(STYLE.title, "provider.region", &req.region, &open, "GET /v2/regions"));
+        }
+        let sizes: Vec<Choice> = self.list_all("/v2/sizes", "sizes", None).await.map_err(failed("cannot list the sizes on DigitalOcean (GET /v2/sizes)".into()))?;
+        let here: Vec<String> = sizes.into_iter().filter(|s| s.available && s.regions.contains(&req.region)).map(|s| s.slug).collect();
+        if !here.contains(&req.size) {
+            return Err(unknown_choice(STYLE.title, "provider.size", &req.size, &here, &format!("GET /v2/sizes, in {}", req.region)));
+        }
+        Ok(())
+    }
 }
 
 impl Provider for DigitalOcean {
+    fn check_choices<'a>(&'a self, req: &'a ServerRequest) -> ProviderFuture<'a, ()> {
+        Box::pin(DigitalOcean::check_choices(self, req))
+    }
+
     fn name(&self) -> &'static str {
         STYLE.title
     }
@@ -725,6 +746,17 @@ impl DoKey {
     fn into_key(self) -> SshKey {
         SshKey { id: SshKeyId(self.id.to_string()), fingerprint: self.fingerprint.unwrap_or_default(), name: self.name.unwrap_or_default() }
     }
+}
+
+/// A region or size of `GET /v2/regions` / `GET /v2/sizes`: its slug, whether new droplets may use it, and (sizes)
+/// the regions that offer it.
+#[derive(Debug, Deserialize)]
+struct Choice {
+    slug: String,
+    #[serde(default)]
+    available: bool,
+    #[serde(default)]
+    regions: Vec<String>,
 }
 
 #[cfg(test)]
