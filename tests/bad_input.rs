@@ -11,6 +11,7 @@ use crate::support::cli::{example, sfuctl};
 use crate::support::cloud_deployment::CloudEnv;
 use crate::support::do_fake::DoFake;
 use crate::support::linode_fake::LinodeFake;
+use crate::support::moto::Moto;
 use crate::support::vultr_fake::VultrFake;
 
 /// The valid spec every spec case starts from.
@@ -310,6 +311,17 @@ fn unknown_region_size_and_image_are_reported_from_the_vultr_api() {
     ];
     run_api_cases(&fake, &cases, || fake_writes(&fake));
     assert_empty_inventory("Vultr", &fake.get("/_fake/state"), &["instances", "firewall_groups", "ssh_keys"]);
+}
+
+#[test]
+fn an_unknown_instance_type_is_reported_from_the_ec2_api() {
+    let moto = Moto::start(&[]);
+    let cases = [ApiCase { what: "EC2 instance type", provider: "{ kind: aws, region: us-east-1, size: c6i.hyper }", expect: &["provider.size", "`c6i.hyper`", "c6i.large", "DescribeInstanceTypeOfferings in us-east-1"] }];
+    run_api_cases(&moto, &cases, Vec::new);
+    let inv = moto.inventory();
+    assert!(inv["instances"].as_array().unwrap().is_empty(), "{inv}");
+    let ours: Vec<&Value> = inv["groups"].as_array().unwrap().iter().filter(|g| g["name"].as_str().is_some_and(|n| n.contains("bad-choice"))).collect();
+    assert!(ours.is_empty(), "a security group was created: {ours:?}");
 }
 
 #[test]

@@ -343,10 +343,18 @@ pub fn unknown_choice(cloud: &str, field: &str, value: &str, choices: &[String],
     if valid.is_empty() {
         hint.push_str(&format!("{listed_by} lists none that fits"));
     } else {
-        let more = valid.len().saturating_sub(SHOWN);
-        let shown = valid.iter().take(SHOWN).map(String::as_str).collect::<Vec<_>>().join(", ");
+        // A long list (EC2's hundreds of instance types) is cut to the value's own family (`c6i.` of `c6i.hyper`).
+        let family = value.find(['.', '-']).map_or(value, |i| &value[..=i]);
+        let kin: Vec<&String> = valid.iter().filter(|v| v.starts_with(family) && v.len() > family.len()).collect();
+        let (list, of) = if valid.len() > SHOWN && !kin.is_empty() {
+            (kin, format!(" {} in all; those like `{family}…`", valid.len()))
+        } else {
+            (valid.iter().collect(), String::new())
+        };
+        let more = list.len().saturating_sub(SHOWN);
+        let shown = list.iter().take(SHOWN).map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
         let rest = if more > 0 { format!(", and {more} more") } else { String::new() };
-        hint.push_str(&format!("{cloud} offers: {shown}{rest} ({listed_by})"));
+        hint.push_str(&format!("{cloud} offers{of}: {shown}{rest} ({listed_by})"));
     }
     crate::error::UserError::input(format!("{field}: {cloud} has no {noun} `{value}`")).hint(hint).into()
 }
