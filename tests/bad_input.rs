@@ -111,7 +111,7 @@ const SPEC_CASES: &[Case] = &[
     Case {
         what: "types, unknown fields and semantics together",
         source: Source::Whole("name: Demo\nprovider:\n  kind: ssh\n  hosts:\n    - name: a\n      address: 203.0.113.10\n      port: 22\nssh:\n  allow_from: [203.0.113.7/33]\n  port: ssh\nsfu:\n  kind: janus\n  rtc_ports: 41000-40000\n"),
-        expect: &["spec.yaml:1:1: name: ", "spec.yaml:7:7: provider.hosts[0].port: unknown field", "spec.yaml:9:3: ssh.allow_from[0]: ", "spec.yaml:10:3: ssh.port: invalid type", "spec.yaml:13:3: sfu.rtc_ports: range 41000-40000 is inverted", "5 problems"],
+        expect: &["spec.yaml:1:1: name: ", "spec.yaml:7:7: provider.hosts[0].port: unknown field", "spec.yaml:9:16: ssh.allow_from[0]: ", "spec.yaml:10:3: ssh.port: invalid type", "spec.yaml:13:3: sfu.rtc_ports: range 41000-40000 is inverted", "5 problems"],
     },
 ];
 
@@ -169,7 +169,7 @@ fn several_unknown_fields_are_reported_together_in_json() {
     let report: Value = serde_json::from_slice(&run.get_output().stdout).unwrap();
     let errors = report["errors"].as_array().unwrap();
     let found: Vec<(&str, u64, u64)> = errors.iter().map(|e| (e["field"].as_str().unwrap(), e["line"].as_u64().unwrap(), e["column"].as_u64().unwrap())).collect();
-    assert_eq!(found, [("ssh.alow_from", 6, 3), ("sfu.rtc_port", 9, 3), ("sfu.tcp_ports[0]", 10, 3)], "{report:#}");
+    assert_eq!(found, [("ssh.alow_from", 6, 3), ("sfu.rtc_port", 9, 3), ("sfu.tcp_ports[0]", 10, 15)], "{report:#}");
     assert!(errors[0]["hint"].as_str().unwrap().starts_with("did you mean `allow_from`?"));
     assert!(errors[1]["hint"].as_str().unwrap().starts_with("did you mean `rtc_ports`?"));
     assert!(errors[2]["hint"].as_str().unwrap().contains("port number"));

@@ -128,7 +128,7 @@ fn several_problems_are_reported_together() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("2 problems"))
-        .stderr(predicate::str::contains("spec.yaml:6:3: ssh.allow_from[0]: "))
+        .stderr(predicate::str::contains("spec.yaml:6:16: ssh.allow_from[0]: "))
         .stderr(predicate::str::contains("spec.yaml:9:3: sfu.rtc_ports: "));
 }
 
