@@ -100,11 +100,11 @@ impl Validator<'_> {
                 );
             }
         }
-        self.check_provider(spec, &data);
+        self.check_provider(spec, data);
         self.check_ssh(spec, base_dir, files);
         self.check_sfu(spec, base_dir, files);
         if self.findings.errors.is_empty() {
-            self.check_manifest(spec, &data);
+            self.check_manifest(spec, data);
         }
     }
 
@@ -122,15 +122,14 @@ impl Validator<'_> {
             if p.region.is_none() && data.region_required {
                 self.error("provider", format!("provider.kind `{kind}` needs a `region`"), Some(format!("add e.g. `region: {}`", data.example_region)));
             }
-            if let Some(region) = &p.region {
-                if !data.regions.is_empty() && !data.regions.iter().any(|r| r == region) {
+            if let Some(region) = &p.region
+                && !data.regions.is_empty() && !data.regions.iter().any(|r| r == region) {
                     let hint = closest(region, &data.regions).map_or_else(
                         || format!("known regions: {}", data.regions.join(", ")),
                         |best| format!("did you mean `{best}`?"),
                     );
                     self.warning("provider.region", format!("`{region}` is not a {} region sfuctl knows", data.title), Some(hint));
                 }
-            }
             if p.count == Some(0) {
                 self.error("provider.count", "must be at least 1", Some("remove `count` for one host".to_string()));
             }
@@ -218,11 +217,10 @@ impl Validator<'_> {
         if let Some(fp) = &ssh.host_key {
             self.check_fingerprint("ssh.host_key", fp);
         }
-        if let Some(user) = &ssh.user {
-            if user.is_empty() || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') {
+        if let Some(user) = &ssh.user
+            && (user.is_empty() || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')) {
                 self.error("ssh.user", format!("`{user}` is not a valid user name"), None);
             }
-        }
         // Key files: only the ones the user named (the defaults may legitimately be absent: ssh-agent).
         let private = ssh.private_key.as_deref();
         for (field, raw) in [("ssh.private_key", private), ("ssh.public_key", ssh.public_key.as_deref())] {
@@ -311,13 +309,12 @@ impl Validator<'_> {
                 self.error("sfu.domain", format!("`{domain}` is not a domain name"), Some("e.g. `turn.example.com`".to_string()));
             }
         }
-        if let Some(user) = &sfu.run_as {
-            if user.is_empty() || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        if let Some(user) = &sfu.run_as
+            && (user.is_empty() || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')) {
                 self.error("sfu.run_as", format!("`{user}` is not a valid user name"), None);
             }
-        }
-        if r.start <= r.end {
-            if let Some(per) = descriptor.ports_per_participant {
+        if r.start <= r.end
+            && let Some(per) = descriptor.ports_per_participant {
                 let capacity = r.len() / per;
                 let wanted = sfu.participants.unwrap_or(10);
                 if capacity < wanted {
@@ -337,7 +334,6 @@ impl Validator<'_> {
                     );
                 }
             }
-        }
         for (i, name) in sfu.packages.iter().enumerate() {
             let ok = name.len() >= 2 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b)) && name.as_bytes()[0].is_ascii_alphanumeric();
             if !ok {
