@@ -210,6 +210,11 @@ fn flow_find(text: &str, from: usize, path: &[Step<'_>]) -> Option<usize> {
     Some(flow_find(text, value, rest).unwrap_or(at))
 }
 
+/// Finds the first line whose key is `key`, at any depth.
+pub fn find_key(source: &str, key: &str) -> Option<Location> {
+    content_lines(source).iter().find_map(|l| key_of(l).filter(|(k, _)| *k == key).map(|(_, column)| Location { line: l.number, column }))
+}
+
 /// Finds the second `key:` within one mapping: the parser reports duplicate keys without a position.
 pub fn find_duplicate(source: &str, key: &str) -> Option<Location> {
     let mut ancestors: Vec<(usize, usize)> = Vec::new(); // (key column, line) of the enclosing keys

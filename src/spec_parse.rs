@@ -188,6 +188,20 @@ pub fn parse_all(source: &str) -> Parsed {
             dropped: Vec::new(),
         };
     }
+    // YAML merge keys (`<<: *defaults`) are resolved on the value; the spec's own text cannot be read directly then.
+    let merges = source.contains("<<");
+    if merges && value.apply_merge().is_err() {
+        return Parsed {
+            spec: None,
+            errors: vec![Diagnostic {
+                field: String::new(),
+                location: locate::find_key(source, "<<"),
+                message: "a merge key (`<<`) must name a mapping or a list of mappings".into(),
+                hint: Some("write `<<: *name` where `&name` marks a mapping".into()),
+            }],
+            dropped: Vec::new(),
+        };
+    }
     let mut errors = Vec::new();
     let mut dropped = Vec::new();
     let mut removed = Removed::default();
@@ -197,7 +211,7 @@ pub fn parse_all(source: &str) -> Parsed {
     let mut used_placeholder = false;
     for round in 0..MAX_PROBLEMS {
         // The first round reads the user's own text, so the parser's position of the first problem is exact.
-        let result = if round == 0 {
+        let result = if round == 0 && !merges {
             serde_yaml::from_str::<Spec>(source)
         } else {
             match serde_yaml::to_string(&value) {
@@ -380,6 +394,17 @@ mod tests {
         let p = parse_all(&GOOD.replace("  tcp_ports: [443]\n", "  tcp_ports: [443]\n  kind: coturn\n"));
         assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
         assert_eq!(p.errors[0].location, Some(Location { line: 11, column: 3 }));
+    }
+
+    #[test]
+    fn merge_keys_are_resolved() {
+        let source = "defaults: &d { kind: janus, rtc_ports: 40000-41000 }\nname: x\nprovider: { kind: ssh, hosts: [{ name: a, address: 203.0.113.1 }] }\nsfu:\n  <<: *d\n  tcp_ports: [443]\n";
+        let p = parse_all(source);
+        assert_eq!(fields(&p), ["defaults"], "{:?}", p.errors);
+        let ok = "name: x\nprovider: { kind: ssh, hosts: [{ name: a, address: 203.0.113.1 }] }\nsfu:\n  <<: { kind: janus, rtc_ports: 40000-41000 }\n";
+        let p = parse_all(ok);
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.spec.unwrap().sfu.kind, crate::spec::SfuKind::Janus);
     }
 
     #[test]
