@@ -595,6 +595,14 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_participant_count_warns_without_overflow() {
+        let source = GOOD.replace("  tcp_ports: [443]\n", "  participants: 4294967295\n");
+        let spec = Spec::parse(&source).unwrap();
+        let w = spec.validate(&source, Path::new("."), FileCheck::Warn).warnings;
+        assert!(w.iter().any(|d| d.message.contains("fewer than 4294967295")), "{w:?}");
+    }
+
+    #[test]
     fn mediasoup_without_an_artifact_is_an_error() {
         let e = errors_of(&GOOD.replace("kind: janus", "kind: mediasoup"));
         assert!(e.iter().any(|m| m.starts_with("sfu (line 7") && m.contains("needs an `artifact`")), "{e:?}");

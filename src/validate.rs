@@ -318,7 +318,7 @@ impl Validator<'_> {
                 let capacity = r.len() / per;
                 let wanted = sfu.participants.unwrap_or(10);
                 if capacity < wanted {
-                    let need = wanted * per;
+                    let need = wanted.saturating_mul(per);
                     let ports = plural(r.len(), "port", "ports");
                     let carry = if r.len() == 1 { "carries" } else { "carry" };
                     let each = plural(per, "port", "ports");
@@ -326,7 +326,7 @@ impl Validator<'_> {
                         0 => format!("{ports} {carry} not even one participant on {kind}, which needs about {each} per participant; {wanted} wanted"),
                         n => format!("{ports} {carry} about {} on {kind} (about {each} each), fewer than {wanted}", plural(n, "participant", "participants")),
                     };
-                    let last = (u32::from(r.start) + need - 1).min(65535);
+                    let last = u32::from(r.start).saturating_add(need - 1).min(65535);
                     self.warning(
                         "sfu.rtc_ports",
                         message,
