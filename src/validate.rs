@@ -61,6 +61,9 @@ impl Spec {
     }
 }
 
+/// The most hosts one deployment may ask a cloud for: every one is planned, created and audited in one run.
+const MAX_COUNT: u32 = 100;
+
 struct Validator<'a> {
     source: &'a str,
     findings: Findings,
@@ -130,8 +133,14 @@ impl Validator<'_> {
                     );
                     self.warning("provider.region", format!("`{region}` is not a {} region sfuctl knows", data.title), Some(hint));
                 }
-            if p.count == Some(0) {
-                self.error("provider.count", "must be at least 1", Some("remove `count` for one host".to_string()));
+            match p.count {
+                Some(0) => self.error("provider.count", "must be at least 1", Some("remove `count` for one host".to_string())),
+                Some(n) if n > MAX_COUNT => self.error(
+                    "provider.count",
+                    format!("{n} hosts are more than one deployment holds (at most {MAX_COUNT})"),
+                    Some("split the hosts over several specs, each with its own `name`".to_string()),
+                ),
+                _ => {}
             }
         } else {
             for field in ["region", "size", "image", "count"] {

@@ -95,6 +95,8 @@ const SPEC_CASES: &[Case] = &[
     },
     Case { what: "bad host key", source: Source::Edit("  allow_from: [203.0.113.7/32]\n", "  allow_from: [203.0.113.7/32]\n  host_key: md5:aa:bb\n"), expect: &["spec.yaml:7:3: ssh.host_key: `md5:aa:bb` is not a SHA256 host key fingerprint"] },
     Case { what: "count 0", source: Source::Edit("  region: fra1\n", "  region: fra1\n  count: 0\n"), expect: &["spec.yaml:5:3: provider.count: must be at least 1"] },
+    Case { what: "count past the limit", source: Source::Edit("  region: fra1\n", "  region: fra1\n  count: 4000000000\n"), expect: &["spec.yaml:5:3: provider.count: 4000000000 hosts are more than one deployment holds"] },
+    Case { what: "count past u32", source: Source::Edit("  region: fra1\n", "  region: fra1\n  count: 99999999999\n"), expect: &["spec.yaml:5:", "provider.count: invalid value", "a whole number"] },
     Case { what: "region on kind ssh", source: Source::Whole("name: demo\nprovider:\n  kind: ssh\n  region: fra1\n  hosts: [{ name: a, address: 203.0.113.10 }]\nsfu:\n  kind: janus\n  rtc_ports: 40000-41000\n"), expect: &["spec.yaml:4:3: provider.region: ", "only applies to cloud providers"] },
     Case { what: "ipv6 on kind ssh", source: Source::Whole("name: demo\nprovider:\n  kind: ssh\n  ipv6: true\n  hosts: [{ name: a, address: 203.0.113.10 }]\nsfu:\n  kind: janus\n  rtc_ports: 40000-41000\n"), expect: &["spec.yaml:4:3: provider.ipv6: "] },
     Case { what: "ice_tcp_port on janus", source: Source::Edit("  tcp_ports: [443]\n", "  ice_tcp_port: 7881\n"), expect: &["spec.yaml:10:3: sfu.ice_tcp_port: only applies to kind"] },
