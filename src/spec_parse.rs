@@ -221,7 +221,7 @@ pub fn parse_all(source: &str) -> Parsed {
         };
         let err = match result {
             Ok(spec) => {
-                return Parsed { spec: (!used_placeholder).then_some(spec), errors, dropped };
+                return Parsed { spec: (!used_placeholder).then_some(spec), errors: placed(errors), dropped };
             }
             Err(e) => e,
         };
@@ -285,13 +285,42 @@ pub fn parse_all(source: &str) -> Parsed {
         dropped.push(show_path(&original));
         mended.push(original);
     }
-    Parsed { spec: None, errors, dropped }
+    Parsed { spec: None, errors: placed(errors), dropped }
+}
+
+/// Every problem names a field or a place: one with neither is about the whole file, placed at its start.
+fn placed(mut errors: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    for d in &mut errors {
+        if d.field.is_empty() && d.location.is_none() {
+            d.location = Some(Location { line: 1, column: 1 });
+        }
+    }
+    errors
 }
 
 /// A YAML syntax error, with a hint for the commonest cause the parser words obscurely: a tab in the indentation.
 fn syntax_error(source: &str, err: &serde_yaml::Error) -> Diagnostic {
     let mut d = diagnose_parse_error(source, err);
     let line = d.location.and_then(|l| source.lines().nth(l.line.saturating_sub(1)));
+    if d.location.is_none() {
+        // Problems of the whole file have no position of their own: point at the second document, or the start.
+        if d.message.contains("more than one document") {
+            let second = source.lines().enumerate().filter(|(_, l)| l.starts_with("---")).map(|(i, _)| i + 1).find(|&n| {
+                // A `---` after content starts a second document.
+                source.lines().take(n - 1).any(|l| !l.trim().is_empty() && !l.starts_with('#') && !l.starts_with("---"))
+            });
+            d.location = Some(Location { line: second.unwrap_or(1), column: 1 });
+            d.hint = Some(match second {
+                Some(_) => "a spec is one YAML document: remove the `---` line and what follows, or put it in a file of its own".into(),
+                None => "the file reads as more than one YAML document: the top-level keys (`name`, `provider`, `ssh`, `sfu`) must all start in column 1".into(),
+            });
+        } else {
+            d.location = Some(Location { line: 1, column: 1 });
+            if d.message.contains("repetition limit") || d.message.contains("recursion limit") {
+                d.hint = Some("the file expands to too much data (deeply nested, or aliases `*x` repeated many times): write the spec out plainly".into());
+            }
+        }
+    }
     if d.hint.is_none() && line.is_some_and(|l| l.trim_end().starts_with(char::is_whitespace) && l[..l.len() - l.trim_start().len()].contains('\t')) {
         d.hint = Some("this line is indented with a tab: YAML indents with spaces only".into());
     }
@@ -413,5 +442,11 @@ mod tests {
         assert!(parse_all("").errors[0].message.contains("empty"));
         assert!(parse_all("- a\n").errors[0].message.contains("a list"));
         assert!(parse_all("just text").errors[0].message.contains("single value"));
+        // Found by `scripts/fuzz-spec`: indented keys before a top-level one read as two documents, with no position.
+        let fuzz = parse_all("# x\n  user: root\n  allow_from: [203.0.113.0/24]\nsfu:\n  kind: coturn\n");
+        assert_eq!(fuzz.errors.len(), 1, "{:?}", fuzz.errors);
+        assert!(fuzz.errors[0].location.is_some() && fuzz.errors[0].hint.as_deref().unwrap().contains("column 1"), "{:?}", fuzz.errors);
+        let two = parse_all("# one\nname: a\n---\nname: b\n");
+        assert_eq!(two.errors[0].location, Some(Location { line: 3, column: 1 }), "{:?}", two.errors);
     }
 }
