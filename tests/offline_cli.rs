@@ -266,3 +266,39 @@ fn templates_can_be_overridden_from_a_directory() {
         .failure()
         .stderr(predicate::str::contains("janus/janus.transport.http.jcfg.j2"));
 }
+
+/// Issue 15: ports copied from a server's docs that the kind opens anyway are accepted, with a note.
+#[test]
+fn a_port_the_kind_already_opens_is_a_note() {
+    let home = home();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.yaml");
+    let cases = [
+        ("janus", "  tcp_ports: [8088]\n", "sfu.tcp_ports[0]: tcp 8088 is already opened by `sfu.listen_port` (Janus HTTP API)"),
+        ("livekit", "  tcp_ports: [7881, 443]\n", "sfu.tcp_ports[0]: tcp 7881 is already opened by `sfu.ice_tcp_port`"),
+        ("coturn", "  udp_ports: [3478]\n", "sfu.udp_ports[0]: udp 3478 is already opened by `sfu.listen_port`"),
+    ];
+    for (kind, ports, note) in cases {
+        std::fs::write(&spec, BASE.replace("kind: janus", &format!("kind: {kind}")).replace("  tcp_ports: [443]\n", ports)).unwrap();
+        sfuctl(home.path())
+            .arg("validate")
+            .arg(&spec)
+            .assert()
+            .success()
+            .stderr(predicate::str::contains(format!("note: {}:10:", spec.display())))
+            .stderr(predicate::str::contains(note))
+            .stdout(predicate::str::contains("is valid"));
+        let out = sfuctl(home.path()).args(["validate", "-o", "json"]).arg(&spec).assert().success();
+        let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["notes"].as_array().unwrap().len(), 1, "{kind}: {v}");
+        // plan opens the port once.
+        let out = sfuctl(home.path()).args(["plan", "-o", "json"]).arg(&spec).assert().success();
+        let plan: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        let port = if kind == "janus" { "8088" } else if kind == "livekit" { "7881" } else { "3478" };
+        let rules: Vec<&Value> = plan["firewall_rules"].as_array().unwrap().iter().filter(|r| r["ports"].as_str().is_some_and(|p| p.split('-').any(|x| x == port))).collect();
+        assert!(!rules.is_empty(), "{kind}: {plan}");
+        let listed_again = format!("_ports {port}");
+        assert!(rules.iter().all(|r| !r["purposes"].to_string().contains(&listed_again)), "{kind}: the port got a second rule: {rules:?}");
+    }
+}
