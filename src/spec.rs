@@ -594,6 +594,23 @@ mod tests {
         }
     }
 
+    /// Issue 14: structural and semantic problems of one spec come together, and a placeholder for a missing field
+    /// adds no finding of its own.
+    #[test]
+    fn structural_and_semantic_problems_are_reported_together() {
+        let source = GOOD.replace("  kind: janus\n", "").replace("203.0.113.7/32", "203.0.113.7/24").replace("name: demo", "name: Demo");
+        let checked = crate::validate::check_source(&source, Path::new("."), FileCheck::Warn);
+        let fields: Vec<&str> = checked.findings.errors.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!(fields, ["name", "ssh.allow_from[0]", "sfu.kind"], "{:?}", checked.findings.errors);
+        assert!(checked.spec.is_none());
+        // A missing provider kind: nothing about the placeholder's rules (kind ssh needs hosts, region is cloud-only).
+        let source = GOOD.replace("  kind: digitalocean\n", "");
+        let checked = crate::validate::check_source(&source, Path::new("."), FileCheck::Warn);
+        let errors: Vec<String> = checked.findings.errors.iter().map(|d| d.to_string()).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("provider.kind (line 2, column 1): missing field `kind`"), "{errors:?}");
+    }
+
     #[test]
     fn a_huge_participant_count_warns_without_overflow() {
         let source = GOOD.replace("  tcp_ports: [443]\n", "  participants: 4294967295\n");

@@ -3,10 +3,10 @@
 //!
 //! serde stops at the first problem. To find the next one, the text is read into a YAML value, and after each
 //! problem the value is mended: an unknown field or a value of the wrong type is taken out, a missing required
-//! field gets a placeholder, and the spec is read again (bounded). A spec is handed on for semantic validation only
-//! when no placeholder was needed, together with the fields that were taken out (findings about those would only
-//! repeat or mislead). Positions come from the parser for the first problem and from `locate` for the others, in
-//! the user's own text.
+//! field gets a placeholder, and the spec is read again (bounded). The spec that finally reads is handed on for
+//! semantic validation together with what was mended: the fields taken out and the sections that got a
+//! placeholder, whose findings would only repeat the problem or judge a value the user did not write. Positions
+//! come from the parser for the first problem and from `locate` for the others, in the user's own text.
 
 use std::collections::BTreeMap;
 
@@ -21,12 +21,13 @@ const MAX_PROBLEMS: usize = 64;
 /// What reading a spec's text gave.
 #[derive(Debug)]
 pub struct Parsed {
-    /// The spec as written, less the parts reported in `errors`; `None` when a required part was missing or unusable
-    /// (semantic validation then has nothing sound to look at).
+    /// The spec as written, less the parts reported in `errors` (placeholders standing in for missing required
+    /// fields); `None` when the text could not be read as a spec at all.
     pub spec: Option<Spec>,
     /// Every structural problem found, in the order serde met them.
     pub errors: Vec<Diagnostic>,
-    /// Fields whose value was taken out because of a type error (dotted paths, as in [`Diagnostic::field`]).
+    /// Fields whose value was taken out because of a type error, and sections holding a placeholder (dotted
+    /// paths, as in [`Diagnostic::field`]): findings within them are not the user's.
     pub dropped: Vec<String>,
 }
 
@@ -208,7 +209,6 @@ pub fn parse_all(source: &str) -> Parsed {
     // Required fields that were taken out or filled in by us: their "missing field" is not news.
     let mut mended: Vec<Vec<Seg>> = Vec::new();
     let mut suggested: Vec<(Vec<Seg>, String)> = Vec::new();
-    let mut used_placeholder = false;
     for round in 0..MAX_PROBLEMS {
         // The first round reads the user's own text, so the parser's position of the first problem is exact.
         let result = if round == 0 && !merges {
@@ -221,7 +221,7 @@ pub fn parse_all(source: &str) -> Parsed {
         };
         let err = match result {
             Ok(spec) => {
-                return Parsed { spec: (!used_placeholder).then_some(spec), errors: placed(errors), dropped };
+                return Parsed { spec: Some(spec), errors: placed(errors), dropped };
             }
             Err(e) => e,
         };
@@ -261,8 +261,9 @@ pub fn parse_all(source: &str) -> Parsed {
             let Some(fill) = placeholder(&here, missing) else { break };
             let Some(Value::Mapping(m)) = node_mut(&mut value, &here) else { break };
             m.insert(Value::String(missing.to_string()), fill);
+            // Every finding in the section with the placeholder would judge our value, not the user's.
+            dropped.push(show_path(if original.is_empty() { &full } else { &original }));
             mended.push(full);
-            used_placeholder = true;
             continue;
         }
         // A value of the wrong type (or an unknown variant, a bad range): report it and take it out.
@@ -380,8 +381,9 @@ mod tests {
         assert_eq!(p.errors[0].location, Some(Location { line: 6, column: 3 }));
         assert_eq!(p.errors[1].location, Some(Location { line: 9, column: 3 }));
         assert!(p.errors[1].hint.as_deref().unwrap().starts_with("did you mean `rtc_ports`?"));
-        // `rtc_ports` is then missing, but the suggestion already says so; and nothing sound is left to validate.
-        assert!(p.spec.is_none());
+        // `rtc_ports` is then missing, but the suggestion already says so; the rest of `sfu` holds a placeholder.
+        assert!(p.spec.is_some());
+        assert_eq!(p.dropped, ["sfu"]);
     }
 
     #[test]
@@ -406,7 +408,7 @@ mod tests {
         let p = parse_all(&GOOD.replace("kind: janus", "kind: jnus").replace("name: demo", "name: [demo]"));
         assert_eq!(fields(&p), ["name", "sfu.kind"], "{:?}", p.errors);
         assert!(p.errors[1].hint.as_deref().unwrap().starts_with("did you mean `janus`?"));
-        assert!(p.spec.is_none());
+        assert!(p.dropped.iter().any(|d| d == "name") && p.dropped.iter().any(|d| d == "sfu"), "{:?}", p.dropped);
     }
 
     #[test]

@@ -112,6 +112,11 @@ const SPEC_CASES: &[Case] = &[
     Case { what: "ssh user", source: Source::Edit("  allow_from: [203.0.113.7/32]\n", "  allow_from: [203.0.113.7/32]\n  user: \"root;reboot\"\n"), expect: &["spec.yaml:7:3: ssh.user: "] },
     Case { what: "too many firewall rules on Linode", source: Source::Whole("name: demo\nprovider: { kind: linode, region: eu-central }\nssh: { allow_from: [203.0.113.7/32] }\nsfu:\n  kind: janus\n  rtc_ports: 40000-41000\n  tcp_ports: [10000, 10002, 10004, 10006, 10008, 10010, 10012, 10014, 10016, 10018, 10020, 10022, 10024, 10026, 10028, 10030, 10032, 10034, 10036, 10038, 10040, 10042, 10044, 10046, 10048, 10050]\n"), expect: &["spec.yaml:4:1: sfu: ", "more than its limit of 25"] },
     Case {
+        what: "a missing field and a bad CIDR together",
+        source: Source::Whole("name: demo\nprovider:\n  kind: digitalocean\n  region: fra1\nssh:\n  allow_from: [203.0.113.7/24]\nsfu:\n  rtc_ports: 40000-41000\n"),
+        expect: &["spec.yaml:6:16: ssh.allow_from[0]: ", "spec.yaml:7:1: sfu.kind: missing field `kind`", "2 problems"],
+    },
+    Case {
         what: "types, unknown fields and semantics together",
         source: Source::Whole("name: Demo\nprovider:\n  kind: ssh\n  hosts:\n    - name: a\n      address: 203.0.113.10\n      port: 22\nssh:\n  allow_from: [203.0.113.7/33]\n  port: ssh\nsfu:\n  kind: janus\n  rtc_ports: 41000-40000\n"),
         expect: &["spec.yaml:1:1: name: ", "spec.yaml:7:7: provider.hosts[0].port: unknown field", "spec.yaml:9:16: ssh.allow_from[0]: ", "spec.yaml:10:3: ssh.port: invalid type", "spec.yaml:13:3: sfu.rtc_ports: range 41000-40000 is inverted", "5 problems"],
