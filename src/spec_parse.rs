@@ -26,8 +26,9 @@ pub struct Parsed {
     pub spec: Option<Spec>,
     /// Every structural problem found, in the order serde met them.
     pub errors: Vec<Diagnostic>,
-    /// Fields whose value was taken out because of a type error, and sections holding a placeholder (dotted
-    /// paths, as in [`Diagnostic::field`]): findings within them are not the user's.
+    /// Fields whose value was taken out because of a type error, fields an unknown field was probably meant to be
+    /// (`allow_from` for `alow_from`), and sections holding a placeholder (dotted paths, as in
+    /// [`Diagnostic::field`]): findings within them, or about their section as a whole, are not the user's.
     pub dropped: Vec<String>,
 }
 
@@ -237,6 +238,10 @@ pub fn parse_all(source: &str) -> Parsed {
                 d.location = locate::find(source, &d.field);
             }
             if let Some(best) = expected_names(&message).as_deref().and_then(|names| closest(&bad, names).map(str::to_string)) {
+                // The field the user most likely meant: findings about its default are not the user's either.
+                let mut meant = original.clone();
+                meant.push(Seg::Key(best.clone()));
+                dropped.push(show_path(&meant));
                 suggested.push((original.clone(), best));
             }
             errors.push(d);
@@ -383,7 +388,7 @@ mod tests {
         assert!(p.errors[1].hint.as_deref().unwrap().starts_with("did you mean `rtc_ports`?"));
         // `rtc_ports` is then missing, but the suggestion already says so; the rest of `sfu` holds a placeholder.
         assert!(p.spec.is_some());
-        assert_eq!(p.dropped, ["sfu"]);
+        assert_eq!(p.dropped, ["ssh.allow_from", "sfu.rtc_ports", "sfu"]);
     }
 
     #[test]
