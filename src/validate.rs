@@ -28,7 +28,7 @@ pub fn check_source(source: &str, base_dir: &Path, files: FileCheck) -> Checked 
     let parsed = parse_all(source);
     let mut findings = Findings { errors: parsed.errors, ..Findings::default() };
     if let Some(spec) = &parsed.spec {
-        let semantic = spec.validate(source, base_dir, files);
+        let semantic = spec.validate_beside(source, base_dir, files, &parsed.dropped);
         let fresh = |d: &Diagnostic| !parsed.dropped.iter().any(|dropped| related(dropped, &d.field));
         findings.errors.extend(semantic.errors.into_iter().filter(fresh));
         findings.warnings.extend(semantic.warnings.into_iter().filter(fresh));
@@ -55,11 +55,22 @@ fn related(a: &str, b: &str) -> bool {
 impl Spec {
     /// Checks everything types cannot. Returns every error and warning, each naming its field and line.
     pub fn validate(&self, source: &str, base_dir: &Path, files: FileCheck) -> Findings {
-        let mut v = Validator { source, findings: Findings::default() };
+        self.validate_beside(source, base_dir, files, &[])
+    }
+
+    /// [`Spec::validate`] for a spec read past structural problems: `mended` are the fields that hold a default or
+    /// a placeholder instead of what the user wrote. When one of them feeds the port manifest, overlaps and rule
+    /// counts are not judged (they would be judged on a port the user did not choose).
+    pub fn validate_beside(&self, source: &str, base_dir: &Path, files: FileCheck, mended: &[String]) -> Findings {
+        let mended_ports = mended.iter().any(|m| PORT_FIELDS.iter().any(|f| related(m, f)));
+        let mut v = Validator { source, findings: Findings::default(), mended_ports };
         v.check(self, base_dir, files);
         v.findings
     }
 }
+
+/// The fields the port manifest is derived from (with the kind, which decides the server's own ports).
+const PORT_FIELDS: [&str; 7] = ["sfu.kind", "sfu.rtc_ports", "sfu.tcp_ports", "sfu.udp_ports", "sfu.listen_port", "sfu.ice_tcp_port", "ssh.port"];
 
 /// The most hosts one deployment may ask a cloud for: every one is planned, created and audited in one run.
 const MAX_COUNT: u32 = 100;
@@ -67,6 +78,8 @@ const MAX_COUNT: u32 = 100;
 struct Validator<'a> {
     source: &'a str,
     findings: Findings,
+    /// Whether a field the port manifest comes from holds a value the user did not write.
+    mended_ports: bool,
 }
 
 impl Validator<'_> {
@@ -106,7 +119,9 @@ impl Validator<'_> {
         self.check_provider(spec, data);
         self.check_ssh(spec, base_dir, files);
         self.check_sfu(spec, base_dir, files);
-        if self.findings.errors.is_empty() {
+        // Overlaps and rule counts are judged on sound ports only: an inverted range or a port 0 would only add noise.
+        let port_problem = self.findings.errors.iter().any(|d| PORT_FIELDS.iter().any(|f| d.field.starts_with(f)));
+        if !port_problem && !self.mended_ports {
             self.check_manifest(spec, data);
         }
     }

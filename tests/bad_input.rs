@@ -340,3 +340,19 @@ fn examples_stay_valid() {
         sfuctl(home.path()).arg("validate").arg(example(name)).assert().success();
     }
 }
+
+/// The wording of a many-problem spec's report, text and JSON, changes only on purpose (insta snapshots).
+#[test]
+fn the_report_of_many_problems_is_snapshotted() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.yaml");
+    let source = "name: Demo\nprovider:\n  kind: digitalocean\n  region: fra1\n  cout: 2\nssh:\n  allow_from: [203.0.113.7/24]\n  usr: root\nsfu:\n  kind: janus\n  rtc_ports: 40000-41000\n  participants: many\n  tcp_ports: [443, 8088, 22]\n  udp_ports: [40500]\n";
+    std::fs::write(&spec, source).unwrap();
+    let run = sfuctl(home.path()).arg("validate").arg(&spec).assert().code(2);
+    let text = String::from_utf8_lossy(&run.get_output().stderr).replace(&spec.display().to_string(), "spec.yaml");
+    insta::assert_snapshot!("validate_text_many_problems", text);
+    let run = sfuctl(home.path()).args(["validate", "-o", "json"]).arg(&spec).assert().code(2);
+    let json: Value = serde_json::from_slice(&run.get_output().stdout).unwrap();
+    insta::assert_snapshot!("validate_json_many_problems", serde_json::to_string_pretty(&json).unwrap());
+}
