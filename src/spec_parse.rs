@@ -217,6 +217,8 @@ pub fn parse_all(source: &str) -> Parsed {
         } else {
             match serde_yaml::to_string(&value) {
                 Ok(text) => serde_yaml::from_str::<Spec>(&text),
+                // A value YAML cannot write back (an odd tag): read the user's text as it is, once.
+                Err(_) if round == 0 => serde_yaml::from_str::<Spec>(source),
                 Err(_) => break,
             }
         };
@@ -290,6 +292,13 @@ pub fn parse_all(source: &str) -> Parsed {
         removed.note(&original);
         dropped.push(show_path(&original));
         mended.push(original);
+    }
+    if errors.is_empty() {
+        // Reading stopped before naming anything: the strict parser's first problem is still worth saying.
+        match Spec::parse(source) {
+            Ok(spec) => return Parsed { spec: Some(spec), errors, dropped },
+            Err(d) => errors.push(d),
+        }
     }
     Parsed { spec: None, errors: placed(errors), dropped }
 }
@@ -430,6 +439,18 @@ mod tests {
         let p = parse_all(&GOOD.replace("  tcp_ports: [443]\n", "  tcp_ports: [443]\n  kind: coturn\n"));
         assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
         assert_eq!(p.errors[0].location, Some(Location { line: 11, column: 3 }));
+    }
+
+    /// Found by `scripts/fuzz-spec`: a value that cannot be written back as YAML (an empty tag `! x`) next to a
+    /// `<<` ended the reading with no problem reported.
+    #[test]
+    fn a_value_that_cannot_be_written_back_still_gets_its_problems_reported() {
+        let p = parse_all(";ssh:\n ! a`lon: :emo\nprovider:\n x\nr<9<<d: 1\n");
+        assert!(!p.errors.is_empty(), "{p:?}");
+        assert!(p.errors.iter().all(|d| !d.field.is_empty() || d.location.is_some()), "{:?}", p.errors);
+        assert_eq!(p.errors[0].field, ";ssh", "{:?}", p.errors);
+        let exact = parse_all(";ssh:\n ! a`lonYYYYYYYYYYYYYYYYYYYYYame: :emo\nme:ssh:\n ! a`loname: :ea   sfuctl r<9<<<<<<<<<<<d:\"!mo\nprovider:\n nd[j :an443]\n");
+        assert!(!exact.errors.is_empty(), "{exact:?}");
     }
 
     #[test]
