@@ -211,14 +211,15 @@ pub fn parse_all(source: &str) -> Parsed {
     let mut mended: Vec<Vec<Seg>> = Vec::new();
     let mut suggested: Vec<(Vec<Seg>, String)> = Vec::new();
     for round in 0..MAX_PROBLEMS {
-        // The first round reads the user's own text, so the parser's position of the first problem is exact.
-        let result = if round == 0 && !merges {
-            serde_yaml::from_str::<Spec>(source)
+        // The first round reads the user's own text, so the parser's position of the first problem is exact; later
+        // rounds read the mended value written back as YAML, whose positions mean nothing in the user's file.
+        let (result, from_source) = if round == 0 && !merges {
+            (serde_yaml::from_str::<Spec>(source), true)
         } else {
             match serde_yaml::to_string(&value) {
-                Ok(text) => serde_yaml::from_str::<Spec>(&text),
+                Ok(text) => (serde_yaml::from_str::<Spec>(&text), false),
                 // A value YAML cannot write back (an odd tag): read the user's text as it is, once.
-                Err(_) if round == 0 => serde_yaml::from_str::<Spec>(source),
+                Err(_) if round == 0 => (serde_yaml::from_str::<Spec>(source), true),
                 Err(_) => break,
             }
         };
@@ -232,11 +233,14 @@ pub fn parse_all(source: &str) -> Parsed {
         let here = parse_path(&path);
         let original = removed.original(&here);
         let mut d = diagnose_parse_error(source, &err);
+        if !from_source {
+            d.location = None;
+        }
         if let Some(bad) = unknown_field(&message) {
             let mut full = original.clone();
             full.push(Seg::Key(bad.clone()));
             d.field = show_path(&full);
-            if round > 0 {
+            if !from_source {
                 d.location = locate::find(source, &d.field);
             }
             if let Some(best) = expected_names(&message).as_deref().and_then(|names| closest(&bad, names).map(str::to_string)) {
@@ -279,7 +283,7 @@ pub fn parse_all(source: &str) -> Parsed {
             break;
         }
         d.field = show_path(&original);
-        if round > 0 {
+        if !from_source {
             d.location = locate::find(source, &d.field);
         }
         if d.hint.is_none() {
@@ -458,6 +462,10 @@ mod tests {
         let source = "defaults: &d { kind: janus, rtc_ports: 40000-41000 }\nname: x\nprovider: { kind: ssh, hosts: [{ name: a, address: 203.0.113.1 }] }\nsfu:\n  <<: *d\n  tcp_ports: [443]\n";
         let p = parse_all(source);
         assert_eq!(fields(&p), ["defaults"], "{:?}", p.errors);
+        // Positions are the user's even though the merged value was read: `bogus` sits on line 7.
+        let p = parse_all(&format!("{source}  bogus: 1\n"));
+        assert_eq!(p.errors[1].field, "sfu.bogus", "{:?}", p.errors);
+        assert_eq!(p.errors[1].location, Some(Location { line: 7, column: 3 }), "{:?}", p.errors);
         let ok = "name: x\nprovider: { kind: ssh, hosts: [{ name: a, address: 203.0.113.1 }] }\nsfu:\n  <<: { kind: janus, rtc_ports: 40000-41000 }\n";
         let p = parse_all(ok);
         assert!(p.errors.is_empty(), "{:?}", p.errors);
