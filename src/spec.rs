@@ -517,7 +517,7 @@ mod tests {
         let e = errors_of(&livekit);
         assert!(e.iter().any(|m| m.contains("overlaps tcp 7000")), "{e:?}");
         let e = errors_of(&GOOD.replace("  tcp_ports: [443]", "  udp_ports: [40500]"));
-        assert!(e[0].starts_with("sfu.udp_ports (line 10"), "{e:?}");
+        assert!(e[0].starts_with("sfu.udp_ports[0] (line 10, column 15)"), "{e:?}");
         let e = errors_of(&GOOD.replace("ssh:\n", "ssh:\n  port: 40022\n"));
         assert!(e.iter().any(|m| m.contains("contains the SSH port 40022")), "{e:?}");
     }

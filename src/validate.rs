@@ -393,8 +393,18 @@ impl Validator<'_> {
         for (i, a) in rules.iter().enumerate() {
             for b in &rules[i + 1..] {
                 if a.protocol == b.protocol && a.ports.overlaps(&b.ports) {
+                    // A listed port is named by its item, so the position is the port itself.
+                    let list = match b.field {
+                        "sfu.tcp_ports" => Some(&spec.sfu.tcp_ports),
+                        "sfu.udp_ports" => Some(&spec.sfu.udp_ports),
+                        _ => None,
+                    };
+                    let field = match list.and_then(|l| l.iter().position(|&p| PortRange::single(p) == b.ports)) {
+                        Some(index) => format!("{}[{index}]", b.field),
+                        None => b.field.to_string(),
+                    };
                     self.error(
-                        b.field,
+                        &field,
                         format!("{} {} ({}) overlaps {} {} ({}, from {})", b.protocol, b.ports, b.purpose, a.protocol, a.ports, a.purpose, a.field),
                         Some("give every purpose its own ports".to_string()),
                     );
