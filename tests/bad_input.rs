@@ -292,6 +292,7 @@ fn unknown_region_size_and_image_are_reported_from_the_digitalocean_api() {
     let cases = [
         ApiCase { what: "DigitalOcean region", provider: "{ kind: digitalocean, region: fra9 }", expect: &["provider.region", "`fra9`", "did you mean `fra1`?", "nyc3", "GET /v2/regions"] },
         ApiCase { what: "DigitalOcean size", provider: "{ kind: digitalocean, region: fra1, size: s-1vcpu-3gb }", expect: &["provider.size", "`s-1vcpu-3gb`", "s-1vcpu-2gb", "GET /v2/sizes"] },
+        ApiCase { what: "DigitalOcean image", provider: "{ kind: digitalocean, region: fra1, image: ubuntu-99-04-x64 }", expect: &["provider.image", "`ubuntu-99-04-x64`", "ubuntu-24-04-x64", "GET /v2/images"] },
     ];
     run_api_cases(&fake, &cases, || fake_writes(&fake));
     assert_empty_inventory("DigitalOcean", &fake.get("/_fake/state"), &["droplets", "firewalls", "ssh_keys", "tags"]);

@@ -329,8 +329,9 @@ impl DigitalOcean {
         Ok(())
     }
 
-    /// `GET /v2/regions` and `GET /v2/sizes`: the spec's region must be open for new droplets and its size offered
-    /// there; otherwise bad input listing what is.
+    /// `GET /v2/regions`, `GET /v2/sizes` and `GET /v2/images`: the spec's region must be open for new droplets,
+    /// its size offered there and its image (slug or ID) one the account may use; otherwise bad input listing what
+    /// is.
     pub async fn check_choices(&self, req: &ServerRequest) -> Result<()> {
         let regions: Vec<Choice> =
             self.list_all("/v2/regions", "regions", None).await.map_err(failed("cannot list the regions on DigitalOcean (GET /v2/regions)".into()))?;
@@ -343,7 +344,16 @@ impl DigitalOcean {
         if !here.contains(&req.size) {
             return Err(unknown_choice(STYLE.title, "provider.size", &req.size, &here, &format!("GET /v2/sizes, in {}", req.region)));
         }
-        Ok(())
+        if req.image.is_empty() {
+            return Ok(());
+        }
+        // Every image the account may use: public distributions and applications, and its own snapshots (by ID).
+        let images: Vec<ImageChoice> = self.list_all("/v2/images", "images", None).await.map_err(failed("cannot list the images on DigitalOcean (GET /v2/images)".into()))?;
+        if images.iter().any(|i| i.slug.as_deref() == Some(req.image.as_str()) || i.id.to_string() == req.image) {
+            return Ok(());
+        }
+        let slugs: Vec<String> = images.into_iter().filter_map(|i| i.slug).collect();
+        Err(unknown_choice(STYLE.title, "provider.image", &req.image, &slugs, "GET /v2/images"))
     }
 }
 
@@ -746,6 +756,14 @@ impl DoKey {
     fn into_key(self) -> SshKey {
         SshKey { id: SshKeyId(self.id.to_string()), fingerprint: self.fingerprint.unwrap_or_default(), name: self.name.unwrap_or_default() }
     }
+}
+
+/// An image of `GET /v2/images`: its ID and, for public images, its slug.
+#[derive(Debug, Deserialize)]
+struct ImageChoice {
+    id: u64,
+    #[serde(default)]
+    slug: Option<String>,
 }
 
 /// A region or size of `GET /v2/regions` / `GET /v2/sizes`: its slug, whether new droplets may use it, and (sizes)
