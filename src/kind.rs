@@ -46,6 +46,9 @@ pub struct KindDescriptor {
     /// WebRtcTransports with a TCP listenInfo).
     #[serde(default)]
     pub media_over_tcp: bool,
+    /// Whether the kind cannot run without `sfu.artifact` (mediasoup is a library: the app is the server).
+    #[serde(default)]
+    pub needs_artifact: bool,
     /// The media range's purpose in the manifest, firewall rules and plan.
     #[serde(default = "default_media_purpose")]
     pub media_purpose: String,

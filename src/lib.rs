@@ -30,6 +30,7 @@ pub mod render;
 pub mod secret;
 pub mod service;
 pub mod spec;
+pub mod spec_parse;
 pub mod turn_client;
 pub mod state;
 pub mod validate;

@@ -80,9 +80,18 @@ fn key_of<'a>(line: &Line<'a>) -> Option<(&'a str, usize)> {
 pub fn find(source: &str, path: &str) -> Option<Location> {
     let lines = content_lines(source);
     let mut found = None;
+    // Where the last found node's value starts on its line (after `key:` or `- `), for flow-style values.
+    let mut value_at: Option<(usize, usize)> = None;
+    let all = steps(path);
     // The window of lines that belong to the current node, and the indentation its children must exceed.
     let (mut start, mut end, mut parent_indent): (usize, usize, Option<usize>) = (0, lines.len(), None);
-    for step in steps(path) {
+    let mut consumed = 0;
+    for (n, step) in all.iter().enumerate() {
+        consumed = n;
+        let step = match step {
+            Step::Key(k) => Step::Key(k),
+            Step::Index(i) => Step::Index(*i),
+        };
         let Some(child_indent) = lines[start..end]
             .iter()
             .map(|l| l.indent)
@@ -100,8 +109,10 @@ pub fn find(source: &str, path: &str) -> Option<Location> {
                 }) else {
                     break;
                 };
-                let Some((_, column)) = key_of(&lines[pos]) else { break };
+                let Some((k, column)) = key_of(&lines[pos]) else { break };
                 found = Some(Location { line: lines[pos].number, column });
+                value_at = Some((pos, column + k.len()));
+                consumed = n + 1;
                 let own = column - 1;
                 let stop = (pos + 1..end).find(|&i| lines[i].indent <= own && !(lines[i].indent == own && lines[i].text.starts_with("- "))).unwrap_or(end);
                 (start, end, parent_indent) = (pos, stop, Some(own));
@@ -116,13 +127,92 @@ pub fn find(source: &str, path: &str) -> Option<Location> {
                     (start..end).filter(|&i| lines[i].text.starts_with("- ") && lines[i].indent == child_indent).collect();
                 let Some(&pos) = items.get(index) else { break };
                 found = Some(Location { line: lines[pos].number, column: lines[pos].indent + 3 });
+                value_at = Some((pos, lines[pos].indent + 2));
+                consumed = n + 1;
                 let stop = items.get(index + 1).copied().unwrap_or(end);
                 // The item's first key sits on the dash line: keep that line in the window.
                 (start, end, parent_indent) = (pos, stop, Some(lines[pos].indent));
             }
         }
     }
+    // A flow value (`[a, b]`, `{ k: v }`) on the found node's line holds the rest of the path.
+    if let (Some((line_index, value)), true) = (value_at, consumed < all.len()) {
+        let line = &lines[line_index];
+        if let Some(col) = value.checked_sub(line.indent).and_then(|from| flow_find(line.text, from, &all[consumed..])) {
+            return Some(Location { line: line.number, column: line.indent + col + 1 });
+        }
+    }
     found
+}
+
+/// Within one line's flow value (`[a, b]`, `{ k: v, l: [1, 2] }`) starting at byte `from` (0-based, at or
+/// before the opening bracket), the 0-based byte column of the deepest node of `path` found; `None` when the value
+/// is not a flow collection or its first step is not in it.
+fn flow_find(text: &str, from: usize, path: &[Step<'_>]) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut i = from;
+    while i < bytes.len() && bytes[i] == b' ' {
+        i += 1;
+    }
+    let (open, close) = match bytes.get(i) {
+        Some(b'[') => (b'[', b']'),
+        Some(b'{') => (b'{', b'}'),
+        _ => return None,
+    };
+    let (step, rest) = path.split_first()?;
+    // The starts of the collection's items, at depth 1 (quotes and nested brackets skipped).
+    let mut items = Vec::new();
+    let mut depth = 0usize;
+    let mut quote: Option<u8> = None;
+    let mut item_start = true;
+    let mut j = i;
+    while j < bytes.len() {
+        let b = bytes[j];
+        match quote {
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None => match b {
+                b'"' | b'\'' => quote = Some(b),
+                b'[' | b'{' => depth += 1,
+                b']' | b'}' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                b',' if depth == 1 => item_start = true,
+                b'#' if j > 0 && bytes[j - 1] == b' ' => break,
+                _ => {}
+            },
+        }
+        if item_start && depth == 1 && !matches!(b, b' ' | b',') && b != open && b != close {
+            items.push(j);
+            item_start = false;
+        }
+        j += 1;
+    }
+    let (at, value) = match (step, open) {
+        (Step::Index(n), b'[') => {
+            let at = *items.get(*n)?;
+            (at, at)
+        }
+        (Step::Key(key), b'{') => items.iter().find_map(|&at| {
+            let rest_of = &text[at..];
+            let colon = rest_of.find(':')?;
+            let k = rest_of[..colon].trim().trim_matches(|c| c == '"' || c == '\'');
+            (k == *key).then_some((at, at + colon + 1))
+        })?,
+        _ => return None,
+    };
+    if rest.is_empty() {
+        return Some(at);
+    }
+    Some(flow_find(text, value, rest).unwrap_or(at))
+}
+
+/// Finds the first line whose key is `key`, at any depth.
+pub fn find_key(source: &str, key: &str) -> Option<Location> {
+    content_lines(source).iter().find_map(|l| key_of(l).filter(|(k, _)| *k == key).map(|(_, column)| Location { line: l.number, column }))
 }
 
 /// Finds the second `key:` within one mapping: the parser reports duplicate keys without a position.
@@ -176,14 +266,26 @@ sfu:
     fn finds_sequence_items_and_their_keys() {
         assert_eq!(find(SPEC, "provider.hosts[0].address"), Some(Location { line: 6, column: 7 }));
         assert_eq!(find(SPEC, "provider.hosts[0].name"), Some(Location { line: 5, column: 7 }));
-        // A flow mapping has no keys on lines of their own: the item itself is the answer.
-        assert_eq!(find(SPEC, "provider.hosts[1].address"), Some(Location { line: 7, column: 7 }));
+        // A key inside a flow mapping is found on the item's line.
+        assert_eq!(find(SPEC, "provider.hosts[1].address"), Some(Location { line: 7, column: 18 }));
     }
 
     #[test]
     fn falls_back_to_the_deepest_found_parent() {
         assert_eq!(find(SPEC, "sfu.tcp_ports"), Some(Location { line: 10, column: 1 }));
         assert_eq!(find(SPEC, "nothing"), None);
+    }
+
+    #[test]
+    fn finds_items_and_keys_inside_flow_values() {
+        let spec = "ssh: { allow_from: [203.0.113.7/32, \"10.0.0.0/8\"], port: 22 }\nsfu:\n  tcp_ports: [443, 80]\n  env: {A: \"x, y\", B: 1}\n";
+        assert_eq!(find(spec, "ssh.allow_from[1]"), Some(Location { line: 1, column: 37 }));
+        assert_eq!(find(spec, "ssh.port"), Some(Location { line: 1, column: 52 }));
+        assert_eq!(find(spec, "sfu.tcp_ports[1]"), Some(Location { line: 3, column: 20 }));
+        assert_eq!(find(spec, "sfu.env.B"), Some(Location { line: 4, column: 20 }));
+        // Past the end of a list: the list's key.
+        assert_eq!(find(spec, "sfu.tcp_ports[5]"), Some(Location { line: 3, column: 3 }));
+        assert_eq!(find(SPEC, "provider.hosts[1].address"), Some(Location { line: 7, column: 18 }));
     }
 
     #[test]

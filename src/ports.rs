@@ -124,6 +124,11 @@ impl Manifest {
         }
         for (protocol, ports, field) in [(Protocol::Tcp, &sfu.tcp_ports, "sfu.tcp_ports"), (Protocol::Udp, &sfu.udp_ports, "sfu.udp_ports")] {
             for &port in ports {
+                // A port the kind opens anyway (Janus `tcp_ports: [8088]`) is one rule, not two.
+                let opened = rules.iter().any(|r| r.role == PortRole::Service && r.protocol == protocol && r.ports == PortRange::single(port));
+                if opened {
+                    continue;
+                }
                 rules.push(PortRule {
                     protocol,
                     ports: PortRange::single(port),

@@ -252,13 +252,15 @@ impl std::fmt::Display for Diagnostic {
     }
 }
 
-/// What validation found: errors stop everything (exit 2), warnings are printed and the command goes on.
+/// What validation found: errors stop everything (exit 2), warnings and notes are printed and the command goes on.
 #[derive(Debug, Default)]
 pub struct Findings {
     /// Problems that make the spec unusable.
     pub errors: Vec<Diagnostic>,
     /// Things that work but are probably not what you want.
     pub warnings: Vec<Diagnostic>,
+    /// Things that are fine but worth knowing, e.g. a port listed that the server kind opens anyway.
+    pub notes: Vec<Diagnostic>,
 }
 
 /// How strict to be about files the spec points at (`artifact`, SSH keys).
@@ -282,14 +284,20 @@ pub struct LoadedSpec {
 }
 
 impl Spec {
-    /// Reads and parses a spec file. Syntax, type and unknown-field errors come back as exit-2 errors naming the
-    /// file, line and column.
-    pub fn load(path: &Path) -> Result<LoadedSpec> {
+    /// Reads a spec file's text; a file that cannot be read is bad input (exit 2).
+    pub fn read_source(path: &Path) -> Result<String> {
         let source = std::fs::read_to_string(path).map_err(|e| {
             UserError::input(format!("cannot read spec `{}`", path.display()))
                 .caused_by(e)
                 .hint("pass the path of a YAML deployment spec, e.g. `examples/mediasoup-digitalocean.yaml`")
         })?;
+        Ok(source)
+    }
+
+    /// Reads and parses a spec file, stopping at the first syntax, type or unknown-field error (an exit-2 error
+    /// naming the file, line and column). Commands use `validate::check_source`, which reports every problem.
+    pub fn load(path: &Path) -> Result<LoadedSpec> {
+        let source = Self::read_source(path)?;
         let spec = Self::parse(&source).map_err(|d| {
             let mut err = UserError::input(format!("invalid spec `{}`: {}", path.display(), d.summary()));
             if let Some(h) = d.hint {
@@ -308,6 +316,19 @@ impl Spec {
 }
 
 impl Diagnostic {
+    /// One line as compilers print it: `file:line:column: field: message`, leaving out what is unknown.
+    pub fn at(&self, file: &Path) -> String {
+        let mut out = file.display().to_string();
+        if let Some(l) = self.location {
+            out.push_str(&format!(":{}:{}", l.line, l.column));
+        }
+        if !self.field.is_empty() {
+            out.push_str(&format!(": {}", self.field));
+        }
+        out.push_str(&format!(": {}", self.message));
+        out
+    }
+
     /// One line: `field (line L, column C): message`, leaving out what is unknown.
     pub fn summary(&self) -> String {
         let place = self.location.map(|l| format!("line {}, column {}", l.line, l.column));
@@ -321,7 +342,7 @@ impl Diagnostic {
 }
 
 /// Turns a serde_yaml error into a diagnostic with a real location and, for typos, a suggestion.
-fn diagnose_parse_error(source: &str, err: &serde_yaml::Error) -> Diagnostic {
+pub(crate) fn diagnose_parse_error(source: &str, err: &serde_yaml::Error) -> Diagnostic {
     let text = err.to_string();
     // serde_yaml appends " at line L column C"; we print the location ourselves.
     let text = text.split(" at line ").next().unwrap_or(&text).to_string();
@@ -494,10 +515,13 @@ mod tests {
 
     #[test]
     fn overlapping_ports_are_errors() {
-        let e = errors_of(&GOOD.replace("[443]", "[443, 8088]"));
-        assert!(e[0].contains("overlaps tcp 8088 (Janus HTTP API"), "{e:?}");
+        let e = errors_of(&GOOD.replace("[443]", "[443, 22]"));
+        assert!(e[0].contains("overlaps tcp 22 (SSH"), "{e:?}");
+        let livekit = GOOD.replace("kind: janus", "kind: livekit").replace("  tcp_ports: [443]\n", "  listen_port: 7000\n  ice_tcp_port: 7000\n");
+        let e = errors_of(&livekit);
+        assert!(e.iter().any(|m| m.contains("overlaps tcp 7000")), "{e:?}");
         let e = errors_of(&GOOD.replace("  tcp_ports: [443]", "  udp_ports: [40500]"));
-        assert!(e[0].starts_with("sfu.udp_ports (line 10"), "{e:?}");
+        assert!(e[0].starts_with("sfu.udp_ports[0] (line 10, column 15)"), "{e:?}");
         let e = errors_of(&GOOD.replace("ssh:\n", "ssh:\n  port: 40022\n"));
         assert!(e.iter().any(|m| m.contains("contains the SSH port 40022")), "{e:?}");
     }
@@ -548,6 +572,72 @@ mod tests {
         let w: Vec<String> = f.warnings.iter().map(|d| d.to_string()).collect();
         assert!(w.iter().any(|m| m.contains("SSH is open to the whole internet")), "{w:?}");
         assert!(w.iter().any(|m| m.contains("5 ports carry about 5 participants")), "{w:?}");
+    }
+
+    /// Issue 15: the ports people copy from their server's docs are the ones the kind opens anyway.
+    #[test]
+    fn naming_a_port_the_kind_opens_is_a_note_not_a_conflict() {
+        let cases = [
+            ("janus", "  tcp_ports: [8088]\n", "tcp 8088 is already opened by `sfu.listen_port` (Janus HTTP API)"),
+            ("livekit", "  tcp_ports: [7881, 443]\n", "tcp 7881 is already opened by `sfu.ice_tcp_port`"),
+            ("coturn", "  udp_ports: [3478]\n", "udp 3478 is already opened by `sfu.listen_port`"),
+        ];
+        for (kind, ports, note) in cases {
+            let source = GOOD.replace("kind: janus", &format!("kind: {kind}")).replace("  tcp_ports: [443]\n", ports);
+            let spec = Spec::parse(&source).unwrap();
+            let f = spec.validate(&source, Path::new("."), FileCheck::Warn);
+            assert!(f.errors.is_empty(), "{kind}: {:?}", f.errors);
+            let notes: Vec<String> = f.notes.iter().map(|d| d.to_string()).collect();
+            assert_eq!(notes.len(), 1, "{kind}: {notes:?}");
+            assert!(notes[0].contains(note), "{kind}: {notes:?}");
+            assert!(notes[0].starts_with("sfu."), "{kind}: names the field: {notes:?}");
+            // One rule per port in the manifest, so every firewall gets it once.
+            let m = spec.manifest();
+            let count = |p: u16| m.rules.iter().filter(|r| r.ports == crate::port_range::PortRange::single(p) && r.role != crate::ports::PortRole::Ssh).count();
+            assert_eq!(count(if kind == "livekit" { 7881 } else if kind == "janus" { 8088 } else { 3478 }), if kind == "coturn" { 2 } else { 1 }, "{kind}: {:?}", m.rules);
+        }
+    }
+
+    /// Issue 14: structural and semantic problems of one spec come together, and a placeholder for a missing field
+    /// adds no finding of its own.
+    #[test]
+    fn structural_and_semantic_problems_are_reported_together() {
+        let source = GOOD.replace("  kind: janus\n", "").replace("203.0.113.7/32", "203.0.113.7/24").replace("name: demo", "name: Demo");
+        let checked = crate::validate::check_source(&source, Path::new("."), FileCheck::Warn);
+        let fields: Vec<&str> = checked.findings.errors.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!(fields, ["name", "ssh.allow_from[0]", "sfu.kind"], "{:?}", checked.findings.errors);
+        assert!(checked.spec.is_none());
+        // A missing provider kind: nothing about the placeholder's rules (kind ssh needs hosts, region is cloud-only).
+        let source = GOOD.replace("  kind: digitalocean\n", "");
+        let checked = crate::validate::check_source(&source, Path::new("."), FileCheck::Warn);
+        let errors: Vec<String> = checked.findings.errors.iter().map(|d| d.to_string()).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("provider.kind (line 2, column 1): missing field `kind`"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_huge_participant_count_warns_without_overflow() {
+        let source = GOOD.replace("  tcp_ports: [443]\n", "  participants: 4294967295\n");
+        let spec = Spec::parse(&source).unwrap();
+        let w = spec.validate(&source, Path::new("."), FileCheck::Warn).warnings;
+        assert!(w.iter().any(|d| d.message.contains("fewer than 4294967295")), "{w:?}");
+    }
+
+    #[test]
+    fn mediasoup_without_an_artifact_is_an_error() {
+        let e = errors_of(&GOOD.replace("kind: janus", "kind: mediasoup"));
+        assert!(e.iter().any(|m| m.starts_with("sfu (line 7") && m.contains("needs an `artifact`")), "{e:?}");
+        let with = GOOD.replace("kind: janus", "kind: mediasoup\n  artifact: ./app");
+        assert!(errors_of(&with).is_empty());
+    }
+
+    #[test]
+    fn a_one_port_range_says_how_short_it_falls() {
+        let source = GOOD.replace("kind: janus", "kind: mediasoup\n  artifact: ./app").replace("40000-41000", "44444");
+        let spec = Spec::parse(&source).unwrap();
+        let w: Vec<String> = spec.validate(&source, Path::new("."), FileCheck::Warn).warnings.iter().map(|d| d.to_string()).collect();
+        assert!(w.iter().any(|m| m.contains("1 port carries not even one participant on mediasoup, which needs about 2 ports per participant; 10 wanted")), "{w:?}");
+        assert!(w.iter().any(|m| m.contains("at least 20 ports, e.g. `44444-44463`")), "{w:?}");
     }
 
     #[test]

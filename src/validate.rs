@@ -6,9 +6,51 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use crate::kind::PortField;
+use crate::ports::{PortRange, PortRole, Protocol};
 use crate::locate;
 use crate::provider::catalog::ProviderData;
 use crate::spec::{Diagnostic, FileCheck, Findings, Spec, closest, name_problem, parse_cidr, resolve_path};
+use crate::spec_parse::parse_all;
+
+/// A spec's text, read and checked: the spec when it could be read, and every problem found.
+#[derive(Debug)]
+pub struct Checked {
+    /// The spec; `None` when a required part is missing or unusable (then `findings.errors` says why).
+    pub spec: Option<Spec>,
+    /// Every structural and semantic problem, errors in the order of their place in the file.
+    pub findings: Findings,
+}
+
+/// Reads a spec's text and checks it: every structural problem (syntax, unknown fields, types, missing fields) and,
+/// when the rest could be read, every semantic one. Findings about a field whose value was unusable are left out:
+/// they would only repeat the type error or judge a default the user did not choose.
+pub fn check_source(source: &str, base_dir: &Path, files: FileCheck) -> Checked {
+    let parsed = parse_all(source);
+    let mut findings = Findings { errors: parsed.errors, ..Findings::default() };
+    if let Some(spec) = &parsed.spec {
+        let semantic = spec.validate_beside(source, base_dir, files, &parsed.dropped);
+        let fresh = |d: &Diagnostic| !parsed.dropped.iter().any(|dropped| related(dropped, &d.field));
+        findings.errors.extend(semantic.errors.into_iter().filter(fresh));
+        findings.warnings.extend(semantic.warnings.into_iter().filter(fresh));
+        findings.notes.extend(semantic.notes.into_iter().filter(fresh));
+    }
+    findings.errors.sort_by_key(|d| d.location.map_or((usize::MAX, usize::MAX), |l| (l.line, l.column)));
+    let spec = if findings.errors.is_empty() { parsed.spec } else { None };
+    Checked { spec, findings }
+}
+
+/// `1 port`, `2 ports`.
+fn plural(n: u32, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Whether one dotted field path lies within the other (`sfu` and `sfu.tcp_ports[0]`, or the same path).
+fn related(a: &str, b: &str) -> bool {
+    let within = |inner: &str, outer: &str| {
+        inner.strip_prefix(outer).is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+    };
+    within(a, b) || within(b, a)
+}
 
 /// How `sfuctl init` marks a value it could not know (`<REPLACE-ME: what to put here>`): a spec still holding one
 /// is refused, naming the line.
@@ -17,15 +59,31 @@ pub const PLACEHOLDER: &str = "<REPLACE-ME";
 impl Spec {
     /// Checks everything types cannot. Returns every error and warning, each naming its field and line.
     pub fn validate(&self, source: &str, base_dir: &Path, files: FileCheck) -> Findings {
-        let mut v = Validator { source, findings: Findings::default() };
+        self.validate_beside(source, base_dir, files, &[])
+    }
+
+    /// [`Spec::validate`] for a spec read past structural problems: `mended` are the fields that hold a default or
+    /// a placeholder instead of what the user wrote. When one of them feeds the port manifest, overlaps and rule
+    /// counts are not judged (they would be judged on a port the user did not choose).
+    pub fn validate_beside(&self, source: &str, base_dir: &Path, files: FileCheck, mended: &[String]) -> Findings {
+        let mended_ports = mended.iter().any(|m| PORT_FIELDS.iter().any(|f| related(m, f)));
+        let mut v = Validator { source, findings: Findings::default(), mended_ports };
         v.check(self, base_dir, files);
         v.findings
     }
 }
 
+/// The fields the port manifest is derived from (with the kind, which decides the server's own ports).
+const PORT_FIELDS: [&str; 7] = ["sfu.kind", "sfu.rtc_ports", "sfu.tcp_ports", "sfu.udp_ports", "sfu.listen_port", "sfu.ice_tcp_port", "ssh.port"];
+
+/// The most hosts one deployment may ask a cloud for: every one is planned, created and audited in one run.
+const MAX_COUNT: u32 = 100;
+
 struct Validator<'a> {
     source: &'a str,
     findings: Findings,
+    /// Whether a field the port manifest comes from holds a value the user did not write.
+    mended_ports: bool,
 }
 
 impl Validator<'_> {
@@ -43,6 +101,11 @@ impl Validator<'_> {
         self.findings.warnings.push(d);
     }
 
+    fn note(&mut self, field: &str, message: impl Into<String>, hint: impl Into<Option<String>>) {
+        let d = self.diag(field, message.into(), hint.into());
+        self.findings.notes.push(d);
+    }
+
     fn check(&mut self, spec: &Spec, base_dir: &Path, files: FileCheck) {
         let data = ProviderData::get(spec.provider.kind);
         if let Some(problem) = name_problem(&spec.name) {
@@ -57,11 +120,13 @@ impl Validator<'_> {
                 );
             }
         }
-        self.check_provider(spec, &data);
+        self.check_provider(spec, data);
         self.check_ssh(spec, base_dir, files);
         self.check_sfu(spec, base_dir, files);
-        if self.findings.errors.is_empty() {
-            self.check_manifest(spec, &data);
+        // Overlaps and rule counts are judged on sound ports only: an inverted range or a port 0 would only add noise.
+        let port_problem = self.findings.errors.iter().any(|d| PORT_FIELDS.iter().any(|f| d.field.starts_with(f)));
+        if !port_problem && !self.mended_ports {
+            self.check_manifest(spec, data);
         }
         self.check_placeholders();
     }
@@ -124,17 +189,22 @@ impl Validator<'_> {
             if p.region.is_none() && data.region_required {
                 self.error("provider", format!("provider.kind `{kind}` needs a `region`"), Some(format!("add e.g. `region: {}`", data.example_region)));
             }
-            if let Some(region) = &p.region {
-                if !data.regions.is_empty() && !data.regions.iter().any(|r| r == region) {
+            if let Some(region) = &p.region
+                && !data.regions.is_empty() && !data.regions.iter().any(|r| r == region) {
                     let hint = closest(region, &data.regions).map_or_else(
                         || format!("known regions: {}", data.regions.join(", ")),
                         |best| format!("did you mean `{best}`?"),
                     );
                     self.warning("provider.region", format!("`{region}` is not a {} region sfuctl knows", data.title), Some(hint));
                 }
-            }
-            if p.count == Some(0) {
-                self.error("provider.count", "must be at least 1", Some("remove `count` for one host".to_string()));
+            match p.count {
+                Some(0) => self.error("provider.count", "must be at least 1", Some("remove `count` for one host".to_string())),
+                Some(n) if n > MAX_COUNT => self.error(
+                    "provider.count",
+                    format!("{n} hosts are more than one deployment holds (at most {MAX_COUNT})"),
+                    Some("split the hosts over several specs, each with its own `name`".to_string()),
+                ),
+                _ => {}
             }
         } else {
             for field in ["region", "size", "image", "count"] {
@@ -220,11 +290,10 @@ impl Validator<'_> {
         if let Some(fp) = &ssh.host_key {
             self.check_fingerprint("ssh.host_key", fp);
         }
-        if let Some(user) = &ssh.user {
-            if user.is_empty() || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') {
+        if let Some(user) = &ssh.user
+            && (user.is_empty() || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')) {
                 self.error("ssh.user", format!("`{user}` is not a valid user name"), None);
             }
-        }
         // Key files: only the ones the user named (the defaults may legitimately be absent: ssh-agent).
         let private = ssh.private_key.as_deref();
         for (field, raw) in [("ssh.private_key", private), ("ssh.public_key", ssh.public_key.as_deref())] {
@@ -279,6 +348,13 @@ impl Validator<'_> {
             let kinds: Vec<String> = crate::spec::SfuKind::ALL.iter().filter(|k| k.descriptor().media_over_tcp).map(|k| format!("`{}`", k.as_str())).collect();
             self.error("sfu.rtc_tcp", format!("only applies to kind {}: kind `{kind}` takes no media over TCP on the media range", kinds.join(" or ")), Some("remove it".to_string()));
         }
+        if descriptor.needs_artifact && sfu.artifact.is_none() {
+            self.error(
+                "sfu",
+                format!("kind `{kind}` needs an `artifact`: {} is a library, and your app is what runs on the host", descriptor.title),
+                Some("add `artifact: ./my-app` (a directory with package.json, or a .tar.gz of it); examples/mediasoup-app is a minimal one that follows README's mediasoup app contract".to_string()),
+            );
+        }
         if descriptor.command.is_none() && sfu.command.is_none() {
             self.error("sfu", format!("kind `{kind}` needs a `command`: how to start your server"), Some("add e.g. `command: ./my-sfu --config /opt/sfuctl/<name>/sfuctl.env`".to_string()));
         }
@@ -310,25 +386,31 @@ impl Validator<'_> {
                 self.error("sfu.domain", format!("`{domain}` is not a domain name"), Some("e.g. `turn.example.com`".to_string()));
             }
         }
-        if let Some(user) = &sfu.run_as {
-            if user.is_empty() || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        if let Some(user) = &sfu.run_as
+            && (user.is_empty() || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')) {
                 self.error("sfu.run_as", format!("`{user}` is not a valid user name"), None);
             }
-        }
-        if r.start <= r.end {
-            if let Some(per) = descriptor.ports_per_participant {
+        if r.start <= r.end
+            && let Some(per) = descriptor.ports_per_participant {
                 let capacity = r.len() / per;
                 let wanted = sfu.participants.unwrap_or(10);
                 if capacity < wanted {
-                    let need = wanted * per;
+                    let need = wanted.saturating_mul(per);
+                    let ports = plural(r.len(), "port", "ports");
+                    let carry = if r.len() == 1 { "carries" } else { "carry" };
+                    let each = plural(per, "port", "ports");
+                    let message = match capacity {
+                        0 => format!("{ports} {carry} not even one participant on {kind}, which needs about {each} per participant; {wanted} wanted"),
+                        n => format!("{ports} {carry} about {} on {kind} (about {each} each), fewer than {wanted}", plural(n, "participant", "participants")),
+                    };
+                    let last = u32::from(r.start).saturating_add(need - 1).min(65535);
                     self.warning(
                         "sfu.rtc_ports",
-                        format!("{} ports carry about {capacity} participants on {kind} (about {per} port(s) each), fewer than {wanted}", r.len()),
-                        Some(format!("widen the range to at least {need} ports, e.g. `{}-{}`", r.start, r.start as u32 + need - 1)),
+                        message,
+                        Some(format!("widen the range to at least {need} ports, e.g. `{}-{last}`", r.start)),
                     );
                 }
             }
-        }
         for (i, name) in sfu.packages.iter().enumerate() {
             let ok = name.len() >= 2 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b)) && name.as_bytes()[0].is_ascii_alphanumeric();
             if !ok {
@@ -346,13 +428,36 @@ impl Validator<'_> {
 
     fn check_manifest(&mut self, spec: &Spec, data: &ProviderData) {
         let manifest = spec.manifest();
+        // A listed port the kind opens anyway is fine (the manifest keeps one rule): say so, once.
+        for (protocol, ports, field) in [(Protocol::Tcp, &spec.sfu.tcp_ports, "sfu.tcp_ports"), (Protocol::Udp, &spec.sfu.udp_ports, "sfu.udp_ports")] {
+            for (i, &port) in ports.iter().enumerate() {
+                let own = manifest.rules.iter().find(|r| r.role == PortRole::Service && r.protocol == protocol && r.ports == PortRange::single(port));
+                if let Some(own) = own {
+                    self.note(
+                        &format!("{field}[{i}]"),
+                        format!("{protocol} {port} is already opened by `{}` ({}); listing it again changes nothing", own.field, own.purpose),
+                        Some(format!("you may remove it from `{}`", field.trim_start_matches("sfu."))),
+                    );
+                }
+            }
+        }
         // Overlaps within one protocol: two purposes claiming the same port.
         let rules = &manifest.rules;
         for (i, a) in rules.iter().enumerate() {
             for b in &rules[i + 1..] {
                 if a.protocol == b.protocol && a.ports.overlaps(&b.ports) {
+                    // A listed port is named by its item, so the position is the port itself.
+                    let list = match b.field {
+                        "sfu.tcp_ports" => Some(&spec.sfu.tcp_ports),
+                        "sfu.udp_ports" => Some(&spec.sfu.udp_ports),
+                        _ => None,
+                    };
+                    let field = match list.and_then(|l| l.iter().position(|&p| PortRange::single(p) == b.ports)) {
+                        Some(index) => format!("{}[{index}]", b.field),
+                        None => b.field.to_string(),
+                    };
                     self.error(
-                        b.field,
+                        &field,
                         format!("{} {} ({}) overlaps {} {} ({}, from {})", b.protocol, b.ports, b.purpose, a.protocol, a.ports, a.purpose, a.field),
                         Some("give every purpose its own ports".to_string()),
                     );

@@ -60,24 +60,24 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
-    Case { what: "yaml syntax", from: "  kind: janus\n", to: "  kind: \"janus\n", expect: &["line 11, column 1", "end of stream"] },
-    Case { what: "wrong type", from: "[443]", to: "[https]", expect: &["sfu.tcp_ports[0] (line 10, column 15)", "invalid type"] },
-    Case { what: "unknown field", from: "tcp_ports", to: "tcp_port", expect: &["unknown field `tcp_port`", "line 10, column 3", "did you mean `tcp_ports`?"] },
+    Case { what: "yaml syntax", from: "  kind: janus\n", to: "  kind: \"janus\n", expect: &["spec.yaml:11:1: ", "end of stream"] },
+    Case { what: "wrong type", from: "[443]", to: "[https]", expect: &["spec.yaml:10:15: sfu.tcp_ports[0]: invalid type", "hint: `sfu.tcp_ports[0]` takes a port number"] },
+    Case { what: "unknown field", from: "tcp_ports", to: "tcp_port", expect: &["spec.yaml:10:3: sfu.tcp_port: unknown field `tcp_port`", "hint: did you mean `tcp_ports`?"] },
     Case { what: "unknown provider", from: "digitalocean", to: "digitalocen", expect: &["unknown value `digitalocen`", "did you mean `digitalocean`?"] },
-    Case { what: "missing field", from: "  rtc_ports: 40000-41000\n", to: "", expect: &["missing field `rtc_ports`", "line 7, column 1"] },
-    Case { what: "inverted range", from: "40000-41000", to: "41000-40000", expect: &["sfu.rtc_ports (line 9, column 3)", "inverted", "40000-41000"] },
+    Case { what: "missing field", from: "  rtc_ports: 40000-41000\n", to: "", expect: &["spec.yaml:7:1: sfu.rtc_ports: missing field `rtc_ports`", "hint: add `rtc_ports:` to `sfu`"] },
+    Case { what: "inverted range", from: "40000-41000", to: "41000-40000", expect: &["spec.yaml:9:3: sfu.rtc_ports: range 41000-40000 is inverted", "40000-41000"] },
     Case { what: "range below 1024", from: "40000-41000", to: "1000-2000", expect: &["below 1024"] },
-    Case { what: "range overlaps a port", from: "[443]", to: "[443, 8088]", expect: &["overlaps tcp 8088 (Janus HTTP API"] },
+    Case { what: "a public port on ssh", from: "[443]", to: "[443, 22]", expect: &["spec.yaml:10:20: sfu.tcp_ports[1]: ", "overlaps tcp 22 (SSH"] },
     Case { what: "range overlaps ssh", from: "ssh:\n", to: "ssh:\n  port: 40022\n", expect: &["contains the SSH port 40022"] },
-    Case { what: "udp port in the range", from: "  tcp_ports: [443]\n", to: "  udp_ports: [40001]\n", expect: &["sfu.udp_ports (line 10", "overlaps udp 40000-41000"] },
-    Case { what: "invalid cidr", from: "203.0.113.7/32", to: "203.0.113.7/33", expect: &["ssh.allow_from[0] (line 6", "not a CIDR"] },
+    Case { what: "udp port in the range", from: "  tcp_ports: [443]\n", to: "  udp_ports: [40001]\n", expect: &["spec.yaml:10:15: sfu.udp_ports[0]: ", "overlaps udp 40000-41000"] },
+    Case { what: "invalid cidr", from: "203.0.113.7/32", to: "203.0.113.7/33", expect: &["spec.yaml:6:", "ssh.allow_from[0]: `203.0.113.7/33` is not a CIDR"] },
     Case { what: "host bits", from: "203.0.113.7/32", to: "203.0.113.7/24", expect: &["the network is `203.0.113.0/24`"] },
-    Case { what: "bad name", from: "name: demo", to: "name: Demo!", expect: &["name (line 1, column 1)", "lowercase"] },
-    Case { what: "hosts on a cloud", from: "  region: fra1\n", to: "  region: fra1\n  hosts: [{ name: a, address: 203.0.113.1 }]\n", expect: &["provider.hosts (line 5", "kind: ssh"] },
+    Case { what: "bad name", from: "name: demo", to: "name: Demo!", expect: &["spec.yaml:1:1: name: ", "lowercase"] },
+    Case { what: "hosts on a cloud", from: "  region: fra1\n", to: "  region: fra1\n  hosts: [{ name: a, address: 203.0.113.1 }]\n", expect: &["spec.yaml:5:3: provider.hosts: ", "kind: ssh"] },
     Case { what: "ssh without hosts", from: "digitalocean\n  region: fra1", to: "ssh", expect: &["needs `hosts`"] },
     Case { what: "unknown field in provider", from: "kind: digitalocean\n  region: fra1", to: "kind: linode\n  region: eu-central\nname2: x", expect: &["unknown field `name2`"] },
-    Case { what: "tcp media on a kind without it", from: "  tcp_ports: [443]\n", to: "  tcp_ports: [443]\n  rtc_tcp: true\n", expect: &["sfu.rtc_tcp (line 11", "only applies to kind `mediasoup`", "remove it"] },
-    Case { what: "command of the wrong type", from: "  tcp_ports: [443]\n", to: "  tcp_ports: [443]\n  artifact: ./missing.tar.gz\n  command: [x]\n", expect: &["sfu.command", "invalid type"] },
+    Case { what: "tcp media on a kind without it", from: "  tcp_ports: [443]\n", to: "  tcp_ports: [443]\n  rtc_tcp: true\n", expect: &["spec.yaml:11:3: sfu.rtc_tcp: ", "only applies to kind `mediasoup`", "remove it"] },
+    Case { what: "command of the wrong type", from: "  tcp_ports: [443]\n", to: "  tcp_ports: [443]\n  artifact: ./missing.tar.gz\n  command: [x]\n", expect: &["sfu.command: invalid type"] },
 ];
 
 #[test]
@@ -93,7 +93,7 @@ fn every_invalid_spec_exits_2_naming_field_and_fix_and_creates_nothing() {
         for args in [vec!["validate"], vec!["plan"], vec!["render", "--out", out_dir.to_str().unwrap()]] {
             let out = sfuctl(home.path()).args(&args).arg(&spec).assert().code(2);
             let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
-            assert!(stderr.starts_with("error: invalid spec"), "case `{}` ({args:?}): {stderr}", case.what);
+            assert!(stderr.contains("\nerror: invalid spec `"), "case `{}` ({args:?}): {stderr}", case.what);
             for needle in case.expect {
                 assert!(stderr.contains(needle), "case `{}` ({args:?}): expected `{needle}` in:\n{stderr}", case.what);
             }
@@ -129,8 +129,8 @@ fn several_problems_are_reported_together() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("2 problems"))
-        .stderr(predicate::str::contains("ssh.allow_from[0] (line 6, column"))
-        .stderr(predicate::str::contains("sfu.rtc_ports (line 9, column 3)"));
+        .stderr(predicate::str::contains("spec.yaml:6:16: ssh.allow_from[0]: "))
+        .stderr(predicate::str::contains("spec.yaml:9:3: sfu.rtc_ports: "));
 }
 
 #[test]
@@ -266,4 +266,40 @@ fn templates_can_be_overridden_from_a_directory() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("janus/janus.transport.http.jcfg.j2"));
+}
+
+/// Issue 15: ports copied from a server's docs that the kind opens anyway are accepted, with a note.
+#[test]
+fn a_port_the_kind_already_opens_is_a_note() {
+    let home = home();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.yaml");
+    let cases = [
+        ("janus", "  tcp_ports: [8088]\n", "sfu.tcp_ports[0]: tcp 8088 is already opened by `sfu.listen_port` (Janus HTTP API)"),
+        ("livekit", "  tcp_ports: [7881, 443]\n", "sfu.tcp_ports[0]: tcp 7881 is already opened by `sfu.ice_tcp_port`"),
+        ("coturn", "  udp_ports: [3478]\n", "sfu.udp_ports[0]: udp 3478 is already opened by `sfu.listen_port`"),
+    ];
+    for (kind, ports, note) in cases {
+        std::fs::write(&spec, BASE.replace("kind: janus", &format!("kind: {kind}")).replace("  tcp_ports: [443]\n", ports)).unwrap();
+        sfuctl(home.path())
+            .arg("validate")
+            .arg(&spec)
+            .assert()
+            .success()
+            .stderr(predicate::str::contains(format!("note: {}:10:", spec.display())))
+            .stderr(predicate::str::contains(note))
+            .stdout(predicate::str::contains("is valid"));
+        let out = sfuctl(home.path()).args(["validate", "-o", "json"]).arg(&spec).assert().success();
+        let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["notes"].as_array().unwrap().len(), 1, "{kind}: {v}");
+        // plan opens the port once.
+        let out = sfuctl(home.path()).args(["plan", "-o", "json"]).arg(&spec).assert().success();
+        let plan: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        let port = if kind == "janus" { "8088" } else if kind == "livekit" { "7881" } else { "3478" };
+        let rules: Vec<&Value> = plan["firewall_rules"].as_array().unwrap().iter().filter(|r| r["ports"].as_str().is_some_and(|p| p.split('-').any(|x| x == port))).collect();
+        assert!(!rules.is_empty(), "{kind}: {plan}");
+        let listed_again = format!("_ports {port}");
+        assert!(rules.iter().all(|r| !r["purposes"].to_string().contains(&listed_again)), "{kind}: the port got a second rule: {rules:?}");
+    }
 }

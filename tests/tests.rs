@@ -2,6 +2,7 @@
 
 mod architecture;
 mod audit;
+mod bad_input;
 mod deploy_ssh;
 mod do_e2e;
 mod fresh_vm;

@@ -35,8 +35,10 @@ use crate::invocation::Invocation;
 use crate::error::{Exit, UserError, report, warn};
 use crate::render::HostTarget;
 use crate::spec::{Diagnostic, FileCheck, Findings, LoadedSpec, Spec};
+use crate::validate::check_source;
 
-/// Loads a spec and validates it: warnings are printed to stderr, errors become one exit-2 error listing them all.
+/// Loads a spec and validates it: warnings and notes are printed to stderr, errors (every one of them, structural
+/// and semantic) become one exit-2 error listing them all.
 pub fn load_valid_spec(path: &Path, files: FileCheck) -> Result<LoadedSpec> {
     load_checked(path, files, true)
 }
@@ -49,15 +51,15 @@ pub fn load_valid_spec_quietly(path: &Path, files: FileCheck) -> Result<LoadedSp
 }
 
 fn load_checked(path: &Path, files: FileCheck, show_warnings: bool) -> Result<LoadedSpec> {
-    let loaded = Spec::load(path)?;
-    let findings = loaded.spec.validate(&loaded.source, base_dir(path), files);
+    let source = Spec::read_source(path)?;
+    let checked = check_source(&source, base_dir(path), files);
     if show_warnings {
-        print_warnings(path, &findings);
+        print_warnings(path, &checked.findings);
     }
-    if !findings.errors.is_empty() {
-        return Err(invalid_spec(path, &findings.errors).into());
+    match checked.spec {
+        Some(spec) if checked.findings.errors.is_empty() => Ok(LoadedSpec { spec, path: path.to_path_buf(), source }),
+        _ => Err(invalid_spec(path, &checked.findings.errors).into()),
     }
-    Ok(loaded)
 }
 
 /// The directory relative paths in a spec are resolved against: the spec's own.
@@ -65,26 +67,40 @@ pub fn base_dir(spec_path: &Path) -> &Path {
     spec_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
-/// Prints each warning as `warning: <file>: <field> (line L, column C): <message>` with its hint.
+/// Prints each warning as `warning: <file>:<line>:<column>: <field>: <message>` and each note as `note: …`, each
+/// followed by its `hint:`.
 pub fn print_warnings(path: &Path, findings: &Findings) {
-    for w in &findings.warnings {
-        warn(format!("{}: {w}", path.display()));
+    for (lead, list) in [("warning", &findings.warnings), ("note", &findings.notes)] {
+        for d in list {
+            if lead == "warning" {
+                warn(d.at(path));
+            } else {
+                eprintln!("{lead}: {}", d.at(path));
+            }
+            if let Some(h) = &d.hint {
+                eprintln!("hint: {h}");
+            }
+        }
     }
 }
 
-/// One error for all of a spec's problems: a single problem keeps its hint as the `hint:` line.
+/// One error for all of a spec's problems, printed as compilers do: each problem as `error: <file>:<line>:<column>:
+/// <field>: <message>` with its `hint:`, then a last line counting them.
 pub fn invalid_spec(path: &Path, errors: &[Diagnostic]) -> UserError {
-    if let [only] = errors {
-        let err = UserError::input(format!("invalid spec `{}`: {}", path.display(), only.summary()));
-        return match &only.hint {
-            Some(h) => err.hint(h.clone()),
-            None => err,
-        };
-    }
-    let mut message = format!("invalid spec `{}`: {} problems", path.display(), errors.len());
+    let mut message = String::new();
     for e in errors {
-        message.push_str(&format!("\n  {}", e.to_string().replace("\n  hint:", "\n    hint:")));
+        message.push_str(&e.at(path));
+        if let Some(h) = &e.hint {
+            message.push_str(&format!("\nhint: {h}"));
+        }
+        message.push_str("\nerror: ");
     }
+    let count = match errors.len() {
+        0 => "it cannot be read".to_string(),
+        1 => "1 problem".to_string(),
+        n => format!("{n} problems"),
+    };
+    message.push_str(&format!("invalid spec `{}`: {count}; nothing was created or changed", path.display()));
     UserError::input(message)
 }
 

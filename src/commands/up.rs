@@ -52,7 +52,7 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_audit: bool,
     /// Probe only N ports of the media range in the final audit (default: every free port).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "no_audit")]
     pub sample: Option<usize>,
     /// Deploy a shared secret other than the one last deployed (every client's credentials change with it);
     /// without this flag `up` refuses a different secret.

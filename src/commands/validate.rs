@@ -10,6 +10,7 @@ use crate::output::Output;
 use crate::commands::{base_dir, invalid_spec, print_warnings};
 use crate::error::Exit;
 use crate::spec::{Diagnostic, FileCheck, Spec};
+use crate::validate::check_source;
 
 /// Arguments of commands that take only a spec.
 #[derive(Debug, Args)]
@@ -20,15 +21,17 @@ pub struct SpecArgs {
 
 /// Runs `validate`.
 pub fn execute(args: &SpecArgs, output: Output) -> Result<Exit> {
-    let loaded = match Spec::load(&args.spec) {
-        Ok(l) => l,
+    let source = match Spec::read_source(&args.spec) {
+        Ok(s) => s,
         Err(e) if output == Output::Json => {
-            println!("{}", json!({ "ok": false, "errors": [{ "message": format!("{e:#}") }], "warnings": [] }));
+            let error = json!({ "field": null, "line": null, "column": null, "message": format!("{e:#}"), "hint": crate::error::hint_of(&e) });
+            println!("{}", json!({ "ok": false, "errors": [error], "warnings": [], "notes": [] }));
             return Err(e);
         }
         Err(e) => return Err(e),
     };
-    let findings = loaded.spec.validate(&loaded.source, base_dir(&args.spec), FileCheck::Warn);
+    let checked = check_source(&source, base_dir(&args.spec), FileCheck::Warn);
+    let findings = &checked.findings;
     if output == Output::Json {
         let list = |ds: &[Diagnostic]| -> Vec<serde_json::Value> {
             ds.iter()
@@ -49,21 +52,23 @@ pub fn execute(args: &SpecArgs, output: Output) -> Result<Exit> {
                 "ok": findings.errors.is_empty(),
                 "errors": list(&findings.errors),
                 "warnings": list(&findings.warnings),
+                "notes": list(&findings.notes),
             }))?
         );
     } else {
-        print_warnings(&args.spec, &findings);
+        print_warnings(&args.spec, findings);
     }
-    if !findings.errors.is_empty() {
-        return Err(invalid_spec(&args.spec, &findings.errors).into());
-    }
+    let spec = match &checked.spec {
+        Some(spec) if findings.errors.is_empty() => spec,
+        _ => return Err(invalid_spec(&args.spec, &findings.errors).into()),
+    };
     if output == Output::Text {
-        let manifest = loaded.spec.manifest();
+        let manifest = spec.manifest();
         println!(
             "{} is valid: {} on {}, {} public port rule(s), media range udp {}.",
             args.spec.display(),
-            loaded.spec.sfu.kind.as_str(),
-            loaded.spec.provider.kind.as_str(),
+            spec.sfu.kind.as_str(),
+            spec.provider.kind.as_str(),
             manifest.rules.len(),
             manifest.media()
         );

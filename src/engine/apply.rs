@@ -171,6 +171,11 @@ pub async fn converge(provider: &Arc<dyn Provider>, inputs: &Inputs<'_>, confirm
         return Ok((diff.keep, report));
     }
 
+    // A region, size or image the cloud does not offer fails here, before the key or the firewall exists.
+    if let Some(&first) = diff.create.first() {
+        let req = ServerRequest::for_spec(spec, first, Vec::new(), None)?;
+        provider.check_choices(&req).await?;
+    }
     // Between two steps, Ctrl-C stops the run (every ID made so far is saved): see `crate::interrupt`.
     interrupt::check("before anything was created or changed")?;
     let key_ids = ensure_key(provider.as_ref(), data, &owner, &current, inputs, &mut report).await?;

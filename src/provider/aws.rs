@@ -40,7 +40,7 @@ use self::query::{Params, Query};
 use super::{
     Busy,
     Firewall, FirewallId, FirewallRequest, FirewallRule, Owner, Provider, ProviderFuture, Server, ServerId, ServerRequest, ServerStatus,
-    SshKey, SshKeyId,
+    SshKey, SshKeyId, unknown_choice,
 };
 use crate::error::UserError;
 use crate::http::{RequestStats, RetryPolicy, api_code};
@@ -264,6 +264,29 @@ impl Aws {
         })?;
         cache.insert(arch, image.clone());
         Ok(image)
+    }
+
+    /// `DescribeInstanceTypeOfferings` in the region: the spec's instance type must be one the region offers;
+    /// otherwise bad input listing those it does. (The region is the endpoint's; an image is an AMI id checked by
+    /// `RunInstances` itself.)
+    pub async fn check_choices(&self, req: &ServerRequest) -> Result<()> {
+        let mut params = Params::new();
+        params.set("LocationType", "region").set("MaxResults", 1000);
+        let mut offered = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let page: xml::DescribeInstanceTypeOfferings = self.parsed("DescribeInstanceTypeOfferings", &params).await?;
+            offered.extend(page.instance_type_offering_set.items.into_iter().map(|o| o.instance_type));
+            match page.next_token.filter(|t| !t.is_empty()) {
+                Some(token) => {
+                    params.replace("NextToken", token);
+                }
+                None => break,
+            }
+        }
+        if offered.contains(&req.size) {
+            return Ok(());
+        }
+        Err(unknown_choice("AWS", "provider.size", &req.size, &offered, &format!("DescribeInstanceTypeOfferings in {}", self.region)))
     }
 
     /// Terminates an instance; one already gone is success.
@@ -552,6 +575,10 @@ impl Aws {
 }
 
 impl Provider for Aws {
+    fn check_choices<'a>(&'a self, req: &'a ServerRequest) -> ProviderFuture<'a, ()> {
+        Box::pin(Aws::check_choices(self, req))
+    }
+
     fn name(&self) -> &'static str {
         "AWS"
     }

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use super::{
     Firewall, FirewallId, FirewallRequest, FirewallRule, Owner, Provider, ProviderFuture, Server, ServerId, ServerRequest,
-    ServerStatus, SshKey, SshKeyId,
+    ServerStatus, SshKey, SshKeyId, unknown_choice,
 };
 use crate::error::UserError;
 use crate::http::{self, Auth, BearerStyle, Client, ProviderMessage, RequestStats, Retry, RetryPolicy, Secret};
@@ -328,9 +328,40 @@ impl DigitalOcean {
             .map_err(failed(format!("cannot delete the tag `{tag}` on DigitalOcean")))?;
         Ok(())
     }
+
+    /// `GET /v2/regions`, `GET /v2/sizes` and `GET /v2/images`: the spec's region must be open for new droplets,
+    /// its size offered there and its image (slug or ID) one the account may use; otherwise bad input listing what
+    /// is.
+    pub async fn check_choices(&self, req: &ServerRequest) -> Result<()> {
+        let regions: Vec<Choice> =
+            self.list_all("/v2/regions", "regions", None).await.map_err(failed("cannot list the regions on DigitalOcean (GET /v2/regions)".into()))?;
+        let open: Vec<String> = regions.into_iter().filter(|r| r.available).map(|r| r.slug).collect();
+        if !open.contains(&req.region) {
+            return Err(unknown_choice(STYLE.title, "provider.region", &req.region, &open, "GET /v2/regions"));
+        }
+        let sizes: Vec<Choice> = self.list_all("/v2/sizes", "sizes", None).await.map_err(failed("cannot list the sizes on DigitalOcean (GET /v2/sizes)".into()))?;
+        let here: Vec<String> = sizes.into_iter().filter(|s| s.available && s.regions.contains(&req.region)).map(|s| s.slug).collect();
+        if !here.contains(&req.size) {
+            return Err(unknown_choice(STYLE.title, "provider.size", &req.size, &here, &format!("GET /v2/sizes, in {}", req.region)));
+        }
+        if req.image.is_empty() {
+            return Ok(());
+        }
+        // Every image the account may use: public distributions and applications, and its own snapshots (by ID).
+        let images: Vec<ImageChoice> = self.list_all("/v2/images", "images", None).await.map_err(failed("cannot list the images on DigitalOcean (GET /v2/images)".into()))?;
+        if images.iter().any(|i| i.slug.as_deref() == Some(req.image.as_str()) || i.id.to_string() == req.image) {
+            return Ok(());
+        }
+        let slugs: Vec<String> = images.into_iter().filter_map(|i| i.slug).collect();
+        Err(unknown_choice(STYLE.title, "provider.image", &req.image, &slugs, "GET /v2/images"))
+    }
 }
 
 impl Provider for DigitalOcean {
+    fn check_choices<'a>(&'a self, req: &'a ServerRequest) -> ProviderFuture<'a, ()> {
+        Box::pin(DigitalOcean::check_choices(self, req))
+    }
+
     fn name(&self) -> &'static str {
         STYLE.title
     }
@@ -725,6 +756,25 @@ impl DoKey {
     fn into_key(self) -> SshKey {
         SshKey { id: SshKeyId(self.id.to_string()), fingerprint: self.fingerprint.unwrap_or_default(), name: self.name.unwrap_or_default() }
     }
+}
+
+/// An image of `GET /v2/images`: its ID and, for public images, its slug.
+#[derive(Debug, Deserialize)]
+struct ImageChoice {
+    id: u64,
+    #[serde(default)]
+    slug: Option<String>,
+}
+
+/// A region or size of `GET /v2/regions` / `GET /v2/sizes`: its slug, whether new droplets may use it, and (sizes)
+/// the regions that offer it.
+#[derive(Debug, Deserialize)]
+struct Choice {
+    slug: String,
+    #[serde(default)]
+    available: bool,
+    #[serde(default)]
+    regions: Vec<String>,
 }
 
 #[cfg(test)]

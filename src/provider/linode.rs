@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 
 use super::{
     Firewall, FirewallId, FirewallRequest, FirewallRule, NameTaken, Owner, Provider, ProviderFuture, Server, ServerId,
-    ServerRequest, ServerStatus, SshKey, SshKeyId,
+    ServerRequest, ServerStatus, SshKey, SshKeyId, unknown_choice,
 };
 use crate::error::UserError;
 use crate::http::{self, ApiStyle, Auth, BearerStyle, Client, Failure, ProviderMessage, RequestStats, RetryPolicy, Secret};
@@ -410,9 +410,31 @@ impl Linode {
             .map_err(failed(format!("cannot delete Linode Cloud Firewall {fid}")))?;
         Ok(())
     }
+
+    /// `GET /v4/regions`, `GET /v4/linode/types` and `GET /v4/images`: the spec's region, type and image must be
+    /// ones Linode lists; otherwise bad input listing what it does.
+    pub async fn check_choices(&self, req: &ServerRequest) -> Result<()> {
+        let checks = [("provider.region", &req.region, "/regions"), ("provider.size", &req.size, "/linode/types"), ("provider.image", &req.image, "/images")];
+        for (field, value, path) in checks {
+            if value.is_empty() {
+                continue;
+            }
+            let listed_by = format!("GET /v4{path}");
+            let items: Vec<Choice> = self.list_all(path, None).await.map_err(failed(format!("cannot list what Linode offers ({listed_by})")))?;
+            let ids: Vec<String> = items.into_iter().filter(|c| c.status.as_deref().is_none_or(|s| s == "ok" || s == "available")).map(|c| c.id).collect();
+            if !ids.contains(value) {
+                return Err(unknown_choice("Linode", field, value, &ids, &listed_by));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Provider for Linode {
+    fn check_choices<'a>(&'a self, req: &'a ServerRequest) -> ProviderFuture<'a, ()> {
+        Box::pin(Linode::check_choices(self, req))
+    }
+
     fn name(&self) -> &'static str {
         BEARER.title
     }
@@ -744,6 +766,15 @@ impl LinodeFirewall {
             outbound_ok: outbound_open && !outbound_drops,
         }
     }
+}
+
+/// A region, instance type or image of Linode's lists: its id, and its status where it has one (`ok`,
+/// `available`).
+#[derive(Debug, Deserialize)]
+struct Choice {
+    id: String,
+    #[serde(default)]
+    status: Option<String>,
 }
 
 #[cfg(test)]

@@ -346,6 +346,38 @@ impl FirewallRequest {
     }
 }
 
+/// A spec value (`provider.region`, `provider.size`, `provider.image`) that the cloud does not offer: bad input
+/// naming the field, with the closest valid choice and the valid ones `listed_by` (the API call) returned.
+pub fn unknown_choice(cloud: &str, field: &str, value: &str, choices: &[String], listed_by: &str) -> anyhow::Error {
+    /// More than this many choices are cut short in the hint.
+    const SHOWN: usize = 30;
+    let mut valid: Vec<String> = choices.to_vec();
+    valid.sort();
+    valid.dedup();
+    let noun = field.rsplit('.').next().unwrap_or(field);
+    let mut hint = match crate::spec::closest(value, &valid) {
+        Some(best) => format!("did you mean `{best}`? "),
+        None => String::new(),
+    };
+    if valid.is_empty() {
+        hint.push_str(&format!("{listed_by} lists none that fits"));
+    } else {
+        // A long list (EC2's hundreds of instance types) is cut to the value's own family (`c6i.` of `c6i.hyper`).
+        let family = value.find(['.', '-']).map_or(value, |i| &value[..=i]);
+        let kin: Vec<&String> = valid.iter().filter(|v| v.starts_with(family) && v.len() > family.len()).collect();
+        let (list, of) = if valid.len() > SHOWN && !kin.is_empty() {
+            (kin, format!(" {} in all; those like `{family}…`", valid.len()))
+        } else {
+            (valid.iter().collect(), String::new())
+        };
+        let more = list.len().saturating_sub(SHOWN);
+        let shown = list.iter().take(SHOWN).map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+        let rest = if more > 0 { format!(", and {more} more") } else { String::new() };
+        hint.push_str(&format!("{cloud} offers{of}: {shown}{rest} ({listed_by})"));
+    }
+    crate::error::UserError::input(format!("{field}: {cloud} has no {noun} `{value}`")).hint(hint).into()
+}
+
 /// One cloud (or the `ssh` pseudo-provider): translation between sfuctl's records and the provider's API.
 ///
 /// Every method makes API calls and returns at once; none waits for a state to be reached or sleeps: a refusal
@@ -395,6 +427,14 @@ pub trait Provider: Send + Sync {
 
     /// Deletes a registered key; one that is already gone is success.
     fn delete_ssh_key<'a>(&'a self, id: &'a SshKeyId) -> ProviderFuture<'a, ()>;
+
+    /// Checks, before anything is created, that the region, size and image of `req` are ones this API offers. One
+    /// it does not offer is bad input (exit 2, see [`unknown_choice`]) naming the spec field and listing the valid
+    /// choices the API gave; reading the lists is all this does. Default: nothing to check.
+    fn check_choices<'a>(&'a self, req: &'a ServerRequest) -> ProviderFuture<'a, ()> {
+        let _ = req;
+        Box::pin(async { Ok(()) })
+    }
 
     /// Removes what the provider keeps for the owner itself, once every resource is gone (DigitalOcean: the
     /// `sfuctl:<name>` tag). Call it last in `down`; a no-op by default.

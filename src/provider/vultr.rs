@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Busy, Firewall, FirewallId, FirewallRequest, FirewallRule, Owner, Provider, ProviderFuture, Server, ServerId, ServerRequest,
-    ServerStatus, SshKey, SshKeyId,
+    ServerStatus, SshKey, SshKeyId, unknown_choice,
 };
 use crate::error::UserError;
 use crate::http::{self, ApiStyle, Auth, Client, Failure, ProviderMessage, RequestStats, RetryPolicy, Secret};
@@ -471,9 +471,29 @@ impl Vultr {
             .map_err(failed(format!("cannot delete SSH key {kid} on Vultr")))?;
         Ok(())
     }
+
+    /// `GET /regions`, `GET /plans` and `GET /os`: the spec's region, plan (offered in that region) and OS must be
+    /// ones Vultr lists; otherwise bad input listing what it does.
+    pub async fn check_choices(&self, req: &ServerRequest) -> Result<()> {
+        let regions: Vec<Choice> = self.list_all("/regions", "regions", None).await.map_err(failed("cannot list the regions on Vultr (GET /regions)".into()))?;
+        let ids: Vec<String> = regions.into_iter().map(|r| r.id).collect();
+        if !ids.contains(&req.region) {
+            return Err(unknown_choice("Vultr", "provider.region", &req.region, &ids, "GET /regions"));
+        }
+        let plans: Vec<Choice> = self.list_all("/plans", "plans", None).await.map_err(failed("cannot list the plans on Vultr (GET /plans)".into()))?;
+        let here: Vec<String> = plans.into_iter().filter(|p| p.locations.contains(&req.region)).map(|p| p.id).collect();
+        if !here.contains(&req.size) {
+            return Err(unknown_choice("Vultr", "provider.size", &req.size, &here, &format!("GET /plans, in {}", req.region)));
+        }
+        self.os_id(&req.image).await.map(|_| ())
+    }
 }
 
 impl Provider for Vultr {
+    fn check_choices<'a>(&'a self, req: &'a ServerRequest) -> ProviderFuture<'a, ()> {
+        Box::pin(Vultr::check_choices(self, req))
+    }
+
     fn name(&self) -> &'static str {
         "Vultr"
     }
@@ -794,6 +814,14 @@ impl VKey {
         let fingerprint = self.ssh_key.as_deref().and_then(|l| KeyLine::parse(l).ok()).map(|k| k.fingerprint).unwrap_or_default();
         SshKey { id: SshKeyId(self.id), fingerprint, name: self.name.unwrap_or_default() }
     }
+}
+
+/// A region or plan of `GET /regions` / `GET /plans`: its id and (plans) the regions that offer it.
+#[derive(Debug, Deserialize)]
+struct Choice {
+    id: String,
+    #[serde(default)]
+    locations: Vec<String>,
 }
 
 #[cfg(test)]

@@ -207,6 +207,22 @@ pub struct KeyPair {
     pub tag_set: Items<Tag>,
 }
 
+/// `DescribeInstanceTypeOfferings`: the instance types a region offers, a page at a time.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DescribeInstanceTypeOfferings {
+    #[serde(default)]
+    pub instance_type_offering_set: Items<InstanceTypeOffering>,
+    pub next_token: Option<String>,
+}
+
+/// One offered instance type.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceTypeOffering {
+    pub instance_type: String,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DescribeImages {

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from do_openapi import OpenAPIValidator  # noqa: E402  (exits with a clear message if deps are missing)
-from state import ApiError, FakeState, all_regions, all_sizes  # noqa: E402
+from state import ApiError, FakeState, all_images, all_regions, all_sizes, image_obj  # noqa: E402
 
 RATE_LIMIT_HOUR = 5000
 RATE_LIMIT_MINUTE = 250
@@ -385,6 +385,17 @@ class Handler(BaseHTTPRequestHandler):
             return page("regions", all_regions(), lambda x: x)
         if op == "sizes_list":
             return page("sizes", all_sizes(), lambda x: x)
+        if op == "images_list":
+            # The public catalog: every image here is a distribution image (there are no private ones).
+            if q.get("type") == "application" or q.get("private") == "true":
+                return page("images", [], lambda x: x)
+            return page("images", all_images(), lambda x: x)
+        if op == "images_get":
+            key = pp["image_id"]
+            image = image_obj(int(key) if str(key).isdigit() else key)
+            if image is None:
+                raise ApiError(404, "not_found", "The resource you were accessing could not be found.")
+            return 200, {"image": image}, {}
         raise ApiError(501, "fake_not_implemented",
                        f"the fake does not implement {op} ({self.command} {path}); "
                        "it is valid per the OpenAPI document")

@@ -115,6 +115,10 @@ def image_obj(key: Any) -> dict | None:
     return None
 
 
+def all_images() -> list[dict]:
+    return [image_obj(iid) for iid, _, _, _ in _IMAGES]
+
+
 # --------------------------------------------------------------------------- helpers
 TAG_RE = re.compile(r"^[a-zA-Z0-9_\-:]+$")
 PORTS_RE = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?$")

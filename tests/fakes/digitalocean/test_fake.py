@@ -421,6 +421,13 @@ def test_spec_rejects_invalid_requests(c):
     assert st == 400
 
 
+def test_images_list_and_get(c):
+    images = c.get("/v2/images?type=distribution", expect=200)[2]["images"]
+    assert "ubuntu-24-04-x64" in [i["slug"] for i in images]
+    assert c.get("/v2/images/ubuntu-24-04-x64", expect=200)[2]["image"]["distribution"] == "Ubuntu"
+    c.get("/v2/images/windows-95", expect=404)
+
+
 def test_regions_sizes_and_unknown_values(c):
     regions = c.get("/v2/regions", expect=200)[2]
     assert "nyc3" in [r["slug"] for r in regions["regions"]]
