@@ -32,11 +32,13 @@ pub fn listen() {
         if tokio::signal::ctrl_c().await.is_err() {
             return;
         }
+        // Store, then look (and `asking` does the same the other way round): at least one of the two sees the
+        // other, so a Ctrl-C as the question appears never waits for its answer.
+        REQUESTED.store(true, Ordering::SeqCst);
         if ASKING.load(Ordering::SeqCst) {
             eprintln!("\ninterrupted at the question: nothing was changed by it");
             std::process::exit(Exit::Interrupted as i32);
         }
-        REQUESTED.store(true, Ordering::SeqCst);
         eprintln!("interrupted: stopping at the next safe point (press Ctrl-C again to stop at once)");
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!("interrupted again: stopping now; what was created is tagged, run `sfuctl up` again or `sfuctl down`");
@@ -49,6 +51,11 @@ pub fn listen() {
 /// it would without [`listen`]: the question comes before the change it asks about.
 pub fn asking<T>(ask: impl FnOnce() -> T) -> T {
     ASKING.store(true, Ordering::SeqCst);
+    // A Ctrl-C that came just before the question would otherwise wait for its answer.
+    if REQUESTED.load(Ordering::SeqCst) {
+        eprintln!("\ninterrupted before the question: nothing was changed by it");
+        std::process::exit(Exit::Interrupted as i32);
+    }
     let answer = ask();
     ASKING.store(false, Ordering::SeqCst);
     answer

@@ -98,10 +98,29 @@ fn on_a_terminal(home: &std::path::Path, env: &[(&str, String)], args: &str, ans
         cmd.env(k, v);
     }
     let mut child = cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("script runs");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(answers.as_bytes()).unwrap();
+    use std::io::{Read, Write};
+    // Type each answer when its question is on the screen (the output ends in `: `), as a person would: typed
+    // ahead, the terminal's echo lands in the middle of the next prompt.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    for answer in answers.split_inclusive('\n') {
+        while !seen.ends_with(b": ") {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        stdin.write_all(answer.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        // The echo of the answer comes back first; the next question follows it.
+        seen.extend_from_slice(b"\n");
+    }
+    drop(stdin);
+    stdout.read_to_end(&mut seen).unwrap();
     let out = child.wait_with_output().unwrap();
-    (format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)), out.status.code())
+    (format!("{}{}", String::from_utf8_lossy(&seen), String::from_utf8_lossy(&out.stderr)), out.status.code())
 }
 
 #[test]
@@ -192,7 +211,7 @@ fn ctrl_c_at_ups_question_stops_at_once_and_creates_nothing() {
     };
     let out = reader.join().unwrap();
     assert_eq!(status.code(), Some(130), "{out}");
-    assert!(out.contains("Do you want to perform these actions?") && out.contains("interrupted at the question: nothing was changed"), "{out}");
+    assert!(out.contains("Do you want to perform these actions?") && (out.contains("interrupted at the question: nothing was changed") || out.contains("interrupted before the question: nothing was changed")), "{out}");
     let state = fake.get("/_fake/state");
     for list in ["droplets", "firewalls", "ssh_keys"] {
         assert!(state[list].as_array().is_some_and(|l| l.is_empty()), "{list}: {state}");

@@ -107,7 +107,7 @@ pub fn invalid_spec(path: &Path, errors: &[Diagnostic]) -> UserError {
 /// Asks for `yes` on the terminal before destroying something, like `terraform destroy`; `yes` (the `--yes`
 /// flag) skips the question. Without a terminal and without `--yes`, refuses: exit 2, nothing changed.
 pub fn confirm(yes: bool, what: &str) -> Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
+    use std::io::IsTerminal;
     if yes {
         return Ok(());
     }
@@ -117,22 +117,30 @@ pub fn confirm(yes: bool, what: &str) -> Result<()> {
             .hint("pass --yes to confirm in scripts")
             .into());
     }
-    eprint!("Only 'yes' will be accepted to confirm.\n  Enter a value: ");
-    std::io::stderr().flush().ok();
-    let mut answer = String::new();
-    // Ctrl-C while the question waits ends the run at once, even where it otherwise stops at a safe point.
-    crate::interrupt::asking(|| std::io::stdin().lock().read_line(&mut answer))?;
-    if answer.trim() != "yes" {
+    if !answered_yes("Only 'yes' will be accepted to confirm.\n  Enter a value: ")? {
         return Err(UserError::input("cancelled: nothing was removed").into());
     }
     Ok(())
+}
+
+/// Asks `prompt` on the terminal; true when the answer is `yes`. Ctrl-C from the moment the prompt is shown until
+/// it is answered ends the run at once (exit 130), even where it otherwise stops at a safe point.
+fn answered_yes(prompt: &str) -> Result<bool> {
+    use std::io::{BufRead, Write};
+    let mut answer = String::new();
+    crate::interrupt::asking(|| {
+        eprint!("{prompt}");
+        std::io::stderr().flush().ok();
+        std::io::stdin().lock().read_line(&mut answer)
+    })?;
+    Ok(answer.trim() == "yes")
 }
 
 /// Shows what `up` is about to create or destroy in the cloud (the plan's text) and asks for `yes` on the
 /// terminal, like `terraform apply`; `yes` (the `--yes` flag) skips the question. Without a terminal and without
 /// `--yes`, refuses: exit 2, nothing created or deleted.
 pub fn confirm_cloud_changes(yes: bool, invocation: &Invocation, plan_text: &str) -> Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
+    use std::io::IsTerminal;
     if yes {
         return Ok(());
     }
@@ -142,11 +150,7 @@ pub fn confirm_cloud_changes(yes: bool, invocation: &Invocation, plan_text: &str
             .hint(format!("check the plan above (or `{}`), then run `{}`", invocation.command("plan", ""), invocation.command("up", "--yes")))
             .into());
     }
-    eprint!("\nDo you want to perform these actions? Only 'yes' will be accepted to confirm.\n  Enter a value: ");
-    std::io::stderr().flush().ok();
-    let mut answer = String::new();
-    crate::interrupt::asking(|| std::io::stdin().lock().read_line(&mut answer))?;
-    if answer.trim() != "yes" {
+    if !answered_yes("\nDo you want to perform these actions? Only 'yes' will be accepted to confirm.\n  Enter a value: ")? {
         return Err(UserError::input("cancelled: nothing was created or deleted").into());
     }
     Ok(())
