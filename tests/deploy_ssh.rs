@@ -104,11 +104,7 @@ fn janus_answers_its_info_endpoint_and_goes_away() {
 #[test]
 fn a_directory_artifact_is_unpacked_and_not_resent() {
     let host = TestHost::start("dir-artifact");
-    let app = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(app.path().join("bin")).unwrap();
-    std::fs::write(app.path().join("bin/run.sh"), "#!/bin/sh\nexec sleep 600\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(app.path().join("bin/run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let app = crate::support::deployment::sleeper_app();
     let sfu = format!("  kind: custom\n  artifact: {}\n  command: ./bin/run.sh\n  rtc_ports: 40000-40099\n", app.path().display());
     let dep = Deployment::new(&host, "dir", &sfu, "host_firewall: false\n");
     let first = json(&dep.sfuctl(&["up", "--output", "json"]).assert().success());

@@ -92,8 +92,9 @@ fn help_never_breaks_a_path_in_two() {
 fn on_a_terminal(home: &std::path::Path, env: &[(&str, String)], args: &str, answers: &str) -> (String, Option<i32>) {
     crate::support::cli::require_tool("script", "bsdutils");
     let binary = assert_cmd::cargo::cargo_bin("sfuctl");
-    let mut cmd = std::process::Command::new("script");
-    cmd.args(["-qec", &format!("{} {args}", binary.display()), "/dev/null"]).current_dir(home).env("HOME", home).env("RUST_BACKTRACE", "0").env_remove("SSH_CONNECTION").env_remove("SSH_CLIENT");
+    // `timeout`: a run that never ends fails the test (exit 124) instead of hanging it.
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["120", "script", "-qec", &format!("{} {args}", binary.display()), "/dev/null"]).current_dir(home).env("HOME", home).env("RUST_BACKTRACE", "0").env_remove("SSH_CONNECTION").env_remove("SSH_CLIENT");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -105,7 +106,7 @@ fn on_a_terminal(home: &std::path::Path, env: &[(&str, String)], args: &str, ans
     let mut stdin = child.stdin.take().unwrap();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
-    for answer in answers.split_inclusive('\n') {
+    for answer in answers.split_inclusive(['\n', '\x03']) {
         while !seen.ends_with(b": ") {
             match stdout.read(&mut buf) {
                 Ok(0) | Err(_) => break,
@@ -133,89 +134,54 @@ fn init_asks_on_a_terminal() {
     assert!(spec.contains("name: turn-1") && spec.contains("kind: vultr") && spec.contains("kind: coturn"), "{spec}");
 }
 
-#[test]
-fn up_on_a_terminal_shows_the_plan_and_a_no_creates_nothing() {
+/// A coturn deployment `name` on the DigitalOcean fake, for `up` on a terminal: the spec and key in `home`; the
+/// fake and the environment sfuctl needs.
+fn a_cloud_spec(home: &std::path::Path, name: &str) -> (crate::support::do_fake::DoFake, Vec<(&'static str, String)>) {
     use crate::support::cloud_deployment::CloudEnv;
-    let home = tempfile::tempdir().expect("temp dir");
     let fake = crate::support::do_fake::DoFake::start();
-    let key = home.path().join("id_ed25519");
+    let key = home.join("id_ed25519");
     let keygen = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
     assert!(keygen.status.success());
     std::fs::write(
-        home.path().join("spec.yaml"),
-        format!("name: ask\nprovider: {{ kind: digitalocean, region: fra1 }}\nssh: {{ private_key: {}, allow_from: [203.0.113.7/32] }}\nsfu: {{ kind: coturn, rtc_ports: 40000-40999 }}\n", key.display()),
+        home.join("spec.yaml"),
+        format!("name: {name}\nprovider: {{ kind: digitalocean, region: fra1 }}\nssh: {{ private_key: {}, allow_from: [203.0.113.7/32] }}\nsfu: {{ kind: coturn, rtc_ports: 40000-40999 }}\n", key.display()),
     )
     .unwrap();
     let mut env: Vec<(&str, String)> = fake.env();
-    env.push(("SFUCTL_STATE_DIR", home.path().join("state").display().to_string()));
+    env.push(("SFUCTL_STATE_DIR", home.join("state").display().to_string()));
     env.push(("SFUCTL_SECRET", "terminal-secret-0123456789abcdef0123456789".into()));
+    (fake, env)
+}
+
+/// The fake holds no droplet, firewall or key.
+fn nothing_created(fake: &crate::support::do_fake::DoFake) {
+    let state = fake.get("/_fake/state");
+    for list in ["droplets", "firewalls", "ssh_keys"] {
+        assert!(state[list].as_array().is_some_and(|l| l.is_empty()), "{list}: {state}");
+    }
+}
+
+#[test]
+fn up_on_a_terminal_shows_the_plan_and_a_no_creates_nothing() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let (fake, env) = a_cloud_spec(home.path(), "ask");
     let (out, code) = on_a_terminal(home.path(), &env, "up spec.yaml", "no\n");
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("+ server") && out.contains("Do you want to perform these actions?") && out.contains("cancelled: nothing was created or deleted"), "{out}");
-    let state = fake.get("/_fake/state");
-    assert!(state["droplets"].as_array().unwrap().is_empty() && state["firewalls"].as_array().unwrap().is_empty(), "{state}");
+    nothing_created(&fake);
 }
 
 /// Ctrl-C typed at `up`'s question (a real pseudo-terminal turns it into SIGINT) ends the run at once with 130 and
 /// creates nothing.
 #[test]
 fn ctrl_c_at_ups_question_stops_at_once_and_creates_nothing() {
-    use crate::support::cloud_deployment::CloudEnv;
-    use std::io::{Read, Write};
-    crate::support::cli::require_tool("script", "bsdutils");
     let home = tempfile::tempdir().expect("temp dir");
-    let fake = crate::support::do_fake::DoFake::start();
-    let key = home.path().join("id_ed25519");
-    let keygen = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
-    assert!(keygen.status.success());
-    std::fs::write(
-        home.path().join("spec.yaml"),
-        format!("name: ctrlc\nprovider: {{ kind: digitalocean, region: fra1 }}\nssh: {{ private_key: {}, allow_from: [203.0.113.7/32] }}\nsfu: {{ kind: coturn, rtc_ports: 40000-40999 }}\n", key.display()),
-    )
-    .unwrap();
-    let binary = assert_cmd::cargo::cargo_bin("sfuctl");
-    let mut cmd = std::process::Command::new("script");
-    cmd.args(["-qfec", &format!("{} up spec.yaml", binary.display()), "/dev/null"]).current_dir(home.path()).env("HOME", home.path()).env("RUST_BACKTRACE", "0");
-    for (k, v) in fake.env() {
-        cmd.env(k, v);
-    }
-    cmd.env("SFUCTL_STATE_DIR", home.path().join("state")).env("SFUCTL_SECRET", "terminal-secret-0123456789abcdef0123456789");
-    let mut child = cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().expect("script runs");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    // Type Ctrl-C only once the question is on the terminal; a bounded read keeps a hang from blocking forever.
-    let reader = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        let mut asked = false;
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            seen.extend_from_slice(&buf[..n]);
-            if !asked && String::from_utf8_lossy(&seen).contains("Enter a value:") {
-                asked = true;
-                stdin.write_all(b"\x03").unwrap();
-                stdin.flush().unwrap();
-            }
-        }
-        String::from_utf8_lossy(&seen).into_owned()
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "up did not end after Ctrl-C at its question");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    let out = reader.join().unwrap();
-    assert_eq!(status.code(), Some(130), "{out}");
-    assert!(out.contains("Do you want to perform these actions?") && (out.contains("interrupted at the question: nothing was changed") || out.contains("interrupted before the question: nothing was changed")), "{out}");
-    let state = fake.get("/_fake/state");
-    for list in ["droplets", "firewalls", "ssh_keys"] {
-        assert!(state[list].as_array().is_some_and(|l| l.is_empty()), "{list}: {state}");
-    }
+    let (fake, env) = a_cloud_spec(home.path(), "ctrlc");
+    let (out, code) = on_a_terminal(home.path(), &env, "up spec.yaml", "\x03");
+    assert_eq!(code, Some(130), "{out}");
+    assert!(out.contains("Do you want to perform these actions?"), "{out}");
+    assert!(out.contains("interrupted at the question: nothing was changed") || out.contains("interrupted before the question: nothing was changed"), "{out}");
+    nothing_created(&fake);
 }
 
 #[test]

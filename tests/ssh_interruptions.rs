@@ -50,11 +50,7 @@ fn kill_at_step(dep: &Deployment, step: usize, delay: Duration) -> bool {
 #[test]
 fn sigkill_at_every_ssh_step_of_up_leaves_nothing_half_made() {
     let host = TestHost::start("kill-ssh");
-    let app = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(app.path().join("bin")).unwrap();
-    std::fs::write(app.path().join("bin/run.sh"), "#!/bin/sh\nexec sleep 600\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(app.path().join("bin/run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let app = crate::support::deployment::sleeper_app();
     // Enough bytes that an upload takes a while: some kills land inside it.
     let data: Vec<u8> = (0..6_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(app.path().join("data.bin"), &data).unwrap();

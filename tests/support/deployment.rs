@@ -69,3 +69,13 @@ impl Deployment {
     }
 }
 
+
+/// A directory artifact whose `bin/run.sh` stands in for a server (`exec sleep 600`): `command: ./bin/run.sh`.
+pub fn sleeper_app() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let app = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(app.path().join("bin")).unwrap();
+    std::fs::write(app.path().join("bin/run.sh"), "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(app.path().join("bin/run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    app
+}
