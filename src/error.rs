@@ -95,9 +95,16 @@ pub fn input_error(message: impl Into<String>) -> anyhow::Error {
     UserError::input(message).into()
 }
 
-/// The exit code an error maps to: the first [`UserError`] in its chain decides; anything else is exit 1.
+/// The exit code an error maps to: the first [`UserError`] in its chain decides, except that an operation that
+/// failed because of bad input (credentials the API refused, under "cannot list the servers") is bad input;
+/// anything else is exit 1.
 pub fn exit_of(err: &anyhow::Error) -> Exit {
-    err.chain().find_map(|e| e.downcast_ref::<UserError>()).map_or(Exit::Failed, |u| u.exit)
+    let mut codes = err.chain().filter_map(|e| e.downcast_ref::<UserError>()).map(|u| u.exit);
+    match codes.next() {
+        Some(Exit::Failed) if codes.any(|c| matches!(c, Exit::BadInput)) => Exit::BadInput,
+        Some(first) => first,
+        None => Exit::Failed,
+    }
 }
 
 /// Formats an error the way [`report`] prints it, without colour. Useful in tests.

@@ -653,7 +653,9 @@ impl Client {
         };
         let code = parsed.and_then(|p| p.code);
         let tries = if attempts > 1 { format!(" (after {attempts} attempts)") } else { String::new() };
-        let mut err = UserError::failed(format!("{}{tries}", style.headline(operation, status, code.as_deref())));
+        let headline = format!("{}{tries}", style.headline(operation, status, code.as_deref()));
+        // Credentials the API does not accept are bad input (exit 2), like credentials that are missing.
+        let mut err = if status == StatusCode::UNAUTHORIZED { UserError::input(headline) } else { UserError::failed(headline) };
         let failure = Failure { operation, base_url: &self.inner.base, status: Some(status), code: code.as_deref(), retry_after };
         if let Some(hint) = style.hint(&failure) {
             err = err.hint(hint);

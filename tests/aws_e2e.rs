@@ -137,7 +137,7 @@ fn a_wrong_secret_fails_with_the_aws_code_and_a_hint_and_creates_nothing() {
     let dep = AwsDeployment::new("awssig", &host);
     dep.write_spec(Some("us-east-1"));
     let wrong = "wrong-secret-0000000000000000000000000000";
-    let out = dep.sfuctl_with(&moto, wrong, &["up"]).assert().code(1);
+    let out = dep.sfuctl_with(&moto, wrong, &["up"]).assert().code(2);
     let err = stderr(&out);
     assert!(err.contains("AuthFailure") && err.contains("401"), "{err}");
     assert!(err.contains("hint: AWS did not accept the credentials") && err.contains("clock"), "{err}");

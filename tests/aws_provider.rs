@@ -47,7 +47,7 @@ async fn signed_requests_pass_and_a_wrong_secret_is_refused_with_a_hint() {
     let wrong = provider_with(&moto, "not-the-secret-at-all");
     let err = wrong.list_servers(&owner).await.unwrap_err();
     let text = render(&err);
-    assert_eq!(exit_of(&err), Exit::Failed);
+    assert_eq!(exit_of(&err), Exit::BadInput, "credentials AWS refuses are bad input, like missing ones");
     assert!(text.contains("returned 401 AuthFailure") && text.contains("Caused by: AuthFailure:"), "{text}");
     assert!(text.contains("hint: AWS did not accept the credentials") && text.contains("clock"), "{text}");
     assert!(!text.contains("not-the-secret-at-all") && !text.contains(moto.secret_key()), "{text}");

@@ -122,7 +122,7 @@ fn a_bad_token_fails_with_a_hint_and_creates_nothing() {
     dep.write_spec("40000-40999", 1);
     let mut cmd = dep.sfuctl(&fake, &["up"]);
     cmd.env("LINODE_TOKEN", "linode-wrong-token-value-0123");
-    let out = cmd.assert().code(1);
+    let out = cmd.assert().code(2);
     let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert!(err.contains("401") && err.contains("Invalid Token") && err.contains("LINODE_TOKEN"), "{err}");
     assert!(!err.contains("linode-wrong-token-value-0123"));

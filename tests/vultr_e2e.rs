@@ -124,7 +124,7 @@ fn a_bad_api_key_fails_with_a_hint_and_creates_nothing() {
     dep.write_spec("40000-40999", 1);
     let mut cmd = dep.sfuctl(&fake, &["up"]);
     cmd.env("VULTR_API_KEY", "WRONGKEY0123456789ABCDEFGHIJKLMNOPQR");
-    let out = cmd.assert().code(1);
+    let out = cmd.assert().code(2);
     let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert!(err.contains("401") && err.contains("VULTR_API_KEY") && err.contains("Invalid API token."), "{err}");
     assert!(!err.contains("WRONGKEY0123456789") && !err.contains(fake.api_key()), "{err}");
