@@ -1018,7 +1018,11 @@ mod tests {
         assert_eq!(c.detail, format!("tcp {port} connected; media tcp 45000-45999: 16/16 sampled ports reached"));
         let map = c.range.expect("the range has a map");
         assert_eq!((map.start, map.end, map.probed, map.answered), (45000, 45999, 16, 16));
-        drop(listener);
+        // A port bound but not listening refuses connections, and no other test can take it meanwhile (a port
+        // freed by dropping the listener could be bound again by a test running alongside).
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = closed.local_addr().unwrap().port();
         let c = tcp_reachability(&HostTarget::new("a", "127.0.0.1"), vec![port], None).await;
         assert_eq!((c.status, c.detail.as_str()), (Status::Fail, format!("tcp {port} refused (nothing listens)").as_str()), "a single port must accept");
         assert!(c.range.is_none());
