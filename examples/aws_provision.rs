@@ -11,11 +11,11 @@ use std::time::Instant;
 
 use sfuctl::engine::{self, Timings};
 use sfuctl::provider::catalog;
-use sfuctl::commands::timeouts;
+use sfuctl::commands::{load_valid_spec, timeouts};
 use sfuctl::deploy::Deployment;
 use sfuctl::render::Renderer;
 use sfuctl::secret::Secret;
-use sfuctl::spec::Spec;
+use sfuctl::spec::FileCheck;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -31,7 +31,7 @@ async fn main() -> ExitCode {
 
 async fn run(path: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
-    let spec = Spec::load(path)?.spec;
+    let spec = load_valid_spec(path, FileCheck::Warn)?.spec;
     let base = path.parent().unwrap_or(Path::new("."));
     let provider = catalog::require(&spec)?;
     let renderer = Renderer::new(None)?;

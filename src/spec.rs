@@ -1,8 +1,9 @@
 //! The deployment spec: the user's YAML, parsed strictly and validated.
 //!
 //! Every field's `///` comment is the user's contract and is mirrored in README.md ("Spec reference"). Parsing
-//! ([`Spec::load`]) turns YAML errors into messages with line, column and a "did you mean"; validation
-//! (`validate.rs`) checks what types cannot. This module is the leaf the others build on: it knows no server
+//! ([`Spec::parse`]) turns a YAML error into a message with line, column and a "did you mean"; every command reads
+//! a spec through `validate::check_source`, which reports every problem at once (`spec_parse.rs`) and then checks
+//! what types cannot. This module is the leaf the others build on: it knows no server
 //! kind, manifest or provider.
 
 use std::collections::BTreeMap;
@@ -292,20 +293,6 @@ impl Spec {
                 .hint("pass the path of a YAML deployment spec, e.g. `examples/mediasoup-digitalocean.yaml`")
         })?;
         Ok(source)
-    }
-
-    /// Reads and parses a spec file, stopping at the first syntax, type or unknown-field error (an exit-2 error
-    /// naming the file, line and column). Commands use `validate::check_source`, which reports every problem.
-    pub fn load(path: &Path) -> Result<LoadedSpec> {
-        let source = Self::read_source(path)?;
-        let spec = Self::parse(&source).map_err(|d| {
-            let mut err = UserError::input(format!("invalid spec `{}`: {}", path.display(), d.summary()));
-            if let Some(h) = d.hint {
-                err = err.hint(h);
-            }
-            err
-        })?;
-        Ok(LoadedSpec { spec, path: path.to_path_buf(), source })
     }
 
     /// Parses spec text; an error is a [`Diagnostic`] with the best location we can find.
